@@ -1,0 +1,87 @@
+"""One-call helpers to register Gemma-formatted tasks (for the built-in ones and for users).
+
+    import seqio, gemma_tasks
+    from gemma_tasks import builders, sources
+
+    builders.add_translation_task(
+        "my_en_de",
+        sources.JsonlDataSource({"train": "/data/train-*.jsonl.gz", "test": "/data/test.jsonl"},
+                                fields={"en": str, "de": str}),
+        source_key="en", target_key="de", prefix="Translate English to German: ")
+    seqio.get_dataset("my_en_de", {"inputs": 128, "targets": 128}, split="test",
+                      feature_converter=feature_converters.GemmaPrefixLMFeatureConverter(pack=True))
+
+Every task built here runs: format as Gemma turns -> tokenize (Gemma vocabulary) ->
+`seqio.CacheDatasetPlaceholder` -> (length-dependent steps) -> append EOS where configured.
+`inputs` never carries BOS: the feature converters put exactly one BOS (2) at each sequence start.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable, Mapping, Optional, Sequence
+
+import seqio
+
+from gemma_tasks import metrics as metrics_lib
+from gemma_tasks import postprocessors, preprocessors, tokenization
+from gemma_tasks.vocab import get_vocabulary
+
+
+def output_features(vocabulary: Optional[seqio.Vocabulary] = None, *, add_eos: bool = False,
+                    inputs_required: bool = True) -> Mapping[str, seqio.Feature]:
+  """`inputs` (no EOS: it ends with `<start_of_turn>model\\n`) and `targets` (EOS if asked)."""
+  vocabulary = vocabulary or get_vocabulary()
+  return {
+      "inputs": seqio.Feature(vocabulary, add_eos=False, required=inputs_required),
+      "targets": seqio.Feature(vocabulary, add_eos=add_eos),
+  }
+
+
+def _tail():
+  # Tokenize, then the cache boundary, then everything that depends on sequence lengths.
+  return [tokenization.tokenize, seqio.CacheDatasetPlaceholder(),
+          seqio.preprocessors.append_eos_after_trim]
+
+
+def add_translation_task(
+    name: str, source: seqio.DataSource, *, source_key: str, target_key: str, prefix: str,
+    vocabulary: Optional[seqio.Vocabulary] = None, add_eos: bool = False,
+    metric_fns: Sequence[Callable] = (metrics_lib.bleu,)) -> seqio.Task:
+  """Registers `name`: {source_key, target_key} -> Gemma turns, evaluated with BLEU."""
+  return seqio.TaskRegistry.add(
+      name, source=source,
+      preprocessors=[functools.partial(preprocessors.translation, source_key=source_key,
+                                       target_key=target_key, prefix=prefix), *_tail()],
+      output_features=output_features(vocabulary, add_eos=add_eos),
+      postprocess_fn=postprocessors.strip_template, metric_fns=list(metric_fns))
+
+
+def add_qa_task(
+    name: str, source: seqio.DataSource, *, question_key: str = "question",
+    answers_key: str = "answers", vocabulary: Optional[seqio.Vocabulary] = None,
+    add_eos: bool = False, preprocessor: Optional[Callable] = None,
+    metric_fns: Sequence[Callable] = (metrics_lib.exact_match,)) -> seqio.Task:
+  """Registers `name`: {question, answers[]} -> Gemma turns, exact match over all aliases."""
+  pre = preprocessor or functools.partial(preprocessors.qa, question_key=question_key,
+                                          answers_key=answers_key)
+  return seqio.TaskRegistry.add(
+      name, source=source, preprocessors=[pre, *_tail()],
+      output_features=output_features(vocabulary, add_eos=add_eos),
+      postprocess_fn=postprocessors.qa_answers, metric_fns=list(metric_fns))
+
+
+def add_lm_task(
+    name: str, source: seqio.DataSource, *, text_key: str = "text",
+    vocabulary: Optional[seqio.Vocabulary] = None, add_eos: bool = True) -> seqio.Task:
+  """Registers `name`: raw prose -> `targets` chunks of `sequence_length['targets']` tokens.
+
+  `inputs` is empty, so the task mixes with the chat tasks and a PrefixLM converter treats it
+  as plain language modelling. EOS marks the end of each document before chunking.
+  """
+  return seqio.TaskRegistry.add(
+      name, source=source,
+      preprocessors=[functools.partial(preprocessors.lm_text, text_key=text_key),
+                     tokenization.tokenize, seqio.CacheDatasetPlaceholder(),
+                     seqio.preprocessors.append_eos, preprocessors.chunk_targets],
+      output_features=output_features(vocabulary, add_eos=add_eos, inputs_required=False),
+      metric_fns=[])

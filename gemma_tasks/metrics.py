@@ -1,0 +1,77 @@
+"""Metrics for `seqio.Evaluator`: corpus BLEU and exact match (max over answer aliases).
+
+>>> round(bleu(["Die Suchleiste wird angezeigt ."], ["Die Suchleiste wird angezeigt ."])["bleu"], 6)
+100.0
+>>> exact_match([["Eiffel Tower", "La tour Eiffel"]], ["the Eiffel Tower!"])
+{'exact_match': 100.0, 'f1': 100.0}
+"""
+from __future__ import annotations
+
+import collections
+import re
+import string
+from typing import Mapping, Sequence, Union
+
+import sacrebleu
+
+
+def bleu(targets: Sequence[str], predictions: Sequence[str]) -> Mapping[str, float]:
+  """sacrebleu corpus BLEU with the settings seqio's README uses (T5's `bleu` metric).
+
+  smooth exp, tokenize 'intl', case-sensitive, full order. One reference per prediction; if a
+  target is a list (several references), all are used.
+  """
+  if len(targets) != len(predictions):
+    raise ValueError(f"bleu: {len(targets)} targets vs {len(predictions)} predictions")
+  if targets and isinstance(targets[0], (list, tuple)):
+    n_refs = max(len(t) for t in targets)
+    refs = [[t[i] if i < len(t) else "" for t in targets] for i in range(n_refs)]
+  else:
+    refs = [list(targets)]
+  score = sacrebleu.corpus_bleu(list(predictions), refs, smooth_method="exp", smooth_value=0.0,
+                                force=False, lowercase=False, tokenize="intl",
+                                use_effective_order=False)
+  return {"bleu": score.score}
+
+
+_PUNCT = set(string.punctuation) | {"‘", "’", "´", "`", "“", "”", "«", "»", "„"}
+
+
+def normalize_answer(text: str) -> str:
+  """SQuAD/TriviaQA normalisation: lower case, no punctuation, no articles, single spaces.
+
+  >>> normalize_answer("  The  Beatles' \\"Help!\\" ")
+  'beatles help'
+  """
+  text = text.lower().replace("_", " ")
+  text = "".join(ch for ch in text if ch not in _PUNCT)
+  text = re.sub(r"\b(a|an|the)\b", " ", text)
+  return " ".join(text.split())
+
+
+def _f1(prediction: str, target: str) -> float:
+  p, t = normalize_answer(prediction).split(), normalize_answer(target).split()
+  common = collections.Counter(p) & collections.Counter(t)
+  same = sum(common.values())
+  if not p or not t:
+    return float(p == t)
+  if same == 0:
+    return 0.0
+  precision, recall = same / len(p), same / len(t)
+  return 2 * precision * recall / (precision + recall)
+
+
+def exact_match(targets: Sequence[Union[str, Sequence[str]]],
+                predictions: Sequence[str]) -> Mapping[str, float]:
+  """Percentage of predictions equal to any alias after `normalize_answer`; also token F1."""
+  if len(targets) != len(predictions):
+    raise ValueError(f"exact_match: {len(targets)} targets vs {len(predictions)} predictions")
+  if not targets:
+    return {"exact_match": 0.0, "f1": 0.0}
+  em = f1 = 0.0
+  for aliases, pred in zip(targets, predictions):
+    aliases = [aliases] if isinstance(aliases, str) else list(aliases)
+    norm = normalize_answer(pred)
+    em += float(any(norm == normalize_answer(a) for a in aliases)) if aliases else 0.0
+    f1 += max((_f1(pred, a) for a in aliases), default=0.0)
+  return {"exact_match": 100.0 * em / len(targets), "f1": 100.0 * f1 / len(targets)}

@@ -1,0 +1,29 @@
+"""Registration of the gemma-seqio Mixtures (names are constants here)."""
+import functools
+
+import seqio
+
+from gemma_tasks import tasks
+
+QA_MIX = "gemma_qa_mix"
+ALL = "gemma_all"
+
+# Explicit rates: TriviaQA is ~8x larger than the quiz; a 4:1 rate keeps the quiz visible
+# without repeating its 960 training questions too often.
+QA_MIX_RATES = ((tasks.TRIVIA_QA_OPEN, 4.0), (tasks.QUIZ_QA, 1.0))
+
+
+def register():
+  """Adds every mixture once (after `tasks.register()`)."""
+  if ALL in seqio.MixtureRegistry.names():
+    return
+  seqio.MixtureRegistry.add(QA_MIX, list(QA_MIX_RATES))
+  by_size = functools.partial(seqio.mixing_rate_num_examples, split="train")
+  qa_mix = seqio.get_mixture_or_task(QA_MIX)
+  # Rates = number of training examples; a sub-mixture needs a number, so its size is used.
+  seqio.MixtureRegistry.add(ALL, [
+      (tasks.EN_DE_LIBREOFFICE, by_size),
+      (tasks.EN_DE_GETTEXT, by_size),
+      (QA_MIX, float(qa_mix.num_input_examples("train"))),
+      (tasks.LM_PYTHON_DOCS, by_size),
+  ])

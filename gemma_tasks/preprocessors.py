@@ -1,0 +1,160 @@
+"""seqio preprocessors that put raw examples into Gemma dialog turns (TF, per-example maps).
+
+Each one maps raw features to `inputs` (the user turn, ending with `<start_of_turn>model\\n`) and
+`targets` (the answer + `<end_of_turn>`), the strings that the template in `template.py` defines:
+
+>>> ds = translate_en_de(tf.data.Dataset.from_tensors({"en": "Find Bar", "de": "Suchleiste"}))
+>>> next(iter(ds))
+{'inputs': b'<start_of_turn>user\\nTranslate English to German: Find Bar<end_of_turn>\\n<start_of_turn>model\\n',
+ 'targets': b'Suchleiste<end_of_turn>'}
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import seqio
+import tensorflow as tf
+
+from gemma_tasks import template
+
+TRANSLATE_PREFIX = "Translate English to German: "
+_PROMPT_HEAD, _PROMPT_TAIL = template.PROMPT_TEMPLATE.split("{}")
+_ANSWER_TAIL = template.ANSWER_TEMPLATE.split("{}")[1]
+
+
+def as_prompt(text: tf.Tensor) -> tf.Tensor:
+  """tf.string user text -> the formatted prompt (same bytes as `template.format_prompt`)."""
+  return tf.strings.join([_PROMPT_HEAD, text, _PROMPT_TAIL])
+
+
+def as_response(text: tf.Tensor) -> tf.Tensor:
+  """tf.string answer -> answer + `<end_of_turn>` (same bytes as `template.format_response`)."""
+  return tf.strings.join([text, _ANSWER_TAIL])
+
+
+def _non_empty(*texts: tf.Tensor) -> tf.Tensor:
+  ok = tf.constant(True)
+  for t in texts:
+    ok = tf.logical_and(ok, tf.strings.length(tf.strings.strip(t)) > 0)
+  return ok
+
+
+def translation(dataset: tf.data.Dataset, *, source_key: str, target_key: str,
+                prefix: str) -> tf.data.Dataset:
+  """{source, target} -> {inputs: prompt(prefix + source), targets: response(target)}.
+
+  Pairs whose source or target is empty (after stripping whitespace) are dropped: an empty
+  target teaches the model to stop at once and an empty source has nothing to translate.
+  Everything else passes, and the original strings stay as `source`/`target` features for
+  evaluation (e.g. the copy-the-source baseline).
+  """
+  dataset = dataset.filter(lambda ex: _non_empty(ex[source_key], ex[target_key]))
+
+  @seqio.map_over_dataset
+  def fmt(ex):
+    return {
+        "inputs": as_prompt(tf.strings.join([prefix, ex[source_key]])),
+        "targets": as_response(ex[target_key]),
+        "source": ex[source_key],
+        "target": ex[target_key],
+    }
+
+  return fmt(dataset)
+
+
+def translate_en_de(dataset: tf.data.Dataset) -> tf.data.Dataset:
+  """The English->German prompt of the `gemma_*_ende` tasks ("Translate English to German: ...")."""
+  return translation(dataset, source_key="en", target_key="de", prefix=TRANSLATE_PREFIX)
+
+
+def choose_alias(aliases: tf.Tensor) -> tf.Tensor:
+  """Deterministic training target from an unordered alias list.
+
+  The shortest "clean" alias (has a letter or digit, no parentheses), first in list order on
+  ties; if none is clean, the shortest alias. Lengths are in characters, not bytes.
+
+  >>> choose_alias(tf.constant(["🚁", "Helicopters", "Helicopter", "Copter (film)"])).numpy()
+  b'Helicopter'
+  """
+  lengths = tf.strings.length(aliases, unit="UTF8_CHAR")
+  clean = tf.logical_and(tf.strings.regex_full_match(aliases, r".*[\p{L}\p{N}].*"),
+                         tf.logical_not(tf.strings.regex_full_match(aliases, r".*[()].*")))
+  big = tf.reduce_max(lengths) + 1
+  key = tf.where(clean, lengths, lengths + big)  # every clean alias sorts before every other one
+  return aliases[tf.argmin(key, output_type=tf.int32)]
+
+
+def qa(dataset: tf.data.Dataset, *, question_key: str = "question",
+       answers_key: str = "answers") -> tf.data.Dataset:
+  """{question, answers[]} -> {inputs, targets: one alias, answers: all aliases}.
+
+  Examples without any non-empty alias are dropped (nothing to train on or score against).
+  """
+  dataset = dataset.filter(
+      lambda ex: tf.reduce_any(tf.strings.length(tf.strings.strip(ex[answers_key])) > 0))
+
+  @seqio.map_over_dataset
+  def fmt(ex):
+    answers = ex[answers_key]
+    answers = tf.boolean_mask(answers, tf.strings.length(tf.strings.strip(answers)) > 0)
+    return {
+        "inputs": as_prompt(ex[question_key]),
+        "targets": as_response(choose_alias(answers)),
+        "question": ex[question_key],
+        "answers": answers,
+    }
+
+  return fmt(dataset)
+
+
+def trivia_qa_tfds(dataset: tf.data.Dataset) -> tf.data.Dataset:
+  """TFDS `trivia_qa/unfiltered.nocontext` -> {inputs, targets: answer.value, answers: aliases}."""
+
+  @seqio.map_over_dataset
+  def fmt(ex):
+    return {
+        "inputs": as_prompt(ex["question"]),
+        "targets": as_response(ex["answer"]["value"]),
+        "question": ex["question"],
+        "answers": ex["answer"]["aliases"],
+    }
+
+  return fmt(dataset)
+
+
+def lm_text(dataset: tf.data.Dataset, *, text_key: str = "text") -> tf.data.Dataset:
+  """{text} -> {inputs: "", targets: text} for language modelling (no template: raw prose).
+
+  The empty `inputs` lets LM tasks mix with the chat tasks (seqio mixes only tasks with the
+  same features); a PrefixLM converter then sees a plain LM example.
+  """
+  dataset = dataset.filter(lambda ex: _non_empty(ex[text_key]))
+  return seqio.map_over_dataset(lambda ex: {"inputs": "", "targets": ex[text_key]})(dataset)
+
+
+def chunk_targets(dataset: tf.data.Dataset,
+                  sequence_length: Mapping[str, int]) -> tf.data.Dataset:
+  """Splits each tokenized `targets` into consecutive chunks of `sequence_length['targets']`.
+
+  Runs after `CacheDatasetPlaceholder` (it depends on the sequence length). No token is lost:
+  the last chunk of an example holds the remainder.
+
+  `inputs` (empty for LM tasks) is kept empty on every chunk.
+
+  >>> ds = tf.data.Dataset.from_tensors({"inputs": tf.zeros([0], tf.int32), "targets": tf.range(7)})
+  >>> [x["targets"].numpy().tolist() for x in chunk_targets(ds, {"targets": 3})]
+  [[0, 1, 2], [3, 4, 5], [6]]
+  """
+  length = sequence_length["targets"]
+
+  def split(ex):
+    tokens = ex["targets"]
+    n = tf.size(tokens)
+    full = n // length
+    rem = n - full * length
+    row_lengths = tf.concat([tf.fill([full], length), tf.reshape(rem, [1])[: tf.minimum(rem, 1)]], 0)
+    chunks = tf.data.Dataset.from_tensor_slices(
+        tf.RaggedTensor.from_row_lengths(tokens, row_lengths))
+    return chunks.map(lambda t: {"inputs": tf.zeros([0], tokens.dtype), "targets": t})
+
+  return dataset.flat_map(split)

@@ -1,0 +1,51 @@
+"""Registration of the gemma-seqio Tasks (names are constants here; no logic of its own)."""
+import functools
+
+import seqio
+
+from gemma_tasks import builders, preprocessors, sources
+
+EN_DE_LIBREOFFICE = "gemma_en_de_libreoffice"
+EN_DE_GETTEXT = "gemma_en_de_gettext"
+TRIVIA_QA_OPEN = "gemma_trivia_qa_open"
+QUIZ_QA = "gemma_quiz_qa"
+LM_PYTHON_DOCS = "gemma_lm_python_docs"
+WMT19_ENDE = "gemma_wmt19_ende"
+TRIVIA_QA_OPEN_TFDS = "gemma_trivia_qa_open_tfds"
+
+EMBEDDED_TASKS = (EN_DE_LIBREOFFICE, EN_DE_GETTEXT, TRIVIA_QA_OPEN, QUIZ_QA, LM_PYTHON_DOCS)
+TFDS_TASKS = (WMT19_ENDE, TRIVIA_QA_OPEN_TFDS)
+ALL_SPLITS = ("train", "validation", "test")
+# seqio's README split mapping for TriviaQA-open from TFDS (its test split has no answers).
+TRIVIA_QA_TFDS_SPLITS = {"train": "train[:90%]", "validation": "train[90%:]", "test": "validation"}
+
+
+def register():
+  """Adds every task once (importing `gemma_tasks` calls this)."""
+  if EN_DE_LIBREOFFICE in seqio.TaskRegistry.names():
+    return
+  builders.add_translation_task(
+      EN_DE_LIBREOFFICE,
+      sources.embedded("libreoffice_en_de", ALL_SPLITS, fields={"en": str, "de": str}),
+      source_key="en", target_key="de", prefix=preprocessors.TRANSLATE_PREFIX)
+  builders.add_translation_task(
+      EN_DE_GETTEXT,
+      sources.embedded("gettext_en_de", ("train",), fields={"en": str, "de": str}),
+      source_key="en", target_key="de", prefix=preprocessors.TRANSLATE_PREFIX)
+  builders.add_qa_task(
+      TRIVIA_QA_OPEN,
+      sources.embedded("trivia_qa_open", ALL_SPLITS, fields={"question": str, "answers": list}))
+  builders.add_qa_task(
+      QUIZ_QA, sources.embedded("quiz_qa", ALL_SPLITS, fields={"question": str, "answers": list}))
+  builders.add_lm_task(
+      LM_PYTHON_DOCS, sources.embedded("python_docs", ALL_SPLITS, fields={"text": str}))
+
+  # TFDS-backed tasks: need the TFDS data prepared locally (nothing downloads at run time here).
+  builders.add_translation_task(
+      WMT19_ENDE, seqio.TfdsDataSource(tfds_name="wmt19_translate/de-en:1.0.0"),
+      source_key="en", target_key="de", prefix=preprocessors.TRANSLATE_PREFIX)
+  builders.add_qa_task(
+      TRIVIA_QA_OPEN_TFDS,
+      seqio.TfdsDataSource(tfds_name="trivia_qa/unfiltered.nocontext:1.1.0",
+                           splits=TRIVIA_QA_TFDS_SPLITS),
+      preprocessor=preprocessors.trivia_qa_tfds)
