@@ -1,0 +1,265 @@
+"""Gemma building blocks in Flax linen: RMSNorm, embedder, RoPE, GeGLU, attention with a KV cache.
+
+Shapes: B batch, T query length, S key length (the cache length when decoding), D embed_dim,
+N query heads, K key/value heads (G = N // K queries share one), H head_dim, F hidden_dim, V vocab.
+
+>>> import jax, jax.numpy as jnp
+>>> norm = RMSNorm()
+>>> x = jnp.array([[3.0, 4.0]])
+>>> norm.apply(norm.init(jax.random.PRNGKey(0), x), x)    # scale starts at 0: x / rms(x)
+Array([[0.8485281, 1.1313709]], dtype=float32)
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from model.config import LOCAL, GemmaConfig
+
+# Added to masked attention logits. Finite (unlike -inf) so a row with every key masked
+# (padding queries) gives a uniform distribution instead of NaN.
+NEG_INF = -2.3819763e38
+
+
+class RMSNorm(nn.Module):
+  """`x / sqrt(mean(x^2) + eps) * (1 + scale)`, computed in float32.
+
+  The `1 +` is Gemma's: checkpoints store `scale` around 0 (HF initialises it to zeros).
+  """
+  eps: float = 1e-6
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    scale = self.param("scale", nn.initializers.zeros_init(), (x.shape[-1],), jnp.float32)
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
+    return (normed * (1.0 + scale)).astype(x.dtype)
+
+
+class Embedder(nn.Module):
+  """Token embedding scaled by sqrt(D) on the way in; the same table maps back to logits.
+
+  encode: int [B, T] -> [B, T, D];  decode: [B, T, D] -> float32 [B, T, V].
+  """
+  vocab_size: int
+  embed_dim: int
+  dtype: jnp.dtype = jnp.float32
+
+  def setup(self):
+    # std 1/sqrt(D): after the sqrt(D) input scaling, activations start at unit scale, and the
+    # tied read-out gives unit-scale logits for normalised hidden states.
+    self.input_embedding = self.param(
+        "input_embedding", nn.initializers.normal(stddev=self.embed_dim ** -0.5),
+        (self.vocab_size, self.embed_dim), jnp.float32)
+
+  def encode(self, tokens: jax.Array) -> jax.Array:
+    x = jnp.take(self.input_embedding, tokens, axis=0)
+    return (x * jnp.sqrt(jnp.float32(self.embed_dim))).astype(self.dtype)
+
+  def decode(self, x: jax.Array) -> jax.Array:
+    table = self.input_embedding.astype(self.dtype)
+    return jnp.einsum("btd,vd->btv", x, table, preferred_element_type=jnp.float32)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
+  """Rotary embedding, "half split" layout: dims [0, H/2) pair with [H/2, H).
+
+  x: [B, T, heads, H], positions: int [B, T] -> [B, T, heads, H].
+
+  >>> apply_rope(jnp.ones((1, 1, 1, 2)), jnp.array([[0]]), 10_000.0)   # position 0: identity
+  Array([[[[1., 1.]]]], dtype=float32)
+  """
+  head_dim = x.shape[-1]
+  # Same expression as the reference implementations, so float32 rounding agrees.
+  inv_freq = 1.0 / (base ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+  angles = positions.astype(jnp.float32)[..., None] * inv_freq          # [B, T, H/2]
+  sin = jnp.sin(angles)[:, :, None, :]
+  cos = jnp.cos(angles)[:, :, None, :]
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x.dtype)
+
+
+class FeedForward(nn.Module):
+  """GeGLU: `down(gelu_tanh(x @ gate) * (x @ up))`, [B, T, D] -> [B, T, D]."""
+  embed_dim: int
+  hidden_dim: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    init = nn.initializers.lecun_normal()
+    gate = self.param("gate", init, (self.embed_dim, self.hidden_dim), jnp.float32)
+    up = self.param("up", init, (self.embed_dim, self.hidden_dim), jnp.float32)
+    down = self.param("down", init, (self.hidden_dim, self.embed_dim), jnp.float32)
+    h = jax.nn.gelu(x @ gate.astype(self.dtype), approximate=True) * (x @ up.astype(self.dtype))
+    return h @ down.astype(self.dtype)
+
+
+def causal_mask(
+    batch: int,
+    length: int,
+    *,
+    segment_ids: Optional[jax.Array] = None,
+    causal_attention: Optional[jax.Array] = None,
+    window: Optional[int] = None,
+) -> jax.Array:
+  """Boolean [B, T, T] mask of a full (uncached) pass; True = the query may see the key.
+
+  Causal; plus a bidirectional prefix where `causal_attention` is 1 on both query and key;
+  restricted to the same segment of a packed row; for local layers to keys less than `window`
+  positions away.
+
+  >>> causal_mask(1, 3, segment_ids=jnp.array([[1, 1, 2]]))[0].astype(int)
+  Array([[1, 0, 0],
+         [1, 1, 0],
+         [0, 0, 1]], dtype=int32)
+  """
+  idx = jnp.arange(length)
+  mask = jnp.broadcast_to(idx[:, None] >= idx[None, :], (batch, length, length))
+  if causal_attention is not None:
+    prefix = causal_attention.astype(bool)
+    mask = mask | (prefix[:, :, None] & prefix[:, None, :])
+  if segment_ids is not None:
+    mask = mask & (segment_ids[:, :, None] == segment_ids[:, None, :])
+  if window is not None:
+    mask = mask & (jnp.abs(idx[:, None] - idx[None, :]) < window)[None]
+  return mask
+
+
+def cached_mask(
+    query_positions: jax.Array,
+    cache_length: int,
+    *,
+    bidirectional_keys: Optional[jax.Array] = None,
+    bidirectional_queries: Optional[jax.Array] = None,
+    window: Optional[int] = None,
+) -> jax.Array:
+  """Boolean [B, T, S] mask against a cache whose slot s holds position s.
+
+  query_positions: int [B, T]. Slots after a query's position hold padding or stale keys and
+  are never visible, so the cache needs no separate validity mask.
+
+  >>> cached_mask(jnp.array([[1]]), 4).astype(int)
+  Array([[[1, 1, 0, 0]]], dtype=int32)
+  """
+  slots = jnp.arange(cache_length)[None, None, :]
+  q = query_positions[:, :, None]
+  mask = slots <= q
+  if bidirectional_keys is not None:
+    mask = mask | (bidirectional_queries.astype(bool)[:, :, None] & bidirectional_keys.astype(bool)[:, None, :])
+  if window is not None:
+    mask = mask & (jnp.abs(q - slots) < window)
+  return mask
+
+
+def _write_at(buffer: jax.Array, update: jax.Array, index: jax.Array) -> jax.Array:
+  """Per-example `buffer[b, index[b]:index[b] + T] = update[b]` along axis 1."""
+  def one(buf, upd, i):
+    starts = (i,) + (0,) * (buf.ndim - 1)
+    return jax.lax.dynamic_update_slice(buf, upd.astype(buf.dtype), starts)
+  return jax.vmap(one)(buffer, update, index)
+
+
+class Attention(nn.Module):
+  """Multi-query / grouped-query self-attention with RoPE, optional soft-capping and a KV cache.
+
+  Without `cached`: keys are this call's tokens, `positions` and `mask` ([B, T, T]) are given.
+  With `cached` (T5X's `decode` / `prefill`): the call's T tokens are written into the `cache`
+  collection at each example's `cache_index` (slot = position), the queries attend to the whole
+  cache, and `cache_index` advances by `advance` ([B], default T). When the cache does not exist
+  yet it is created with `cache_length` slots and the call behaves as uncached (T5X initialises a
+  cache that way).
+  """
+  config: GemmaConfig
+  attn_type: str
+
+  @nn.compact
+  def __call__(
+      self,
+      x: jax.Array,
+      positions: jax.Array,
+      mask: Optional[jax.Array],
+      *,
+      cached: bool = False,
+      cache_length: Optional[int] = None,
+      advance: Optional[jax.Array] = None,
+      bidirectional: Optional[jax.Array] = None,
+  ) -> jax.Array:
+    cfg = self.config
+    dtype = jnp.dtype(cfg.dtype)
+    n, k, h, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.embed_dim
+    init_in = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=0, out_axis=(1, 2))
+    init_out = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=(0, 1), out_axis=2)
+    wq = self.param("q", init_in, (d, n, h), jnp.float32).astype(dtype)
+    wk = self.param("k", init_in, (d, k, h), jnp.float32).astype(dtype)
+    wv = self.param("v", init_in, (d, k, h), jnp.float32).astype(dtype)
+    wo = self.param("o", init_out, (n, h, d), jnp.float32).astype(dtype)
+    window = cfg.sliding_window_size if self.attn_type == LOCAL else None
+
+    batch, length = x.shape[:2]
+    query = jnp.einsum("btd,dnh->btnh", x, wq)
+    key = jnp.einsum("btd,dkh->btkh", x, wk)
+    value = jnp.einsum("btd,dkh->btkh", x, wv)
+
+    if cached and self.has_variable("cache", "cached_key"):
+      cached_key = self.variable("cache", "cached_key", jnp.zeros, (), dtype)
+      cached_value = self.variable("cache", "cached_value", jnp.zeros, (), dtype)
+      cache_index = self.variable("cache", "cache_index", jnp.zeros, (), jnp.int32)
+      index = cache_index.value
+      positions = index[:, None] + jnp.arange(length)[None, :]
+      query = apply_rope(query, positions, cfg.rope_base)
+      key = apply_rope(key, positions, cfg.rope_base)
+      cached_key.value = _write_at(cached_key.value, key, index)
+      cached_value.value = _write_at(cached_value.value, value, index)
+      key, value = cached_key.value, cached_value.value
+      slots = key.shape[1]
+      bidir_keys = None
+      if bidirectional is not None:
+        bidir_keys = _write_at(jnp.zeros((batch, slots), bool), bidirectional.astype(bool), index)
+      mask = cached_mask(positions, slots, bidirectional_keys=bidir_keys,
+                         bidirectional_queries=bidirectional, window=window)
+      cache_index.value = index + (length if advance is None else advance).astype(jnp.int32)
+    else:
+      if cached:  # first (initialising) call: create an empty cache, compute as uncached
+        slots = cache_length or length
+        self.variable("cache", "cached_key", jnp.zeros, (batch, slots, k, h), dtype)
+        self.variable("cache", "cached_value", jnp.zeros, (batch, slots, k, h), dtype)
+        self.variable("cache", "cache_index", jnp.zeros, (batch,), jnp.int32)
+      query = apply_rope(query, positions, cfg.rope_base)
+      key = apply_rope(key, positions, cfg.rope_base)
+
+    query = query * jnp.asarray(cfg.query_pre_attn_scalar ** -0.5, dtype)
+    grouped = query.reshape(batch, length, k, n // k, h)   # head n = kv_head * G + g
+    logits = jnp.einsum("btkgh,bskh->bkgts", grouped, key, preferred_element_type=jnp.float32)
+    if cfg.attn_logit_softcap is not None:
+      logits = jnp.tanh(logits / cfg.attn_logit_softcap) * cfg.attn_logit_softcap
+    logits = jnp.where(mask[:, None, None], logits, NEG_INF)
+    probs = jax.nn.softmax(logits, axis=-1).astype(dtype)
+    encoded = jnp.einsum("bkgts,bskh->btkgh", probs, value).reshape(batch, length, n, h)
+    return jnp.einsum("btnh,nhd->btd", encoded, wo)
+
+
+class Block(nn.Module):
+  """One residual layer: norm -> attention (-> post-norm) -> +, norm -> GeGLU (-> post-norm) -> +."""
+  config: GemmaConfig
+  attn_type: str
+
+  @nn.compact
+  def __call__(self, x, positions, mask, *, enable_dropout=False, **cache_kwargs):
+    cfg = self.config
+    dtype = jnp.dtype(cfg.dtype)
+    drop = nn.Dropout(rate=cfg.dropout_rate, deterministic=not enable_dropout)
+    h = RMSNorm(cfg.rms_norm_eps, name="pre_attention_norm")(x)
+    h = Attention(cfg, self.attn_type, name="attn")(h, positions, mask, **cache_kwargs)
+    if cfg.use_post_attn_norm:
+      h = RMSNorm(cfg.rms_norm_eps, name="post_attention_norm")(h)
+    x = x + drop(h)
+    h = RMSNorm(cfg.rms_norm_eps, name="pre_ffw_norm")(x)
+    h = FeedForward(cfg.embed_dim, cfg.hidden_dim, dtype, name="mlp")(h)
+    if cfg.use_post_ffw_norm:
+      h = RMSNorm(cfg.rms_norm_eps, name="post_ffw_norm")(h)
+    return x + drop(h)
