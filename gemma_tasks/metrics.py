@@ -49,7 +49,8 @@ def normalize_answer(text: str) -> str:
   return " ".join(text.split())
 
 
-def _f1(prediction: str, target: str) -> float:
+def token_f1(prediction: str, target: str) -> float:
+  """SQuAD token F1 between two answers (normalised first)."""
   p, t = normalize_answer(prediction).split(), normalize_answer(target).split()
   common = collections.Counter(p) & collections.Counter(t)
   same = sum(common.values())
@@ -73,5 +74,5 @@ def exact_match(targets: Sequence[Union[str, Sequence[str]]],
     aliases = [aliases] if isinstance(aliases, str) else list(aliases)
     norm = normalize_answer(pred)
     em += float(any(norm == normalize_answer(a) for a in aliases)) if aliases else 0.0
-    f1 += max((_f1(pred, a) for a in aliases), default=0.0)
+    f1 += max((token_f1(pred, a) for a in aliases), default=0.0)
   return {"exact_match": 100.0 * em / len(targets), "f1": 100.0 * f1 / len(targets)}

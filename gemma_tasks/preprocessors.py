@@ -10,12 +10,12 @@ Each one maps raw features to `inputs` (the user turn, ending with `<start_of_tu
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import seqio
 import tensorflow as tf
 
-from gemma_tasks import template
+from gemma_tasks import metrics, template
 
 TRANSLATE_PREFIX = "Translate English to German: "
 _PROMPT_HEAD, _PROMPT_TAIL = template.PROMPT_TEMPLATE.split("{}")
@@ -67,21 +67,38 @@ def translate_en_de(dataset: tf.data.Dataset) -> tf.data.Dataset:
   return translation(dataset, source_key="en", target_key="de", prefix=TRANSLATE_PREFIX)
 
 
-def choose_alias(aliases: tf.Tensor) -> tf.Tensor:
-  """Deterministic training target from an unordered alias list.
+def pick_alias(aliases: Sequence[str]) -> str:
+  """Deterministic training target from an unordered alias list: the alias most like the others.
 
-  The shortest "clean" alias (has a letter or digit, no parentheses), first in list order on
-  ties; if none is clean, the shortest alias. Lengths are in characters, not bytes.
+  Each alias scores the sum of its token F1 (after SQuAD normalisation) with every other alias;
+  aliases with parentheses ("BH (disambiguation)") score nothing. Highest score wins, then the
+  shorter, then the first in list order. This picks the name most aliases agree on.
 
-  >>> choose_alias(tf.constant(["🚁", "Helicopters", "Helicopter", "Copter (film)"])).numpy()
-  b'Helicopter'
+  >>> pick_alias(["Ff coppola", "Francis Ford Coppola", "Coppola, Francis Ford", "Ford coppola"])
+  'Francis Ford Coppola'
+  >>> pick_alias(["🚁", "Helicopters", "Helicopter", "Cargo helicopter", "Copter"])
+  'Helicopter'
   """
-  lengths = tf.strings.length(aliases, unit="UTF8_CHAR")
-  clean = tf.logical_and(tf.strings.regex_full_match(aliases, r".*[\p{L}\p{N}].*"),
-                         tf.logical_not(tf.strings.regex_full_match(aliases, r".*[()].*")))
-  big = tf.reduce_max(lengths) + 1
-  key = tf.where(clean, lengths, lengths + big)  # every clean alias sorts before every other one
-  return aliases[tf.argmin(key, output_type=tf.int32)]
+  if not aliases:
+    raise ValueError("pick_alias: no aliases")
+  norm = [metrics.normalize_answer(a) for a in aliases]
+
+  def score(i):
+    if "(" in aliases[i] or not norm[i]:
+      return 0.0
+    return sum(metrics.token_f1(norm[i], norm[j]) for j in range(len(aliases)) if j != i)
+
+  best = max(range(len(aliases)), key=lambda i: (score(i), -len(aliases[i]), -i))
+  return aliases[best]
+
+
+def choose_alias(aliases: tf.Tensor) -> tf.Tensor:
+  """`pick_alias` on a tf.string vector (a py_function: it runs before the cache boundary)."""
+  def pick(a):
+    return pick_alias([x.decode("utf-8") for x in a.numpy().tolist()]).encode("utf-8")
+  out = tf.py_function(pick, [aliases], tf.string)
+  out.set_shape([])
+  return out
 
 
 def qa(dataset: tf.data.Dataset, *, question_key: str = "question",
