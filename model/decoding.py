@@ -1,0 +1,247 @@
+"""Sampling strategies and KV-cache generation.
+
+A strategy is a frozen, hashable dataclass, so it is a static `jax.jit` argument: calling
+`generate` again with the same strategy and shapes reuses the compiled loop.
+
+>>> import jax, jax.numpy as jnp
+>>> from model.config import tiny_gemma1
+>>> from model.transformer import init_params
+>>> cfg = tiny_gemma1(); params = init_params(cfg, jax.random.PRNGKey(0))
+>>> out = generate(cfg, params, [[2, 10, 11], [2, 12]], max_new_tokens=4, strategy=Greedy())
+>>> out.tokens.shape, out.num_tokens.shape, out.scores.shape     # [B, max_new_tokens], [B], [B]
+((2, 4), (2,), (2,))
+
+Generation contract: the prompt rows (right-padded, `prompt_lengths` [B] real tokens) are written
+into the cache at each row's `cache_index`; then one token per step is chosen from the logits,
+with forbidden ids removed, until a stop id (default `<eos>` 1, `<end_of_turn>` 107) or the row's
+budget (`max_new_tokens`, and the free cache slots) is reached. The stop token is returned
+(it is how the caller knows why a row ended); slots after a row's `num_tokens` are 0. Every
+generated token except the last is in the returned cache, so a conversation can continue from it.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from model.config import PAD_ID, STOP_IDS, GemmaConfig
+from model.layers import NEG_INF
+from model.transformer import Transformer, init_cache
+
+# Incremented only while `_generate` is being traced: tests read it to prove that a second call
+# with the same shapes and statics does not recompile.
+TRACE_COUNT = collections.Counter()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SamplingStrategy:
+  """Base: `select(logits float32 [B, V], rng) -> int32 [B]`."""
+
+  def select(self, logits: jax.Array, rng: jax.Array) -> jax.Array:
+    raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Greedy(SamplingStrategy):
+  """argmax: `Greedy().select(jnp.array([[0., 3., 1.]]), rng) -> [1]`."""
+
+  def select(self, logits, rng):
+    del rng
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+
+def _check_temperature(t: float):
+  if not t > 0:
+    raise ValueError(f"temperature must be > 0 (use Greedy() for argmax), got {t}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Temperature(SamplingStrategy):
+  """Sample from softmax(logits / temperature)."""
+  temperature: float = 1.0
+
+  def __post_init__(self):
+    _check_temperature(self.temperature)
+
+  def select(self, logits, rng):
+    return jax.random.categorical(rng, logits / self.temperature, axis=-1).astype(jnp.int32)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TopK(SamplingStrategy):
+  """Sample among the k most likely tokens: `TopK(k=1)` is greedy."""
+  k: int
+  temperature: float = 1.0
+
+  def __post_init__(self):
+    _check_temperature(self.temperature)
+    if self.k < 1:
+      raise ValueError(f"TopK.k must be >= 1, got {self.k}")
+
+  def select(self, logits, rng):
+    values, indices = jax.lax.top_k(logits, self.k)                       # [B, k]
+    choice = jax.random.categorical(rng, values / self.temperature, axis=-1)
+    return jnp.take_along_axis(indices, choice[:, None], axis=-1)[:, 0].astype(jnp.int32)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TopP(SamplingStrategy):
+  """Nucleus sampling: the smallest set of most likely tokens whose probability reaches p."""
+  p: float
+  temperature: float = 1.0
+
+  def __post_init__(self):
+    _check_temperature(self.temperature)
+    if not 0 < self.p <= 1:
+      raise ValueError(f"TopP.p must be in (0, 1], got {self.p}")
+
+  def select(self, logits, rng):
+    scaled = logits / self.temperature
+    sorted_logits = jnp.sort(scaled, axis=-1)[:, ::-1]
+    probs = jax.nn.softmax(sorted_logits, axis=-1)
+    # Keep a token when the mass before it is still < p: the first token is always kept and
+    # the token that crosses p is included.
+    keep = (jnp.cumsum(probs, axis=-1) - probs) < self.p
+    threshold = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1, keepdims=True)
+    filtered = jnp.where(scaled >= threshold, scaled, NEG_INF)
+    return jax.random.categorical(rng, filtered, axis=-1).astype(jnp.int32)
+
+
+class GenerationOutput(NamedTuple):
+  """tokens int32 [B, M] (0 after `num_tokens`), num_tokens int32 [B] (stop token included),
+  scores float32 [B] (sum of the model's log-probabilities of the returned tokens, before any
+  temperature or filtering), logits float32 [B, M, V] when asked for (else None), cache."""
+  tokens: jax.Array
+  num_tokens: jax.Array
+  scores: jax.Array
+  logits: Optional[jax.Array]
+  cache: dict
+
+
+def _apply(config: GemmaConfig, params, cache, tokens, advance):
+  logits, mutated = Transformer(config).apply(
+      {"params": params, "cache": cache}, tokens, decode=True, prefill_lengths=advance,
+      mutable=["cache"])
+  return logits, mutated["cache"]
+
+
+@functools.partial(jax.jit, static_argnames=(
+    "config", "strategy", "max_new_tokens", "stop_ids", "forbidden_ids", "return_logits"))
+def _generate(params, cache, tokens, lengths, rng, *, config, strategy, max_new_tokens,
+              stop_ids, forbidden_ids, return_logits):
+  TRACE_COUNT["generate"] += 1
+  batch = tokens.shape[0]
+  start = cache["layer_0"]["attn"]["cache_index"]
+  cache_length = cache["layer_0"]["attn"]["cached_key"].shape[1]
+  logits, cache = _apply(config, params, cache, tokens, lengths)
+  logits = jnp.take_along_axis(logits, jnp.maximum(lengths - 1, 0)[:, None, None], axis=1)[:, 0]
+  # Each generated token but the last is written to the cache, so a row may produce as many
+  # tokens as it has free slots.
+  budget = jnp.minimum(max_new_tokens, cache_length - (start + lengths))
+  stop_array = jnp.asarray(stop_ids, jnp.int32) if stop_ids else None
+  forbidden = jnp.asarray(forbidden_ids, jnp.int32) if forbidden_ids else None
+  vocab = logits.shape[-1]
+
+  def cond(state):
+    step, _, _, done = state[:4]
+    return (step < max_new_tokens) & ~jnp.all(done)
+
+  def body(state):
+    step, logits, cache, done, out, num, scores, buf, rng = state
+    rng, sub = jax.random.split(rng)
+    allowed = logits if forbidden is None else logits.at[:, forbidden].set(NEG_INF)
+    token = strategy.select(allowed, sub)
+    log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), token[:, None], axis=-1)[:, 0]
+    active = ~done
+    token = jnp.where(active, token, PAD_ID)
+    out = out.at[:, step].set(token)
+    scores = scores + jnp.where(active, log_prob, 0.0)
+    num = num + active.astype(jnp.int32)
+    if return_logits:
+      buf = buf.at[:, step].set(jnp.where(active[:, None], logits, 0.0))
+    stopped = num >= budget
+    if stop_array is not None:
+      stopped = stopped | jnp.isin(token, stop_array)
+    done = done | (active & stopped)
+    feed = (active & ~done).astype(jnp.int32)
+    # Finished rows write one slot past their content without advancing: harmless, and the
+    # shapes stay static. Skip the forward pass entirely once every row is finished.
+    logits, cache = jax.lax.cond(
+        jnp.any(feed > 0),
+        lambda c: _apply(config, params, c, token[:, None], feed),
+        lambda c: (jnp.zeros((batch, 1, vocab), jnp.float32), c),
+        cache)
+    return step + 1, logits[:, 0], cache, done, out, num, scores, buf, rng
+
+  state = (
+      jnp.int32(0), logits, cache, budget <= 0,
+      jnp.zeros((batch, max_new_tokens), jnp.int32), jnp.zeros((batch,), jnp.int32),
+      jnp.zeros((batch,), jnp.float32),
+      jnp.zeros((batch, max_new_tokens, vocab) if return_logits else (0,), jnp.float32), rng)
+  _, _, cache, _, out, num, scores, buf, _ = jax.lax.while_loop(cond, body, state)
+  return GenerationOutput(out, num, scores, buf if return_logits else None, cache)
+
+
+def pad_prompts(prompts: Sequence[Sequence[int]], multiple: int = 16) -> Tuple[np.ndarray, np.ndarray]:
+  """Right-pad token lists to a multiple of `multiple` (few distinct shapes = few compilations).
+
+  >>> pad_prompts([[2, 5, 6], [2]], multiple=4)
+  (array([[2, 5, 6, 0],
+         [2, 0, 0, 0]], dtype=int32), array([3, 1], dtype=int32))
+  """
+  lengths = np.array([len(p) for p in prompts], np.int32)
+  width = max(multiple, -(-int(lengths.max()) // multiple) * multiple)
+  tokens = np.full((len(prompts), width), PAD_ID, np.int32)
+  for row, prompt in enumerate(prompts):
+    tokens[row, :len(prompt)] = prompt
+  return tokens, lengths
+
+
+def generate(
+    config: GemmaConfig,
+    params,
+    prompts: Union[Sequence[Sequence[int]], jax.Array],
+    *,
+    prompt_lengths: Optional[jax.Array] = None,
+    strategy: SamplingStrategy = Greedy(),
+    max_new_tokens: int = 32,
+    stop_ids: Sequence[int] = STOP_IDS,
+    forbidden_ids: Sequence[int] = (),
+    rng: Optional[jax.Array] = None,
+    cache: Optional[dict] = None,
+    cache_length: Optional[int] = None,
+    return_logits: bool = False,
+) -> GenerationOutput:
+  """Decode continuations of a batch of prompts with a KV cache.
+
+  Args:
+    prompts: token lists of different lengths (padded here), or an int array [B, P] with
+      `prompt_lengths` [B] (each row's real tokens come first; the rest is padding).
+    strategy: Greedy(), Temperature(...), TopK(...), TopP(...).
+    max_new_tokens: the static size M of the output buffer.
+    stop_ids / forbidden_ids: ids that end a row / are never chosen.
+    cache: continue a cache returned by an earlier call (prompts are appended after each row's
+      cached tokens); else a fresh one with `cache_length` (default P + M) slots.
+
+  >>> generate(cfg, params, [[2, 10]], max_new_tokens=3, stop_ids=()).num_tokens.tolist()
+  [3]
+  """
+  if prompt_lengths is None:
+    tokens, lengths = pad_prompts(prompts)
+  else:
+    tokens, lengths = prompts, prompt_lengths
+  tokens = jnp.asarray(tokens, jnp.int32)
+  lengths = jnp.asarray(lengths, jnp.int32)
+  if cache is None:
+    cache = init_cache(config, tokens.shape[0], cache_length or tokens.shape[1] + max_new_tokens)
+  if rng is None:
+    rng = jax.random.PRNGKey(0)
+  return _generate(
+      params, cache, tokens, lengths, rng, config=config, strategy=strategy,
+      max_new_tokens=int(max_new_tokens), stop_ids=tuple(int(i) for i in stop_ids),
+      forbidden_ids=tuple(int(i) for i in forbidden_ids), return_logits=bool(return_logits))
