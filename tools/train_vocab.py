@@ -20,6 +20,7 @@ import os
 import tempfile
 
 import sentencepiece as spm
+from sentencepiece import sentencepiece_model_pb2 as model_pb2
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "gemma_tasks", "data")
 OUT_PREFIX = os.path.join(DATA, "gemma_seqio_4k")
@@ -74,6 +75,13 @@ def main():
         input_sentence_size=0, shuffle_input_sentence=False, num_threads=1,
         max_sentence_length=20000, minloglevel=2)
   os.remove(OUT_PREFIX + ".vocab")
+  # The trainer records the temporary corpus path and the output prefix in the model: drop
+  # them so the file depends only on the data and the settings.
+  proto = model_pb2.ModelProto.FromString(open(OUT_PREFIX + ".model", "rb").read())
+  del proto.trainer_spec.input[:]
+  proto.trainer_spec.model_prefix = os.path.basename(OUT_PREFIX)
+  with open(OUT_PREFIX + ".model", "wb") as f:
+    f.write(proto.SerializeToString())
   sp = spm.SentencePieceProcessor(model_file=OUT_PREFIX + ".model")
   assert sp.piece_to_id("<start_of_turn>") == 106 and sp.piece_to_id("<end_of_turn>") == 107
   words = toks = 0
