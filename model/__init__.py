@@ -1,1 +1,45 @@
-"""placeholder"""
+"""Gemma 1/2 in Flax: Hugging Face import, the T5X model protocol, KV-cache sampling, chat.
+
+>>> import model
+>>> config, params = model.load_hf_checkpoint("/path/to/hf_dir")   # config.json + safetensors
+>>> model.forward(config, params, tokens).shape                     # float32 [B, T, V]
+>>> model.generate(config, params, [[2, 651]], strategy=model.TopK(k=40)).tokens
+
+Names are resolved on first use, so `import model` is cheap and never imports TensorFlow
+(`ChatSampler` brings in the vocabulary, and with it TensorFlow, when it is first touched).
+"""
+import importlib
+
+_EXPORTS = {
+    # config
+    "GemmaConfig": "model.config", "get_config": "model.config", "PRESETS": "model.config",
+    "gemma1_2b": "model.config", "gemma1_7b": "model.config",
+    "gemma2_2b": "model.config", "gemma2_9b": "model.config",
+    "tiny_gemma1": "model.config", "tiny_gemma2": "model.config", "small_gemma2": "model.config",
+    # network
+    "Transformer": "model.transformer", "forward": "model.transformer",
+    "init_params": "model.transformer", "init_cache": "model.transformer",
+    # checkpoints
+    "load_hf_checkpoint": "model.checkpoints",
+    # sampling
+    "SamplingStrategy": "model.decoding", "Greedy": "model.decoding",
+    "Temperature": "model.decoding", "TopK": "model.decoding", "TopP": "model.decoding",
+    "generate": "model.decoding", "GenerationOutput": "model.decoding",
+    # protocols and apps
+    "GemmaDecoderOnlyModel": "model.t5x_model",
+    "ChatSampler": "model.chat", "ChatTurn": "model.chat",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+  if name in _EXPORTS:
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+  raise AttributeError(f"module 'model' has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted(set(globals()) | set(_EXPORTS))
