@@ -42,7 +42,8 @@ def register():
 
   # TFDS-backed tasks: need the TFDS data prepared locally (nothing downloads at run time here).
   builders.add_translation_task(
-      WMT19_ENDE, seqio.TfdsDataSource(tfds_name="wmt19_translate/de-en:1.0.0"),
+      WMT19_ENDE,
+      seqio.TfdsDataSource(tfds_name="wmt19_translate/de-en:1.0.0", splits=("train", "validation")),
       source_key="en", target_key="de", prefix=preprocessors.TRANSLATE_PREFIX)
   builders.add_qa_task(
       TRIVIA_QA_OPEN_TFDS,

@@ -1,0 +1,45 @@
+"""BLEU against sacrebleu itself; exact match and postprocessors on hand-made cases."""
+import pytest
+import sacrebleu
+
+from gemma_tasks import metrics, postprocessors
+
+
+def test_bleu_matches_sacrebleu_directly():
+  preds = ["Die Suchleiste wird angezeigt.", "Öffnen Sie das Menü Datei.", "Hallo Welt"]
+  refs = ["Die Suchleiste wird eingeblendet.", "Öffnen Sie das Menü Datei.", "Hallo, Welt!"]
+  expected = sacrebleu.corpus_bleu(preds, [refs], smooth_method="exp", tokenize="intl").score
+  assert metrics.bleu(refs, preds)["bleu"] == pytest.approx(expected)
+  assert 0 < expected < 100
+  assert metrics.bleu(refs, refs)["bleu"] == pytest.approx(100.0)
+
+
+def test_bleu_length_mismatch():
+  with pytest.raises(ValueError, match="2 targets vs 1 predictions"):
+    metrics.bleu(["a", "b"], ["a"])
+
+
+@pytest.mark.parametrize("pred,aliases,em", [
+    ("The Beatles", ["Beatles"], 100.0),
+    ("beatles!", ["The Beatles", "Fab Four"], 100.0),
+    ("Fab  four", ["The Beatles", "Fab Four"], 100.0),
+    ("Rolling Stones", ["The Beatles"], 0.0),
+    ("", ["x"], 0.0),
+])
+def test_exact_match_cases(pred, aliases, em):
+  assert metrics.exact_match([aliases], [pred])["exact_match"] == em
+
+
+def test_exact_match_averages_and_f1():
+  out = metrics.exact_match([["Paris"], ["New York City"]], ["Paris", "New York"])
+  assert out["exact_match"] == 50.0
+  assert out["f1"] == pytest.approx(100 * (1.0 + 0.8) / 2)
+
+
+def test_postprocessors_strip_template():
+  assert postprocessors.strip_template("Suchleiste<end_of_turn>\n<start_of_turn>user\nx") == "Suchleiste"
+  assert postprocessors.strip_template(b"<start_of_turn>model\nHallo<end_of_turn>") == "Hallo"
+  assert postprocessors.strip_template("no marker ") == "no marker"
+  ex = {"answers": [b"Paris", "City of Light"]}
+  assert postprocessors.qa_answers(b"Paris<end_of_turn>", example=ex, is_target=True) == ["Paris", "City of Light"]
+  assert postprocessors.qa_answers(b"Paris<end_of_turn>", example=ex, is_target=False) == "Paris"

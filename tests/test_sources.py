@@ -1,0 +1,84 @@
+"""JsonlDataSource: reading, sharding, and bad input named by file and line."""
+import gzip
+import json
+
+import pytest
+import seqio
+import tensorflow as tf
+
+from gemma_tasks import sources
+
+
+def _write(path, lines, gz=False):
+  data = "".join(l + "\n" for l in lines).encode("utf-8") if isinstance(lines[0], str) else b"".join(lines)
+  with (gzip.open(path, "wb") if gz else open(path, "wb")) as f:
+    f.write(data)
+  return str(path)
+
+
+def _read(src, split="train", **kw):
+  return [{k: v.numpy() for k, v in ex.items()} for ex in src.get_dataset(split, shuffle=False, **kw)]
+
+
+def test_reads_sharded_gzip_files_with_named_fields(tmp_path):
+  _write(tmp_path / "a-0.jsonl.gz", [json.dumps({"en": "One", "de": "Eins", "x": 1})], gz=True)
+  _write(tmp_path / "a-1.jsonl", [json.dumps({"en": "Two", "de": "Zwei"}), "",
+                                  json.dumps({"en": "", "de": "Leer"})])
+  src = sources.JsonlDataSource({"train": str(tmp_path / "a-*")}, fields={"en": str, "de": str})
+  assert _read(src) == [{"en": b"One", "de": b"Eins"}, {"en": b"Two", "de": b"Zwei"},
+                        {"en": b"", "de": b"Leer"}]  # empty strings are kept as they are
+  assert src.num_input_examples("train") == 3
+  assert src.list_shards("train") == [str(tmp_path / "a-0.jsonl.gz"), str(tmp_path / "a-1.jsonl")]
+
+
+def test_list_fields_and_numbers(tmp_path):
+  p = _write(tmp_path / "qa.jsonl", [json.dumps({"question": "Q?", "answers": ["a", "b"], "n": 3})])
+  src = sources.JsonlDataSource({"test": p}, fields={"question": str, "answers": list, "n": int})
+  (ex,) = _read(src, "test")
+  assert ex["answers"].tolist() == [b"a", b"b"] and ex["n"] == 3
+
+
+def test_arbitrary_sharding_covers_every_line_once(tmp_path):
+  p = _write(tmp_path / "d.jsonl", [json.dumps({"t": str(i)}) for i in range(10)])
+  src = sources.JsonlDataSource({"train": p}, fields={"t": str})
+  seen = []
+  for i in range(3):
+    seen += [ex["t"] for ex in _read(src, shard_info=seqio.ShardInfo(index=i, num_shards=3))]
+  assert sorted(seen) == sorted(str(i).encode() for i in range(10))
+
+
+def test_malformed_json_names_file_and_line(tmp_path):
+  p = _write(tmp_path / "bad.jsonl", [json.dumps({"t": "ok"}), '{"t": "unterminated'])
+  src = sources.JsonlDataSource({"train": p}, fields={"t": str})
+  with pytest.raises(ValueError, match=r"bad.jsonl:2: not valid JSON"):
+    list(sources.read_jsonl(p, {"t": str}))
+  with pytest.raises(tf.errors.OpError, match=r"bad.jsonl:2: not valid JSON"):
+    _read(src)
+
+
+def test_missing_field_names_field_and_file(tmp_path):
+  p = _write(tmp_path / "m.jsonl", [json.dumps({"en": "a"})])
+  with pytest.raises(ValueError, match=r"m.jsonl:1: missing field 'de'"):
+    list(sources.read_jsonl(p, {"en": str, "de": str}))
+
+
+def test_wrong_type_is_refused(tmp_path):
+  p = _write(tmp_path / "t.jsonl", [json.dumps({"answers": "not a list"})])
+  with pytest.raises(ValueError, match=r"t.jsonl:1: field 'answers' must be a list"):
+    list(sources.read_jsonl(p, {"answers": list}))
+
+
+def test_non_utf8_is_an_error_or_replaced_on_request(tmp_path):
+  p = _write(tmp_path / "latin1.jsonl", [b'{"t": "ok"}\n', b'{"t": "K\xf6ln"}\n'])
+  with pytest.raises(ValueError, match=r"latin1.jsonl:2: not valid UTF-8 at byte 8"):
+    list(sources.read_jsonl(p, {"t": str}))
+  rows = list(sources.read_jsonl(p, {"t": str}, invalid_utf8="replace"))
+  assert rows == [{"t": "ok"}, {"t": "K\ufffdln"}]  # no line lost
+
+
+def test_missing_files_and_bad_config(tmp_path):
+  src = sources.JsonlDataSource({"train": str(tmp_path / "nothing-*.jsonl")}, fields={"t": str})
+  with pytest.raises(ValueError, match="no file matches"):
+    src.list_shards("train")
+  with pytest.raises(ValueError, match="unsupported field types"):
+    sources.JsonlDataSource({"train": "x"}, fields={"t": dict})

@@ -1,0 +1,145 @@
+"""Registered tasks and mixtures on the embedded data, TFDS tasks on mock data, user helpers."""
+import gzip
+import json
+import os
+
+import pytest
+import seqio
+import tensorflow_datasets as tfds
+
+import gemma_tasks
+from gemma_tasks import __main__ as cli
+from gemma_tasks import builders, mixtures, rates, sources, tasks, template
+
+LENGTHS = {"inputs": 128, "targets": 64}
+
+
+def test_fixed_names_are_registered():
+  for name in ("gemma_en_de_libreoffice", "gemma_trivia_qa_open", "gemma_quiz_qa",
+               "gemma_lm_python_docs", "gemma_wmt19_ende", "gemma_trivia_qa_open_tfds"):
+    assert name in seqio.TaskRegistry.names()
+  for name in ("gemma_qa_mix", "gemma_all"):
+    assert name in seqio.MixtureRegistry.names()
+
+
+@pytest.mark.parametrize("name", tasks.EMBEDDED_TASKS)
+def test_embedded_task_tokens_decode_to_the_formatted_text(name):
+  task = seqio.get_mixture_or_task(name)
+  vocab = task.output_features["targets"].vocabulary
+  split = "validation" if "validation" in task.splits else "train"
+  examples = list(task.get_dataset(LENGTHS, split=split, shuffle=False).take(20))
+  assert len(examples) == 20
+  for ex in examples:
+    assert ex["targets"].shape[0] > 0 and 2 not in ex["inputs"].numpy()  # no BOS in task features
+    if name != tasks.LM_PYTHON_DOCS:
+      assert vocab.decode(ex["inputs"].numpy().tolist()) == ex["inputs_pretokenized"].numpy().decode()
+      assert ex["inputs"].numpy()[0] == 106
+      assert ex["targets"].numpy()[-1] == 107 or len(ex["targets"]) == LENGTHS["targets"]
+    else:
+      assert len(ex["targets"]) <= LENGTHS["targets"] and ex["inputs"].shape == (0,)
+
+
+def _rows(name):
+  with gzip.open(os.path.join(sources.DATA_DIR, name), "rt", encoding="utf-8") as f:
+    return [json.loads(l) for l in f]
+
+
+def test_libreoffice_splits_by_help_file_and_sizes_documented():
+  with open(os.path.join(sources.DATA_DIR, "split_sizes.json")) as f:
+    sizes = json.load(f)
+  files = {}
+  for split in ("train", "validation", "test"):
+    rows = _rows(f"libreoffice_en_de.{split}.jsonl.gz")
+    assert len(rows) == sizes[f"libreoffice_en_de.{split}"]
+    files[split] = {r["id"].split("#")[0] for r in rows}
+  assert not files["train"] & files["validation"]
+  assert not files["train"] & files["test"]
+  assert not files["validation"] & files["test"]
+  assert sum(sizes[f"libreoffice_en_de.{s}"] for s in ("train", "validation", "test")) == 31923
+
+
+def test_trivia_qa_official_test_split_keeps_all_aliases():
+  task = seqio.get_mixture_or_task(tasks.TRIVIA_QA_OPEN)
+  assert task.num_input_examples("test") == 11313
+  assert task.num_input_examples("train") + task.num_input_examples("validation") == 8837
+  ex = next(iter(task.get_dataset(LENGTHS, split="test", shuffle=False)))
+  raw = _rows("trivia_qa_open.test.jsonl.gz")[0]
+  assert [a.decode() for a in ex["answers"].numpy()] == [a for a in raw["answers"] if a.strip()]
+
+
+def test_qa_mix_rates_are_explicit():
+  mix = seqio.get_mixture_or_task(mixtures.QA_MIX)
+  got = {t.name: mix.get_rate(t) for t in mix.tasks}
+  assert got == {tasks.TRIVIA_QA_OPEN: 4.0, tasks.QUIZ_QA: 1.0}
+
+
+def test_gemma_all_rates_are_example_counts_with_a_nested_mixture():
+  mix = seqio.get_mixture_or_task(mixtures.ALL)
+  qa = seqio.get_mixture_or_task(mixtures.QA_MIX)
+  got = {t.name: mix.get_rate(t) for t in mix.tasks}
+  n = {t: seqio.get_mixture_or_task(t).num_input_examples("train")
+       for t in (tasks.EN_DE_LIBREOFFICE, tasks.TRIVIA_QA_OPEN, tasks.QUIZ_QA)}
+  assert got[tasks.EN_DE_LIBREOFFICE] == n[tasks.EN_DE_LIBREOFFICE]
+  qa_total = n[tasks.TRIVIA_QA_OPEN] + n[tasks.QUIZ_QA]
+  assert got[tasks.TRIVIA_QA_OPEN] == pytest.approx(qa_total * 4 / 5)
+  assert got[tasks.QUIZ_QA] == pytest.approx(qa_total / 5)
+  assert mixtures.QA_MIX in mix.rate_per_task_name and qa.name == mixtures.QA_MIX
+  ds = seqio.get_dataset(mixtures.ALL, LENGTHS, seqio.PrefixLMFeatureConverter(pack=False, bos_id=2),
+                         dataset_split="train", shuffle=True, seed=0)
+  assert len(list(ds.take(8))) == 8
+
+
+def test_unimax_rates():
+  got = rates.unimax_rates({"a": 10, "b": 1000, "c": 100}, budget=900, max_epochs=3)
+  # a capped at 3 epochs (30); the 870 left are split evenly by b and c, c capped at 300.
+  assert got == {"a": 30.0, "b": 570.0, "c": 300.0}
+  assert sum(rates.unimax_rates({"a": 5, "b": 5}, budget=4, max_epochs=1).values()) == 4
+  with pytest.raises(ValueError, match="no examples"):
+    rates.unimax_rates({"a": 0}, budget=1, max_epochs=1)
+
+
+def test_unknown_name_lists_closest():
+  with pytest.raises(ValueError, match=r"gemma_en_de_librofice.*Closest registered names: gemma_en_de_libreoffice"):
+    gemma_tasks.get_task_or_mixture("gemma_en_de_librofice")
+
+
+@pytest.mark.parametrize("name,key", [(tasks.WMT19_ENDE, "source"), (tasks.TRIVIA_QA_OPEN_TFDS, "answers")])
+def test_tfds_tasks_on_mock_data(name, key):
+  task = seqio.get_mixture_or_task(name)
+  with tfds.testing.mock_data(num_examples=4):
+    exs = list(task.get_dataset(LENGTHS, split="validation", shuffle=False, try_in_mem_cache=False))
+  assert len(exs) >= 1
+  for ex in exs:
+    assert ex["inputs"].numpy()[0] == 106 and key in ex
+    assert ex["inputs_pretokenized"].numpy().decode().startswith("<start_of_turn>user\n")
+    assert ex["targets_pretokenized"].numpy().decode().endswith("<end_of_turn>")
+
+
+def test_user_translation_task_from_jsonl(tmp_path, temp_task_names):
+  for split, pairs in {"train": [("Hello", "Hallo")], "test": [("Yes", "Ja"), ("No", "Nein")]}.items():
+    with open(tmp_path / f"{split}.jsonl", "w") as f:
+      for en, de in pairs:
+        f.write(json.dumps({"english": en, "german": de}) + "\n")
+  temp_task_names.append("test_user_en_de")
+  builders.add_translation_task(
+      "test_user_en_de",
+      sources.JsonlDataSource({s: str(tmp_path / f"{s}.jsonl") for s in ("train", "test")},
+                              fields={"english": str, "german": str}),
+      source_key="english", target_key="german", prefix="Translate English to German: ")
+  task = seqio.get_mixture_or_task("test_user_en_de")
+  exs = list(task.get_dataset(LENGTHS, split="test", shuffle=False))
+  assert [e["targets_pretokenized"].numpy().decode() for e in exs] == [
+      template.format_response("Ja"), template.format_response("Nein")]
+  assert task.metric_fns[0].__name__ == "bleu"
+
+
+def test_cli_list_and_show(capsys):
+  assert cli.main(["list"]) == 0
+  out = capsys.readouterr().out
+  assert "gemma_en_de_libreoffice" in out and "mixture  gemma_all" in out
+  assert cli.main(["show", "gemma_quiz_qa", "--split", "validation", "-n", "2"]) == 0
+  out = capsys.readouterr().out
+  assert out.count("--- gemma_quiz_qa [validation] example") == 2
+  assert "formatted  inputs: '<start_of_turn>user\\n" in out and "ids        inputs (" in out
+  assert cli.main(["show", "gemma_quiz_q"]) == 2
+  assert "Closest registered names: gemma_quiz_qa" in capsys.readouterr().err
