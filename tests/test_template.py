@@ -62,3 +62,12 @@ def test_seqio_prefix_lm_with_bos_2_equals_gemma_fields():
   np.testing.assert_array_equal(out["decoder_input_tokens"][: n - 1], gm.input)
   np.testing.assert_array_equal(out["decoder_target_tokens"][: n - 1], gm.target)
   np.testing.assert_array_equal(out["decoder_loss_weights"][: n - 1], gm.target_mask)
+
+
+def test_docstring_examples_run():
+  import doctest  # noqa: PLC0415
+  from gemma_tasks import metrics, postprocessors, rates  # noqa: PLC0415
+  for mod in (template, metrics, postprocessors, rates):
+    result = doctest.testmod(mod)
+    assert result.attempted > 0 and result.failed == 0, mod.__name__
+
