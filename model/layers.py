@@ -222,7 +222,7 @@ class Attention(nn.Module):
         bidir_keys = _write_at(jnp.zeros((batch, slots), bool), bidirectional.astype(bool), index)
       mask = cached_mask(positions, slots, bidirectional_keys=bidir_keys,
                          bidirectional_queries=bidirectional, window=window)
-      cache_index.value = index + (length if advance is None else advance).astype(jnp.int32)
+      cache_index.value = index + (length if advance is None else jnp.asarray(advance, jnp.int32))
     else:
       if cached:  # first (initialising) call: create an empty cache, compute as uncached
         slots = cache_length or length

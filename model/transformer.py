@@ -86,7 +86,8 @@ class Transformer(nn.Module):
 def init_params(config: GemmaConfig, rng: jax.Array, length: int = 1) -> dict:
   """Fresh parameters: `init_params(tiny_gemma1(), jax.random.PRNGKey(0))['embedder']`."""
   tokens = jnp.ones((1, length), jnp.int32)
-  return Transformer(config).init(rng, tokens)["params"]
+  # Jitted: eager Flax init dispatches op by op and is slow for anything but toy sizes.
+  return jax.jit(Transformer(config).init)(rng, tokens)["params"]
 
 
 def init_cache(config: GemmaConfig, batch_size: int, cache_length: int) -> dict:
