@@ -1,0 +1,474 @@
+"""Evaluate a `model.train` checkpoint with `seqio.Evaluator`: `python -m model.evaluate`.
+
+    python -m model.evaluate --checkpoint_dir runs/ende --task gemma_en_de_libreoffice \\
+        --split test                          # latest checkpoint; --step 400 for another one
+
+For a task, or every sub-task of a mixture separately, the Evaluator runs the task's
+postprocessor and metrics (BLEU, exact match) on greedy decodes from
+`GemmaDecoderOnlyModel.predict_batch_with_aux` (and `score_batch` for score metrics). Results go to
+`--output_dir` (default `<checkpoint_dir>/eval_<split>`):
+
+    <task>-metrics.jsonl          one JSON line per evaluated step (seqio's JSONLogger)
+    <task>-<step:06>.jsonl        inputs, targets and predictions, one line per example
+    <task>/events.out.tfevents.*  TensorBoard scalars eval/<metric>
+    summary.json                  every metric, example counts and decode time
+
+and a table per task is printed:
+
+    gemma_en_de_libreoffice (test, step 2000, 1679 examples, 212.4 s)
+      metric   value   baseline
+      bleu     21.30   5.53 (copy the source)
+
+Two seqio 0.0.20 problems are handled here: `Evaluator` does `np.array(predictions)`, which under
+NumPy 2 fails when predictions have different lengths (every predict_fn passed through
+`uniform_predictions` returns rows of one width), and `JSONLogger` does not create its output
+directory (`JSONLogger` below does).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+PAD_ID = 0
+BOS_ID = 2
+
+
+# -- the two seqio 0.0.20 fixes ----------------------------------------------------------------
+
+def pad_ragged(rows: Sequence[Sequence[int]], pad_id: int = PAD_ID) -> np.ndarray:
+  """Token rows of different lengths -> one int32 matrix (right-padded with `pad_id`).
+
+  >>> pad_ragged([[5, 6, 107], [7]])
+  array([[  5,   6, 107],
+         [  7,   0,   0]], dtype=int32)
+
+  Padding is harmless for decoding: the vocabulary decodes pad (0) to nothing, and the
+  postprocessors cut at `<end_of_turn>` anyway.
+  """
+  rows = [np.asarray(r, dtype=np.int32).reshape(-1) for r in rows]
+  width = max((len(r) for r in rows), default=0)
+  out = np.full((len(rows), max(width, 1)), pad_id, np.int32)
+  for i, r in enumerate(rows):
+    out[i, :len(r)] = r
+  return out
+
+
+def uniform_predictions(predict_fn: Callable) -> Callable:
+  """Wraps a seqio predict_fn so its (index, tokens) rows all have the same length.
+
+  seqio 0.0.20 turns the predictions into `np.array(...)`; with NumPy 2 that raises
+  "inhomogeneous shape" when rows differ in length (any predict_fn that trims its outputs).
+  Also accepts the (indices_and_tokens, aux_values) form of predict_with_aux_fn.
+
+  >>> fn = uniform_predictions(lambda ds, *a: [(0, [5, 6, 107]), (1, [7])])
+  >>> [t.tolist() for _, t in fn(None)]
+  [[5, 6, 107], [7, 0, 0]]
+  """
+  def wrapped(dataset, model_feature_shapes=None):
+    out = predict_fn(dataset, model_feature_shapes)
+    aux = None
+    if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], Mapping):
+      out, aux = out
+    out = list(out)
+    if not out:
+      return (out, aux) if aux is not None else out
+    indices = [i for i, _ in out]
+    tokens = pad_ragged([t for _, t in out])
+    rows = [(int(i), tokens[k]) for k, i in enumerate(indices)]
+    return (rows, aux) if aux is not None else rows
+  return wrapped
+
+
+def without_aux(predict_with_aux_fn: Callable) -> Callable:
+  """predict_fn from a predict_with_aux_fn (metrics with (targets, predictions) need this form)."""
+  def predict_fn(dataset, model_feature_shapes=None):
+    out = predict_with_aux_fn(dataset, model_feature_shapes)
+    return out[0] if isinstance(out, tuple) else out
+  return predict_fn
+
+
+def json_logger_cls():
+  """seqio.JSONLogger that creates its output directory first (0.0.20 does not)."""
+  import seqio  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  class JSONLogger(seqio.JSONLogger):
+    """`seqio.JSONLogger` + `makedirs(output_dir)` before writing."""
+
+    def __call__(self, *args, **kwargs):
+      tf.io.gfile.makedirs(self.output_dir)
+      return super().__call__(*args, **kwargs)
+
+  return JSONLogger
+
+
+# -- model functions for the Evaluator ---------------------------------------------------------
+
+@dataclasses.dataclass
+class PredictStats:
+  examples: int = 0
+  batches: int = 0
+  seconds: float = 0.0
+  generated_tokens: int = 0
+
+
+def _round_up(n: int, multiple: int) -> int:
+  return max(multiple, -(-n // multiple) * multiple)
+
+
+def make_predict_fn(model, params, *, batch_size: int = 32, max_decode_length: Optional[int] = None,
+                    prompt_multiple: int = 64, stats: Optional[PredictStats] = None,
+                    progress: bool = True, desc: str = "decode"):
+  """seqio predict_with_aux_fn: greedy continuations of each example's prompt.
+
+  The prompt of an example is BOS + `inputs` (where `decoder_causal_attention` is 1).
+  Examples are decoded in batches of similar prompt length (sorted, widths rounded up to
+  `prompt_multiple`, batches padded to `batch_size`, so only a few shapes are compiled), with
+  room for `max_decode_length` new tokens (default: the longest `targets` in the dataset, as
+  T5X's `max_decode_length`). Returns ([(index, tokens)], {'scores': [...]}) with tokens rows of
+  one width.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+
+  stats = stats if stats is not None else PredictStats()
+
+  def predict_with_aux_fn(dataset, model_feature_shapes=None):
+    del model_feature_shapes
+    t0 = time.time()
+    indices, prompts, target_lens = [], [], []
+    for index, ex in dataset.as_numpy_iterator():
+      causal = ex["decoder_causal_attention"].astype(bool)
+      prompts.append(ex["decoder_input_tokens"][causal])
+      target_lens.append(int(np.sum(ex["decoder_loss_weights"] > 0)))
+      indices.append(int(index))
+    if not indices:
+      return [], {"scores": []}
+    max_new = int(max_decode_length or max(max(target_lens), 1))
+    order = np.argsort([len(p) for p in prompts], kind="stable")
+    results: Dict[int, Tuple[np.ndarray, float]] = {}
+    bar = tqdm(total=len(order), desc=desc, disable=not progress, dynamic_ncols=True,
+               mininterval=2.0, file=sys.stdout)
+    for start in range(0, len(order), batch_size):
+      chunk = order[start:start + batch_size]
+      width = _round_up(max(len(prompts[i]) for i in chunk), prompt_multiple)
+      tokens = np.zeros((batch_size, width + max_new), np.int32)
+      causal = np.zeros_like(tokens)
+      tokens[:, 0] = BOS_ID   # filler rows: a lone BOS
+      causal[:, 0] = 1
+      for row, i in enumerate(chunk):
+        tokens[row, :len(prompts[i])] = prompts[i]
+        causal[row, :len(prompts[i])] = 1
+      batch = {"decoder_input_tokens": tokens, "decoder_causal_attention": causal}
+      out, aux = model.predict_batch_with_aux(
+          params, batch, rng=jax.random.PRNGKey(0), decoder_params={"max_decode_steps": max_new})
+      out = np.asarray(out)[:, :max_new]
+      scores = np.asarray(aux["scores"])
+      for row, i in enumerate(chunk):
+        results[i] = (out[row], float(scores[row]))
+        stats.generated_tokens += int(np.sum(out[row] > 0))
+      stats.batches += 1
+      bar.update(len(chunk))
+    bar.close()
+    stats.examples += len(indices)
+    stats.seconds += time.time() - t0
+    rows = [(indices[i], results[i][0]) for i in range(len(indices))]
+    return rows, {"scores": [results[i][1] for i in range(len(indices))]}
+
+  return predict_with_aux_fn
+
+
+def make_score_fn(model, params, *, batch_size: int = 32):
+  """seqio score_fn: log p(targets | inputs) summed over target tokens, per example."""
+  import jax  # pylint: disable=g-import-not-at-top
+  score = jax.jit(lambda p, b: model.score_batch(p, b))
+
+  def score_fn(dataset, model_feature_shapes=None):
+    del model_feature_shapes
+    out = []
+    for batch in dataset.batch(batch_size).as_numpy_iterator():
+      indices, feats = batch
+      n = len(indices)
+      feats = {k: v for k, v in feats.items() if k.startswith("decoder_")}
+      if n < batch_size:  # one shape for every batch
+        feats = {k: np.concatenate([v, np.zeros((batch_size - n,) + v.shape[1:], v.dtype)])
+                 for k, v in feats.items()}
+      scores = np.asarray(score(params, feats))[:n]
+      out.extend((int(i), float(s)) for i, s in zip(indices, scores))
+    return out
+
+  return score_fn
+
+
+# -- checkpoint loading ------------------------------------------------------------------------
+
+def load_checkpoint(checkpoint_dir: str, step: Optional[int] = None):
+  """(GemmaDecoderOnlyModel, params, step) from a `model.train` directory.
+
+  `checkpoint_dir` is the model dir (latest step, or `step`) or one `checkpoint_<step>` dir.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from model import t5x_checkpoints, train  # pylint: disable=g-import-not-at-top
+  from model.t5x_model import GemmaDecoderOnlyModel  # pylint: disable=g-import-not-at-top
+
+  path = os.path.abspath(checkpoint_dir)
+  name = os.path.basename(path)
+  if name.startswith(t5x_checkpoints.CHECKPOINT_PREFIX + "_") and name.split("_")[-1].isdigit():
+    if step is not None and int(name.split("_")[-1]) != step:
+      raise ValueError(f"--step {step} contradicts the checkpoint path {checkpoint_dir}")
+    step = int(name.split("_")[-1])
+    path = os.path.dirname(path)
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"--checkpoint_dir {checkpoint_dir!r} does not exist")
+  steps = t5x_checkpoints.all_steps(path)
+  if not steps:
+    raise FileNotFoundError(f"no checkpoint_<step>/state directory in {path}")
+  if step is None:
+    step = steps[-1]
+  elif step not in steps:
+    raise FileNotFoundError(f"no checkpoint for step {step} in {path}; available: {steps}")
+  cfg = train.load_model_config(path)
+  raw = t5x_checkpoints.restore_state_dict(t5x_checkpoints.checkpoint_path(path, step))
+  params = jax.tree.map(jnp.asarray, raw["target"])
+  return GemmaDecoderOnlyModel(cfg), params, step
+
+
+# -- baselines ---------------------------------------------------------------------------------
+
+def baseline(task, split: str, num_examples: Optional[int] = None, use_cached: bool = False):
+  """(name, metrics) of the trivial baseline for a task, scored with the task's own metrics.
+
+  Translation tasks (a `source` feature): copy the source sentence. Others: predict the most
+  common training answer for every example.
+  """
+  import collections  # pylint: disable=g-import-not-at-top
+  ds = task.get_dataset(None, split=split, shuffle=False, num_epochs=1, use_cached=use_cached)
+  if num_examples:
+    ds = ds.take(num_examples)
+  examples = list(ds.as_numpy_iterator())
+  if not examples:
+    return None, {}
+  post = task.postprocess_fn or (lambda x, **_: x)
+  targets = [post(ex["targets_pretokenized"].decode("utf-8"), example=ex, is_target=True)
+             for ex in examples]
+  if "source" in examples[0]:
+    name = "copy the source"
+    preds = [ex["source"].decode("utf-8") for ex in examples]
+  else:
+    if "train" not in task.splits:
+      return None, {}
+    counts = collections.Counter()
+    for ex in task.get_dataset(None, split="train", shuffle=False, num_epochs=1,
+                               use_cached=use_cached).as_numpy_iterator():
+      counts[post(ex["targets_pretokenized"].decode("utf-8"), example=ex, is_target=False)] += 1
+    answer = counts.most_common(1)[0][0]
+    name = f"most common answer {answer!r}"
+    preds = [answer] * len(examples)
+  metrics = {}
+  for fn in task.predict_metric_fns:
+    metrics.update(fn(targets, preds))
+  return name, metrics
+
+
+# -- evaluation --------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class EvalArgs:
+  checkpoint_dir: str
+  task: str
+  split: str = "test"
+  step: Optional[int] = None
+  output_dir: Optional[str] = None
+  batch_size: int = 32
+  max_decode_length: Optional[int] = None
+  num_examples: Optional[int] = None
+  inputs_length: Optional[int] = None
+  targets_length: Optional[int] = None
+  use_cached: bool = False
+  cache_dirs: List[str] = dataclasses.field(default_factory=list)
+  module_imports: List[str] = dataclasses.field(default_factory=list)
+  baselines: bool = False
+  progress: bool = True
+
+
+def _scalar(v) -> Any:
+  import seqio  # pylint: disable=g-import-not-at-top
+  if isinstance(v, seqio.metrics.Scalar):
+    v = v.value
+  try:
+    return float(np.asarray(v))
+  except (TypeError, ValueError):
+    return str(v)
+
+
+def evaluate(args: EvalArgs, *, model=None, params=None, step: Optional[int] = None) -> dict:
+  """Runs seqio.Evaluator on a checkpoint; returns the summary dict (also in summary.json).
+
+  `model`/`params`/`step` may be passed directly (then `checkpoint_dir` is only where the
+  outputs go by default).
+  """
+  from model import inputs  # pylint: disable=g-import-not-at-top
+  inputs.import_modules(args.module_imports)
+  inputs.add_cache_dirs(args.cache_dirs)
+  import seqio  # pylint: disable=g-import-not-at-top
+
+  if model is None:
+    model, params, step = load_checkpoint(args.checkpoint_dir, args.step)
+  step = -1 if step is None else int(step)
+  output_dir = args.output_dir or os.path.join(args.checkpoint_dir, f"eval_{args.split}")
+  os.makedirs(output_dir, exist_ok=True)
+
+  provider = inputs.subtasks(args.task)  # also validates the name
+  seq_len = None
+  if args.inputs_length or args.targets_length:
+    seq_len = {"inputs": args.inputs_length, "targets": args.targets_length}
+  evaluator = seqio.Evaluator(
+      mixture_or_task_name=args.task, feature_converter=inputs.feature_converter(pack=False),
+      eval_split=args.split, use_cached=args.use_cached, sequence_length=seq_len,
+      num_examples=args.num_examples,
+      logger_cls=[seqio.TensorBoardLogger, json_logger_cls()], log_dir=output_dir)
+  if not evaluator.eval_tasks:
+    names = [t.name for t in provider]
+    raise ValueError(f"nothing to evaluate in {args.task!r} ({names}) on split {args.split!r}: "
+                     "no sub-task has that split and a metric")
+
+  summary = {"task": args.task, "split": args.split, "step": step,
+             "checkpoint_dir": os.path.abspath(args.checkpoint_dir), "tasks": {}}
+  for task in evaluator.eval_tasks:
+    # One Evaluator run per sub-task keeps its decode time and example count its own.
+    stats = PredictStats()
+    predict_with_aux = uniform_predictions(make_predict_fn(
+        model, params, batch_size=args.batch_size, max_decode_length=args.max_decode_length,
+        stats=stats, progress=args.progress, desc=task.name))
+    sub = _SingleTaskView(evaluator, task)
+    t0 = time.time()
+    metrics_future, _ = sub.evaluate(
+        compute_metrics=True, step=step, predict_fn=without_aux(predict_with_aux),
+        predict_with_aux_fn=predict_with_aux,
+        score_fn=make_score_fn(model, params, batch_size=args.batch_size))
+    metrics = {k: _scalar(v) for k, v in (metrics_future.result() or {}).get(task.name, {}).items()}
+    entry = {"metrics": metrics, "examples": stats.examples or _count(evaluator, task),
+             "decode_seconds": round(stats.seconds, 2),
+             "seconds": round(time.time() - t0, 2),
+             "generated_tokens": stats.generated_tokens}
+    if args.baselines:
+      name, base = baseline(task, args.split, args.num_examples, args.use_cached)
+      if name:
+        entry["baseline"] = {"name": name, "metrics": base}
+    summary["tasks"][task.name] = entry
+    print(format_table(task.name, args.split, step, entry), flush=True)
+  evaluator.close()
+  with open(os.path.join(output_dir, "summary.json"), "w", encoding="utf-8") as f:
+    json.dump(summary, f, indent=2)
+  summary["output_dir"] = output_dir
+  return summary
+
+
+def _count(evaluator, task) -> int:
+  return int(evaluator.cached_task_datasets[task.name].cardinality().numpy())
+
+
+class _SingleTaskView:
+  """The Evaluator restricted to one of its tasks (shares the cached datasets and loggers)."""
+
+  def __init__(self, evaluator, task):
+    self._evaluator = evaluator
+    self._task = task
+
+  def evaluate(self, **kwargs):
+    ev = self._evaluator
+    saved = ev._eval_tasks  # pylint: disable=protected-access
+    ev._eval_tasks = [self._task]  # pylint: disable=protected-access
+    try:
+      metrics, outputs = ev.evaluate(**kwargs)
+      metrics.result()  # metrics run in a thread: finish before restoring the task list
+      return metrics, outputs
+    finally:
+      ev._eval_tasks = saved  # pylint: disable=protected-access
+
+
+def format_table(task_name: str, split: str, step: int, entry: Mapping[str, Any]) -> str:
+  """A small fixed-width table of one task's metrics (and baseline, when present).
+
+  >>> print(format_table("t", "test", 5, {"metrics": {"bleu": 21.3}, "examples": 9,
+  ...                                     "seconds": 1.0, "baseline": {"name": "copy the source",
+  ...                                                                  "metrics": {"bleu": 5.5}}}))
+  t (test, step 5, 9 examples, 1.0 s)
+    metric        value  baseline
+    bleu          21.30  5.50 (copy the source)
+  """
+  base = entry.get("baseline") or {}
+  lines = [f"{task_name} ({split}, step {step}, {entry.get('examples')} examples, "
+           f"{entry.get('seconds', 0):.1f} s)",
+           f"  {'metric':<12} {'value':>6}" + ("  baseline" if base else "")]
+  for k, v in entry["metrics"].items():
+    val = f"{v:6.2f}" if isinstance(v, float) else str(v)
+    line = f"  {k:<12} {val:>6}"
+    if base and k in base.get("metrics", {}):
+      line += f"  {base['metrics'][k]:.2f} ({base['name']})"
+    lines.append(line)
+  return "\n".join(lines)
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(
+      prog="python -m model.evaluate",
+      description="Evaluate a model.train checkpoint on a SeqIO task or mixture with "
+                  "seqio.Evaluator (each sub-task separately).",
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  d = EvalArgs(checkpoint_dir="", task="")
+  p.add_argument("--checkpoint_dir", required=True,
+                 help="a model.train --model_dir (or one of its checkpoint_<step> dirs)")
+  p.add_argument("--task", required=True, help="registered seqio Task or Mixture")
+  p.add_argument("--split", default=d.split)
+  p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+  p.add_argument("--output_dir", default=None,
+                 help="default: <checkpoint_dir>/eval_<split>")
+  p.add_argument("--batch_size", type=int, default=d.batch_size)
+  p.add_argument("--max_decode_length", type=int, default=None,
+                 help="new tokens per example (default: the longest target of the split)")
+  p.add_argument("--num_examples", type=int, default=None,
+                 help="only the first N examples of each task")
+  p.add_argument("--inputs_length", type=int, default=None,
+                 help="trim inputs to this many tokens (default: the longest)")
+  p.add_argument("--targets_length", type=int, default=None)
+  p.add_argument("--baselines", action="store_true",
+                 help="also score copy-the-source / most-common-answer baselines")
+  p.add_argument("--use_cached", action="store_true")
+  p.add_argument("--cache_dir", action="append", default=[])
+  p.add_argument("--module_import", action="append", default=[],
+                 help="module that registers your tasks (repeatable)")
+  p.add_argument("--no_progress", dest="progress", action="store_false")
+  return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  ns = build_parser().parse_args(argv)
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  args = EvalArgs(
+      checkpoint_dir=ns.checkpoint_dir, task=ns.task, split=ns.split, step=ns.step,
+      output_dir=ns.output_dir, batch_size=ns.batch_size, max_decode_length=ns.max_decode_length,
+      num_examples=ns.num_examples, inputs_length=ns.inputs_length,
+      targets_length=ns.targets_length, use_cached=ns.use_cached, cache_dirs=ns.cache_dir,
+      module_imports=ns.module_import, baselines=ns.baselines, progress=ns.progress)
+  try:
+    summary = evaluate(args)
+  except (ValueError, FileNotFoundError, ImportError) as e:
+    print(f"[evaluate] ERROR: {e}", file=sys.stderr, flush=True)
+    return 2
+  print(f"[evaluate] results in {summary['output_dir']}", flush=True)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

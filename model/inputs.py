@@ -1,0 +1,86 @@
+"""Input plumbing shared by `model.train` and `model.evaluate`: feature converter, user task
+modules, cache directories, and the deterministic, resumable training stream.
+
+>>> conv = feature_converter(pack=True)           # PrefixLM, BOS 2, packed rows
+>>> ds = train_batches("gemma_quiz_qa", {"inputs": 64, "targets": 32}, batch_size=4, seed=0,
+...                    start_batch=10)            # the 11th batch onward of the seed-0 stream
+>>> sorted(next(ds.as_numpy_iterator()))[:2]
+['decoder_causal_attention', 'decoder_input_tokens']
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Iterable, Mapping, Optional, Sequence
+
+BOS_ID = 2
+
+
+def feature_converter(pack: bool):
+  """The Gemma PrefixLM feature converter (one BOS 2 per sequence; packed or not).
+
+  `seqio.PrefixLMFeatureConverter(bos_id=2)` until `feature_converters.GemmaPrefixLMFeatureConverter`
+  lands: switching is this one function.
+  """
+  import seqio  # pylint: disable=g-import-not-at-top
+  return seqio.PrefixLMFeatureConverter(pack=pack, bos_id=BOS_ID)
+
+
+def import_modules(modules: Iterable[str]) -> None:
+  """Imports `gemma_tasks` and every `--module_import` (modules that register user tasks).
+
+  >>> import_modules(["my_project.tasks"])       # ModuleNotFoundError names the module
+  """
+  importlib.import_module("gemma_tasks")
+  for name in modules or ():
+    try:
+      importlib.import_module(name)
+    except ImportError as e:
+      raise ImportError(f"--module_import {name!r} could not be imported: {e}") from e
+
+
+def add_cache_dirs(cache_dirs: Sequence[str]) -> None:
+  """Makes `use_cached=True` look in these directories (seqio's global cache dirs)."""
+  if cache_dirs:
+    import seqio  # pylint: disable=g-import-not-at-top
+    seqio.add_global_cache_dirs(list(cache_dirs))
+
+
+def subtasks(name: str):
+  """The seqio Tasks of a task or (nested) mixture name, with a helpful unknown-name error."""
+  import seqio  # pylint: disable=g-import-not-at-top
+  import gemma_tasks  # pylint: disable=g-import-not-at-top
+  return seqio.get_subtasks(gemma_tasks.get_task_or_mixture(name))
+
+
+def train_batches(task: str, task_feature_lengths: Mapping[str, int], *, batch_size: int,
+                  seed: int, start_batch: int = 0, pack: bool = True, use_cached: bool = False,
+                  split: str = "train"):
+  """An endless, shuffled, packed stream of model-feature batches; batch k is the same for a
+  given (task, lengths, batch_size, seed) whatever `start_batch` is.
+
+  Resuming at step s skips the s batches already consumed (they are recomputed, not stored:
+  a few seconds per thousand batches, and nothing in the pipeline has to be checkpointable).
+  """
+  import seqio  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import gemma_tasks  # pylint: disable=g-import-not-at-top
+  provider = gemma_tasks.get_task_or_mixture(task)
+  if split not in provider.splits:
+    raise ValueError(f"{task!r} has no {split!r} split (it has {list(provider.splits)})")
+  ds = seqio.get_dataset(
+      provider, task_feature_lengths=dict(task_feature_lengths),
+      feature_converter=feature_converter(pack), dataset_split=split, use_cached=use_cached,
+      shuffle=True, num_epochs=None, seed=seed, batch_size=None, verbose=False)
+  ds = ds.batch(batch_size, drop_remainder=True)
+  if start_batch:
+    ds = ds.skip(start_batch)
+  options = tf.data.Options()
+  options.deterministic = True  # same order on every run, whatever the thread timing
+  return ds.with_options(options).prefetch(2)
+
+
+def max_vocab_size(task: str) -> Optional[int]:
+  """Largest vocabulary size among a task's (or mixture's) output features."""
+  sizes = [f.vocabulary.vocab_size for t in subtasks(task) for f in t.output_features.values()
+           if getattr(f, "vocabulary", None) is not None]
+  return max(sizes) if sizes else None

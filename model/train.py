@@ -1,0 +1,506 @@
+"""Train a Gemma on a SeqIO task or mixture, T5X style: `python -m model.train`.
+
+    python -m model.train --task gemma_en_de_libreoffice --model_dir runs/ende \\
+        --preset small_gemma2 --train_steps 2000 --batch_size 16
+
+What it does, in order:
+  * reads `--task` with `seqio.get_dataset` and the Gemma PrefixLM converter (packed rows of
+    `inputs_length + targets_length` tokens), on the fly or from a Beam cache (`--use_cached`,
+    `--cache_dir`); `--module_import my.tasks` registers user tasks first;
+  * trains with AdamW (warmup + cosine, gradient clipping, `model.optim`);
+  * writes orbax checkpoints in T5X's layout (`<model_dir>/checkpoint_<step>/state`, see
+    `model.t5x_checkpoints`) every `--save_every` steps, atomically, keeping the last `--keep`;
+  * resumes from the latest checkpoint of `--model_dir` with exactly the batches an
+    uninterrupted run would have seen (the stream is a pure function of the seed; the
+    consumed batches are skipped);
+  * stops on a NaN/inf loss or gradient without saving, so the last good checkpoint stays;
+  * shows a progress bar (loss, tokens/s), writes TensorBoard scalars to `<model_dir>/train`,
+    `train_metrics.jsonl` and, at the end, `learning_curve.png`.
+
+`<model_dir>/model_config.json` (the GemmaConfig) and `train_args.json` make the directory
+self-describing: `model.evaluate --checkpoint_dir <model_dir>` needs nothing else.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+TRAIN_ARGS_FILE = "train_args.json"
+MODEL_CONFIG_FILE = "model_config.json"
+METRICS_FILE = "train_metrics.jsonl"
+CURVE_FILE = "learning_curve.png"
+
+# Arguments that decide which batches and which updates a step sees: a resumed run must use
+# the same values, or it would not continue the run it claims to continue.
+_RESUME_INVARIANTS = ("task", "inputs_length", "targets_length", "batch_size", "seed", "pack",
+                      "train_steps", "learning_rate", "warmup_steps", "end_lr_factor",
+                      "weight_decay", "clip_norm", "b2")
+
+
+class TrainingDiverged(RuntimeError):
+  """The loss or the gradient norm became NaN/inf; nothing was saved after the last good step."""
+
+
+@dataclasses.dataclass
+class TrainArgs:
+  """Everything a training run depends on (the CLI flags, one to one)."""
+  task: str
+  model_dir: str
+  preset: str = "small_gemma2"
+  model_overrides: Dict[str, str] = dataclasses.field(default_factory=dict)
+  init_from_hf: Optional[str] = None
+  inputs_length: int = 128
+  targets_length: int = 128
+  batch_size: int = 16
+  pack: bool = True
+  train_steps: int = 1000
+  learning_rate: float = 1e-3
+  warmup_steps: int = 100
+  end_lr_factor: float = 0.1
+  weight_decay: float = 0.01
+  clip_norm: float = 1.0
+  b2: float = 0.98
+  dtype: str = "float32"
+  seed: int = 0
+  save_every: int = 200
+  keep: int = 3
+  log_every: int = 10
+  max_steps_per_run: Optional[int] = None
+  time_budget_minutes: Optional[float] = None
+  use_cached: bool = False
+  cache_dirs: List[str] = dataclasses.field(default_factory=list)
+  module_imports: List[str] = dataclasses.field(default_factory=list)
+  progress: bool = True
+
+
+@dataclasses.dataclass
+class TrainResult:
+  step: int                  # last completed step (== a checkpoint on disk)
+  loss: Optional[float]      # mean loss of the last logging window
+  stopped_early: bool        # --max_steps_per_run / --time_budget_minutes hit before train_steps
+  seconds: float
+  model_dir: str
+
+
+# -- model configuration ------------------------------------------------------------------------
+
+def _coerce(value: str, current):
+  """'256' -> 256 when the field is an int, 'none' -> None, etc. (for --model_override)."""
+  if not isinstance(value, str):
+    return value
+  if value.lower() in ("none", "null"):
+    return None
+  if isinstance(current, bool):
+    return value.lower() in ("1", "true", "yes")
+  if isinstance(current, int):
+    return int(value)
+  if isinstance(current, float) or current is None:
+    try:
+      return float(value)
+    except ValueError:
+      return value
+  return value
+
+
+def build_model_config(args: TrainArgs):
+  """The GemmaConfig of a fresh run: a preset (or the HF checkpoint's), overrides, dtype.
+
+  >>> build_model_config(TrainArgs(task="t", model_dir="d", preset="tiny_gemma1",
+  ...                              model_overrides={"num_layers": "3"})).num_layers
+  3
+  """
+  from model import config as config_lib  # pylint: disable=g-import-not-at-top
+  cfg = config_lib.get_config(args.preset)
+  if args.model_overrides:
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    unknown = sorted(set(args.model_overrides) - fields)
+    if unknown:
+      raise ValueError(f"--model_override: unknown GemmaConfig field(s) {unknown}; "
+                       f"fields: {sorted(fields)}")
+    changes = {k: _coerce(v, getattr(cfg, k)) for k, v in args.model_overrides.items()}
+    cfg = cfg.replace(**changes)
+  if args.dtype not in ("float32", "bfloat16"):
+    raise ValueError(f"--dtype must be float32 or bfloat16, got {args.dtype!r}")
+  return cfg.replace(dtype=args.dtype)
+
+
+def config_to_json(cfg) -> dict:
+  return dataclasses.asdict(cfg)
+
+
+def config_from_json(d: dict):
+  from model.config import GemmaConfig  # pylint: disable=g-import-not-at-top
+  d = dict(d)
+  d["attention_types"] = tuple(d.get("attention_types") or ())
+  return GemmaConfig(**d)
+
+
+def load_model_config(model_dir: str):
+  path = os.path.join(model_dir, MODEL_CONFIG_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} not found: is {model_dir!r} a model.train directory?")
+  with open(path, encoding="utf-8") as f:
+    return config_from_json(json.load(f))
+
+
+def _write_json(path: str, obj) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)
+
+
+def _check_resume_args(model_dir: str, args: TrainArgs) -> None:
+  path = os.path.join(model_dir, TRAIN_ARGS_FILE)
+  if not os.path.exists(path):
+    return
+  with open(path, encoding="utf-8") as f:
+    saved = json.load(f)
+  now = dataclasses.asdict(args)
+  diff = {k: (saved.get(k), now[k]) for k in _RESUME_INVARIANTS if k in saved and saved[k] != now[k]}
+  if diff:
+    lines = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in sorted(diff.items()))
+    raise ValueError(f"{model_dir} holds a run with other settings ({lines}); resume with the "
+                     "same settings or use a new --model_dir")
+
+
+# -- the loop ----------------------------------------------------------------------------------
+
+def _learning_curve(model_dir: str) -> Optional[str]:
+  """PNG of loss (and learning rate) against step from train_metrics.jsonl; returns its path."""
+  path = os.path.join(model_dir, METRICS_FILE)
+  if not os.path.exists(path):
+    return None
+  rows = {}
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      line = line.strip()
+      if line:
+        r = json.loads(line)
+        rows[r["step"]] = r  # a resumed run rewrites steps after its checkpoint: keep the last
+  if not rows:
+    return None
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  steps = sorted(rows)
+  fig, ax = plt.subplots(figsize=(7, 4))
+  ax.plot(steps, [rows[s]["loss"] for s in steps], label="train loss (targets)")
+  ax.set_xlabel("step")
+  ax.set_ylabel("cross-entropy per target token")
+  ax.grid(alpha=0.3)
+  ax2 = ax.twinx()
+  ax2.plot(steps, [rows[s]["learning_rate"] for s in steps], color="tab:orange", alpha=0.5,
+           label="learning rate")
+  ax2.set_ylabel("learning rate")
+  fig.legend(loc="upper right")
+  ax.set_title(os.path.basename(os.path.normpath(model_dir)))
+  fig.tight_layout()
+  out = os.path.join(model_dir, CURVE_FILE)
+  fig.savefig(out, dpi=100)
+  plt.close(fig)
+  return out
+
+
+def train(args: TrainArgs, *, model=None) -> TrainResult:
+  """Runs (or resumes) a training run; returns where it ended. See the module docstring.
+
+  `model` (a GemmaDecoderOnlyModel) overrides the one built from the config (tests use it).
+  Raises TrainingDiverged on a NaN/inf loss, after writing nothing for the bad step.
+  """
+  t_start = time.time()
+  from model import inputs  # pylint: disable=g-import-not-at-top
+  inputs.import_modules(args.module_imports)
+  inputs.add_cache_dirs(args.cache_dirs)
+
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+
+  from model import optim, t5x_checkpoints  # pylint: disable=g-import-not-at-top
+  from model.t5x_model import GemmaDecoderOnlyModel  # pylint: disable=g-import-not-at-top
+
+  if args.train_steps < 1:
+    raise ValueError(f"--train_steps must be >= 1, got {args.train_steps}")
+  if args.batch_size < 1:
+    raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}")
+  model_dir = os.path.abspath(args.model_dir)
+  os.makedirs(model_dir, exist_ok=True)
+  ckpt = t5x_checkpoints.T5XCheckpointManager(model_dir, keep=args.keep)
+  start_step = ckpt.latest_step() or 0
+
+  # Model config: the checkpoint's when resuming, else preset / HF checkpoint + overrides.
+  hf_params = None
+  if start_step:
+    _check_resume_args(model_dir, args)
+    cfg = load_model_config(model_dir)
+  elif args.init_from_hf:
+    from model.checkpoints import load_hf_checkpoint  # pylint: disable=g-import-not-at-top
+    cfg, hf_params = load_hf_checkpoint(args.init_from_hf)
+    cfg = cfg.replace(dtype=args.dtype)
+  else:
+    cfg = build_model_config(args)
+  vocab_size = inputs.max_vocab_size(args.task)
+  if vocab_size and vocab_size > cfg.vocab_size:
+    raise ValueError(
+        f"task {args.task!r} uses a vocabulary of {vocab_size} ids but the model has "
+        f"vocab_size={cfg.vocab_size}; set GEMMA_TOKENIZER_PATH to the tokenizer of the "
+        "checkpoint (or --model_override vocab_size=...)")
+  _write_json(os.path.join(model_dir, MODEL_CONFIG_FILE), config_to_json(cfg))
+  _write_json(os.path.join(model_dir, TRAIN_ARGS_FILE), dataclasses.asdict(args))
+
+  model = model or GemmaDecoderOnlyModel(cfg)
+  length = args.inputs_length + args.targets_length
+  tx = optim.adamw_with_clipping(
+      args.learning_rate, total_steps=args.train_steps, warmup_steps=args.warmup_steps,
+      end_factor=args.end_lr_factor, weight_decay=args.weight_decay, clip_norm=args.clip_norm,
+      b2=args.b2)
+  lr_fn = optim.schedule(args.learning_rate, total_steps=args.train_steps,
+                         warmup_steps=args.warmup_steps, end_factor=args.end_lr_factor)
+  root_rng = jax.random.PRNGKey(args.seed)
+  init_rng, dropout_root = jax.random.split(root_rng)
+  if hf_params is not None:
+    params = jax.tree.map(jnp.asarray, hf_params)
+  else:
+    params = model.get_initial_variables(init_rng, {"decoder_input_tokens": (1, length)})["params"]
+  opt_state = tx.init(params)
+  if start_step:
+    params, opt_state, start_step = ckpt.restore(params, opt_state, start_step)
+    params = jax.tree.map(jnp.asarray, params)
+    opt_state = jax.tree.map(jnp.asarray, opt_state)
+  num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+
+  use_dropout = cfg.dropout_rate > 0
+
+  def step_fn(params, opt_state, batch, step):
+    rng = jax.random.fold_in(dropout_root, step) if use_dropout else None
+    (loss, metrics), grads = jax.value_and_grad(model.loss_fn, has_aux=True)(params, batch, rng)
+    grad_norm = optax.global_norm(grads)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    return params, opt_state, dict(metrics, grad_norm=grad_norm)
+
+  # Old params/state buffers are reused for the new ones (less memory, fewer copies).
+  train_step = jax.jit(step_fn, donate_argnums=(0, 1))
+
+  ds = inputs.train_batches(
+      args.task, {"inputs": args.inputs_length, "targets": args.targets_length},
+      batch_size=args.batch_size, seed=args.seed, start_batch=start_step, pack=args.pack,
+      use_cached=args.use_cached)
+  it = ds.as_numpy_iterator()
+
+  writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
+  metrics_path = os.path.join(model_dir, METRICS_FILE)
+  if start_step:
+    # Drop rows a crashed run logged after its last checkpoint: they are recomputed now.
+    _truncate_metrics(metrics_path, start_step)
+
+  last_stop = args.train_steps
+  if args.max_steps_per_run:
+    last_stop = min(last_stop, start_step + args.max_steps_per_run)
+  deadline = t_start + 60 * args.time_budget_minutes if args.time_budget_minutes else None
+
+  print(f"[train] {args.task}: {cfg.num_layers} layers, d={cfg.embed_dim}, "
+        f"{num_params / 1e6:.2f}M params, {args.batch_size} x {length} tokens per step, "
+        f"steps {start_step} -> {last_stop} of {args.train_steps}"
+        + (f" (resumed from checkpoint_{start_step})" if start_step else ""), flush=True)
+  bar = tqdm(total=args.train_steps, initial=start_step, disable=not args.progress,
+             dynamic_ncols=True, desc="train", mininterval=1.0, file=sys.stdout)
+  step = start_step
+  window = _Window()
+  stopped_early = False
+  last_loss = None
+  t_window = time.time()
+  try:
+    while step < last_stop:
+      if deadline and time.time() > deadline:
+        stopped_early = True
+        break
+      batch = next(it)
+      tokens = int(np.sum(batch["decoder_target_tokens"] > 0))
+      params, opt_state, metrics = train_step(params, opt_state, batch, jnp.int32(step))
+      loss = float(metrics["loss"])
+      grad_norm = float(metrics["grad_norm"])
+      if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        saved = ckpt.latest_step()
+        where = (f"the last good checkpoint is {t5x_checkpoints.checkpoint_path(model_dir, saved)}"
+                 if saved else "no checkpoint was written yet")
+        raise TrainingDiverged(
+            f"loss became {loss} (gradient norm {grad_norm}) at step {step + 1}; stopped without "
+            f"saving; {where}. Try a lower --learning_rate, more --warmup_steps, a lower "
+            f"--clip_norm or --dtype float32.")
+      step += 1
+      window.add(loss, float(metrics["accuracy"]), grad_norm, tokens)
+      bar.update(1)
+      if step % args.log_every == 0 or step == last_stop:
+        now = time.time()
+        row = window.flush(step, now - t_window, float(lr_fn(step - 1)))
+        t_window = now
+        last_loss = row["loss"]
+        bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_second']:.0f}",
+                        refresh=False)
+        with open(metrics_path, "a", encoding="utf-8") as f:
+          f.write(json.dumps(row) + "\n")
+        with writer.as_default(step=step):
+          for k in ("loss", "accuracy", "grad_norm", "learning_rate", "tokens_per_second"):
+            tf.summary.scalar(f"train/{k}", row[k])
+        writer.flush()
+        if not args.progress:
+          print(f"[train] step {step}: loss {row['loss']:.4f} acc {row['accuracy']:.3f} "
+                f"{row['tokens_per_second']:.0f} tok/s", flush=True)
+      if step % args.save_every == 0:
+        ckpt.save(step, params, opt_state)
+    if step > start_step or not ckpt.latest_step():
+      ckpt.save(step, params, opt_state)
+  finally:
+    bar.close()
+    writer.close()
+    ckpt.close()
+    curve = _learning_curve(model_dir)
+  seconds = time.time() - t_start
+  print(f"[train] step {step}/{args.train_steps} saved in {model_dir} "
+        f"({seconds / 60:.1f} min{', stopped early' if stopped_early else ''})"
+        + (f"; learning curve: {curve}" if curve else ""), flush=True)
+  return TrainResult(step=step, loss=last_loss, stopped_early=stopped_early or step < args.train_steps,
+                     seconds=seconds, model_dir=model_dir)
+
+
+class _Window:
+  """Running sums between two log lines."""
+
+  def __init__(self):
+    self.reset()
+
+  def reset(self):
+    self.n = 0
+    self.loss = self.acc = self.grad_norm = 0.0
+    self.tokens = 0
+
+  def add(self, loss, acc, grad_norm, tokens):
+    self.n += 1
+    self.loss += loss
+    self.acc += acc
+    self.grad_norm += grad_norm
+    self.tokens += tokens
+
+  def flush(self, step, seconds, lr):
+    n = max(self.n, 1)
+    row = {"step": step, "loss": self.loss / n, "accuracy": self.acc / n,
+           "grad_norm": self.grad_norm / n, "learning_rate": lr,
+           "tokens_per_second": self.tokens / max(seconds, 1e-9), "time": time.time()}
+    self.reset()
+    return row
+
+
+def _truncate_metrics(path: str, max_step: int) -> None:
+  if not os.path.exists(path):
+    return
+  with open(path, encoding="utf-8") as f:
+    keep = [line for line in f if line.strip() and json.loads(line)["step"] <= max_step]
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    f.writelines(keep)
+  os.replace(path + ".tmp", path)
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+
+def _parse_overrides(items: Sequence[str]) -> Dict[str, str]:
+  out = {}
+  for item in items or ():
+    if "=" not in item:
+      raise SystemExit(f"--model_override expects FIELD=VALUE, got {item!r}")
+    k, v = item.split("=", 1)
+    out[k.strip()] = v.strip()
+  return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(
+      prog="python -m model.train",
+      description="Train a Gemma on a SeqIO task or mixture; T5X-layout orbax checkpoints, "
+                  "resumable, NaN-safe.",
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  d = TrainArgs(task="", model_dir="")
+  p.add_argument("--task", required=True, help="registered seqio Task or Mixture name")
+  p.add_argument("--model_dir", required=True,
+                 help="checkpoints, config, TensorBoard and curves go here; resumes if it has "
+                      "checkpoints")
+  p.add_argument("--preset", default=d.preset,
+                 help="model.config preset (tiny_gemma1, tiny_gemma2, small_gemma2, gemma2_2b, ...)")
+  p.add_argument("--model_override", action="append", default=[], metavar="FIELD=VALUE",
+                 help="change a GemmaConfig field, e.g. num_layers=4 (repeatable)")
+  p.add_argument("--init_from_hf", default=None, metavar="DIR",
+                 help="start from a Hugging Face Gemma save_pretrained directory (fine-tuning)")
+  p.add_argument("--inputs_length", type=int, default=d.inputs_length)
+  p.add_argument("--targets_length", type=int, default=d.targets_length)
+  p.add_argument("--batch_size", type=int, default=d.batch_size,
+                 help="rows of inputs_length + targets_length tokens per step")
+  p.add_argument("--no_pack", dest="pack", action="store_false", help="one example per row")
+  p.add_argument("--train_steps", type=int, default=d.train_steps,
+                 help="total steps of the run (the schedule ends here)")
+  p.add_argument("--learning_rate", type=float, default=d.learning_rate)
+  p.add_argument("--warmup_steps", type=int, default=d.warmup_steps)
+  p.add_argument("--end_lr_factor", type=float, default=d.end_lr_factor,
+                 help="final learning rate = learning_rate * this")
+  p.add_argument("--weight_decay", type=float, default=d.weight_decay)
+  p.add_argument("--clip_norm", type=float, default=d.clip_norm)
+  p.add_argument("--b2", type=float, default=d.b2, help="Adam second-moment decay")
+  p.add_argument("--dtype", choices=("float32", "bfloat16"), default=d.dtype,
+                 help="activation dtype (parameters and optimizer state stay float32)")
+  p.add_argument("--seed", type=int, default=d.seed, help="initialisation and data order")
+  p.add_argument("--save_every", type=int, default=d.save_every)
+  p.add_argument("--keep", type=int, default=d.keep, help="checkpoints kept on disk")
+  p.add_argument("--log_every", type=int, default=d.log_every)
+  p.add_argument("--max_steps_per_run", type=int, default=None,
+                 help="stop (and save) after this many steps of this invocation; rerun to resume")
+  p.add_argument("--time_budget_minutes", type=float, default=None,
+                 help="stop (and save) when this much wall time has passed")
+  p.add_argument("--use_cached", action="store_true",
+                 help="read the Beam-cached task data (see cache_scripts)")
+  p.add_argument("--cache_dir", action="append", default=[], help="seqio cache directory")
+  p.add_argument("--module_import", action="append", default=[],
+                 help="module that registers your tasks (repeatable)")
+  p.add_argument("--no_progress", dest="progress", action="store_false",
+                 help="log lines instead of a progress bar")
+  return p
+
+
+def args_from_namespace(ns: argparse.Namespace) -> TrainArgs:
+  return TrainArgs(
+      task=ns.task, model_dir=ns.model_dir, preset=ns.preset,
+      model_overrides=_parse_overrides(ns.model_override), init_from_hf=ns.init_from_hf,
+      inputs_length=ns.inputs_length, targets_length=ns.targets_length,
+      batch_size=ns.batch_size, pack=ns.pack, train_steps=ns.train_steps,
+      learning_rate=ns.learning_rate, warmup_steps=ns.warmup_steps,
+      end_lr_factor=ns.end_lr_factor, weight_decay=ns.weight_decay, clip_norm=ns.clip_norm,
+      b2=ns.b2, dtype=ns.dtype, seed=ns.seed, save_every=ns.save_every, keep=ns.keep,
+      log_every=ns.log_every, max_steps_per_run=ns.max_steps_per_run,
+      time_budget_minutes=ns.time_budget_minutes, use_cached=ns.use_cached,
+      cache_dirs=ns.cache_dir, module_imports=ns.module_import, progress=ns.progress)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  ns = build_parser().parse_args(argv)
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  try:
+    train(args_from_namespace(ns))
+  except TrainingDiverged as e:
+    print(f"[train] ERROR: {e}", file=sys.stderr, flush=True)
+    return 1
+  except (ValueError, FileNotFoundError, ImportError) as e:
+    print(f"[train] ERROR: {e}", file=sys.stderr, flush=True)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
