@@ -233,6 +233,10 @@ def generate(
   """
   if prompt_lengths is None:
     tokens, lengths = pad_prompts(prompts)
+    if cache_length is not None and cache is None and tokens.shape[1] > cache_length:
+      if lengths.max() > cache_length:
+        raise ValueError(f"a prompt of {lengths.max()} tokens does not fit cache_length={cache_length}")
+      tokens = tokens[:, :cache_length]   # drop padding that would not fit the cache
   else:
     tokens, lengths = prompts, prompt_lengths
   tokens = jnp.asarray(tokens, jnp.int32)
