@@ -1,0 +1,169 @@
+"""Checks a cache written by `cache_tasks` before anyone trains on it.
+
+For one task directory:
+  * `COMPLETED` is present (and, for our caches, holds the metadata with the fingerprint);
+  * per split: `info.<split>.json` and `stats.<split>.json` exist, the number of data files is
+    the `num_shards` of the info file, and the number of records in them is the `examples` of the
+    stats file; the token counts come from the stats file;
+  * spot check: the first N examples computed on the fly (source -> preprocessors up to the cache
+    placeholder) are all found, feature by feature, in the cached split. The cache is shuffled,
+    so this scans the cached split until every one is found.
+
+>>> report = validate_cache(seqio.get_mixture_or_task("gemma_quiz_qa"), "/tmp/c/gemma_quiz_qa")
+>>> report.ok, report.splits["validation"].examples, report.splits["validation"].spot_checked
+(True, 109, 64)
+>>> print(report.summary())
+gemma_quiz_qa  validation: 109 examples, inputs 2,061 tokens, targets 412 tokens, 64/64 spot-checked
+...
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Dict, List, Optional
+
+import numpy as np
+import seqio
+import tensorflow as tf
+from seqio import utils as seqio_utils
+
+from cache_scripts import reader
+
+
+@dataclasses.dataclass
+class SplitReport:
+  examples: int = 0
+  records: int = 0
+  tokens: Dict[str, int] = dataclasses.field(default_factory=dict)
+  num_shards: int = 0
+  spot_checked: int = 0
+  spot_check_total: int = 0
+
+
+@dataclasses.dataclass
+class TaskReport:
+  task: str
+  cache_dir: str
+  output_format: str = "?"
+  splits: Dict[str, SplitReport] = dataclasses.field(default_factory=dict)
+  errors: List[str] = dataclasses.field(default_factory=list)
+
+  @property
+  def ok(self) -> bool:
+    return not self.errors
+
+  def summary(self) -> str:
+    lines = []
+    for split, r in self.splits.items():
+      toks = ", ".join(f"{k} {v:,} tokens" for k, v in sorted(r.tokens.items()))
+      lines.append(f"{self.task}  {split}: {r.examples:,} examples in {r.num_shards} "
+                   f"{self.output_format} files, {toks}, "
+                   f"{r.spot_checked}/{r.spot_check_total} spot-checked")
+    lines += [f"{self.task}  ERROR: {e}" for e in self.errors]
+    return "\n".join(lines)
+
+
+def _example_key(ex) -> str:
+  """A hash of an example's features (name, dtype, shape, bytes), for multiset matching."""
+  h = hashlib.sha256()
+  for k in sorted(ex):
+    if k.startswith("provenance/"):  # seqio.beam_utils.PROVENANCE_PREFIX (not imported: Beam)
+      continue
+    v = np.asarray(ex[k])
+    if v.dtype == object:
+      data = b"\x00".join(x if isinstance(x, bytes) else str(x).encode() for x in v.reshape(-1))
+      dtype = "bytes"
+    else:
+      data, dtype = v.astype(v.dtype.newbyteorder("<")).tobytes(), v.dtype.name
+    h.update(f"{k}|{dtype}|{v.shape}|".encode() + hashlib.sha256(data).digest())
+  return h.hexdigest()
+
+
+def count_records(files: List[str], output_format: str) -> int:
+  """Records in the data files of one split."""
+  if output_format == "arrayrecord":
+    from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+    total = 0
+    for f in files:
+      r = array_record_module.ArrayRecordReader(f)
+      total += r.num_records()
+      r.close()
+    return total
+  if not files:
+    return 0
+  return int(tf.data.TFRecordDataset(files).batch(4096).reduce(
+      np.int64(0), lambda c, b: c + tf.cast(tf.shape(b)[0], tf.int64)).numpy())
+
+
+def spot_check(task: seqio.Task, cache_dir: str, split: str, n: int) -> tuple:
+  """(found, wanted): how many of the first `n` on-the-fly examples are in the cached split."""
+  if n <= 0:
+    return 0, 0
+  on_the_fly = task.preprocess_precache(task.source.get_dataset(split, shuffle=False)).take(n)
+  wanted = collections.Counter(_example_key(ex) for ex in on_the_fly.as_numpy_iterator())
+  total = sum(wanted.values())
+  missing = dict(wanted)
+  cached = reader.reader_for(cache_dir, split).get_dataset(split, shuffle=False)
+  for ex in cached.as_numpy_iterator():
+    key = _example_key(ex)
+    if missing.get(key):
+      missing[key] -= 1
+      if not missing[key]:
+        del missing[key]
+        if not missing:
+          break
+  return total - sum(missing.values()), total
+
+
+def validate_cache(task: seqio.Task, cache_dir: str, *, spot_check_examples: int = 64,
+                   expected_format: Optional[str] = None) -> TaskReport:
+  """Validates one task's cache directory; problems are collected in `report.errors`."""
+  report = TaskReport(task=task.name, cache_dir=cache_dir)
+  completed = os.path.join(cache_dir, "COMPLETED")
+  if not tf.io.gfile.exists(completed):
+    report.errors.append(f"no COMPLETED file in {cache_dir}")
+    return report
+  meta = reader.read_metadata(cache_dir)
+  if meta is None:
+    report.errors.append("COMPLETED holds no gemma-seqio metadata (no fingerprint)")
+  else:
+    report.output_format = meta.get("output_format", "?")
+    if task.name not in meta.get("tasks", {}):
+      report.errors.append(f"COMPLETED has no fingerprint for {task.name!r}")
+  if expected_format and report.output_format not in ("?", expected_format):
+    report.errors.append(f"written as {report.output_format}, expected {expected_format}")
+  for split in task.splits:
+    r = report.splits[split] = SplitReport()
+    info_path = seqio_utils.get_cached_info_path(cache_dir, split)
+    stats_path = seqio_utils.get_cached_stats_path(cache_dir, split)
+    if not (tf.io.gfile.exists(info_path) and tf.io.gfile.exists(stats_path)):
+      report.errors.append(f"{split}: missing {os.path.basename(info_path)} or "
+                           f"{os.path.basename(stats_path)}")
+      continue
+    with tf.io.gfile.GFile(stats_path) as f:
+      stats = json.load(f)
+    with tf.io.gfile.GFile(info_path) as f:
+      info = json.load(f)
+    r.examples = int(stats.get("examples", 0))
+    r.tokens = {k[: -len("_tokens")]: int(v) for k, v in stats.items()
+                if k.endswith("_tokens") and not k.endswith("_max_tokens")}
+    fmt = report.output_format if report.output_format != "?" else \
+        reader.output_format_of(cache_dir, split)
+    files = reader.shard_files(cache_dir, split, fmt)
+    r.num_shards = len(files)
+    if len(files) != info.get("num_shards"):
+      report.errors.append(f"{split}: {len(files)} data files, info says {info.get('num_shards')}")
+    r.records = count_records(files, fmt)
+    if r.records != r.examples:
+      report.errors.append(f"{split}: {r.records} records in the files, stats say {r.examples}")
+    if r.examples and spot_check_examples:
+      r.spot_checked, r.spot_check_total = spot_check(task, cache_dir, split, spot_check_examples)
+      if r.spot_checked != r.spot_check_total:
+        report.errors.append(
+            f"{split}: only {r.spot_checked} of the first {r.spot_check_total} on-the-fly examples "
+            "are in the cache (preprocessors before the cache placeholder not deterministic, or "
+            "the cache is stale)")
+  return report
