@@ -15,14 +15,16 @@ from typing import Iterable, Mapping, Optional, Sequence
 BOS_ID = 2
 
 
-def feature_converter(pack: bool):
+def feature_converter(pack: bool, packing: str = "in_order"):
   """The Gemma PrefixLM feature converter (one BOS 2 per sequence; packed or not).
 
-  `seqio.PrefixLMFeatureConverter(bos_id=2)` until `feature_converters.GemmaPrefixLMFeatureConverter`
-  lands: switching is this one function.
+  `packing='in_order'` gives seqio's rows exactly; 'best_fit' fills rows more densely.
+
+  >>> feature_converter(pack=False).pack
+  False
   """
-  import seqio  # pylint: disable=g-import-not-at-top
-  return seqio.PrefixLMFeatureConverter(pack=pack, bos_id=BOS_ID)
+  import feature_converters  # pylint: disable=g-import-not-at-top
+  return feature_converters.GemmaPrefixLMFeatureConverter(pack=pack, packing=packing)
 
 
 def import_modules(modules: Iterable[str]) -> None:
@@ -53,8 +55,8 @@ def subtasks(name: str):
 
 
 def train_batches(task: str, task_feature_lengths: Mapping[str, int], *, batch_size: int,
-                  seed: int, start_batch: int = 0, pack: bool = True, use_cached: bool = False,
-                  split: str = "train"):
+                  seed: int, start_batch: int = 0, pack: bool = True, packing: str = "in_order",
+                  use_cached: bool = False, split: str = "train"):
   """An endless, shuffled, packed stream of model-feature batches; batch k is the same for a
   given (task, lengths, batch_size, seed) whatever `start_batch` is.
 
@@ -69,7 +71,7 @@ def train_batches(task: str, task_feature_lengths: Mapping[str, int], *, batch_s
     raise ValueError(f"{task!r} has no {split!r} split (it has {list(provider.splits)})")
   ds = seqio.get_dataset(
       provider, task_feature_lengths=dict(task_feature_lengths),
-      feature_converter=feature_converter(pack), dataset_split=split, use_cached=use_cached,
+      feature_converter=feature_converter(pack, packing), dataset_split=split, use_cached=use_cached,
       shuffle=True, num_epochs=None, seed=seed, batch_size=None, verbose=False)
   ds = ds.batch(batch_size, drop_remainder=True)
   if start_batch:

@@ -1,0 +1,1 @@
+"""The end-to-end demo job: cache -> train -> evaluate -> one table (`python -m demo.run`)."""

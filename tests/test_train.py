@@ -1,0 +1,182 @@
+"""model.train: few-step runs, T5X-layout checkpoints, exact resume, NaN stop, outputs, CLI."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A tiny model on the smallest embedded task: a step is milliseconds once compiled.
+TINY = dict(task="gemma_quiz_qa", preset="tiny_gemma1", inputs_length=32, targets_length=16,
+            batch_size=4, learning_rate=3e-3, warmup_steps=2, log_every=1, progress=False)
+
+
+def _args(model_dir, **kw):
+  from model import train
+  return train.TrainArgs(model_dir=str(model_dir), **{**TINY, **kw})
+
+
+def _params(model_dir, step=None):
+  from model import t5x_checkpoints
+  step = step or t5x_checkpoints.latest_step(str(model_dir))
+  return t5x_checkpoints.restore_state_dict(t5x_checkpoints.checkpoint_path(str(model_dir), step))
+
+
+def _flat(tree, prefix=""):
+  if isinstance(tree, dict):
+    out = {}
+    for k, v in tree.items():
+      out.update(_flat(v, f"{prefix}/{k}"))
+    return out
+  return {prefix: np.asarray(tree)}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  """6 steps in one go, checkpoints every 3 steps."""
+  from model import train
+  d = tmp_path_factory.mktemp("straight")
+  result = train.train(_args(d, train_steps=6, save_every=3))
+  return d, result
+
+
+def test_run_writes_t5x_layout_and_outputs(uninterrupted):
+  d, result = uninterrupted
+  assert result.step == 6 and not result.stopped_early
+  assert "state" in os.listdir(d / "checkpoint_6")
+  sd = _params(d)
+  # T5X's FlaxOptimTrainState.state_dict() of an OptaxWrapper optimizer.
+  assert set(sd) == {"target", "state"}
+  assert set(sd["state"]) == {"step", "param_states"}
+  assert int(sd["state"]["step"]) == 6
+  assert "embedder" in sd["target"] and "layer_0" in sd["target"]
+  adam = sd["state"]["param_states"]["1"]["0"]   # chain(clip, adamw) -> adam's count/mu/nu
+  assert int(adam["count"]) == 6
+  assert adam["mu"]["embedder"]["input_embedding"].shape == sd["target"]["embedder"]["input_embedding"].shape
+  # Self-describing directory, curves and TensorBoard.
+  cfg = json.loads((d / "model_config.json").read_text())
+  assert cfg["num_layers"] == 2 and cfg["vocab_size"] == 4096
+  rows = [json.loads(l) for l in (d / "train_metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+  assert all(np.isfinite(r["loss"]) and r["tokens_per_second"] > 0 for r in rows)
+  assert (d / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(d / "train"))
+
+
+def test_loss_goes_down_on_repeated_data(tmp_path):
+  """Sanity of the whole loop: a few dozen steps lower the loss clearly."""
+  from model import train
+  train.train(_args(tmp_path, train_steps=40, save_every=40, learning_rate=1e-2, log_every=10))
+  rows = [json.loads(l) for l in (tmp_path / "train_metrics.jsonl").read_text().splitlines()]
+  assert rows[-1]["loss"] < rows[0]["loss"] - 1.0
+
+
+def test_stopped_and_resumed_run_equals_uninterrupted_run(uninterrupted, tmp_path):
+  from model import train
+  straight_dir, _ = uninterrupted
+  first = train.train(_args(tmp_path, train_steps=6, save_every=3, max_steps_per_run=2))
+  assert first.step == 2 and first.stopped_early
+  second = train.train(_args(tmp_path, train_steps=6, save_every=3, max_steps_per_run=2))
+  assert second.step == 4
+  third = train.train(_args(tmp_path, train_steps=6, save_every=3))
+  assert third.step == 6
+  a, b = _flat(_params(straight_dir)), _flat(_params(tmp_path))
+  assert a.keys() == b.keys()
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  # The resumed run's log has each step once, as if it had never stopped.
+  rows = [json.loads(l) for l in (tmp_path / "train_metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_with_other_data_settings_is_refused(uninterrupted, tmp_path):
+  from model import train
+  train.train(_args(tmp_path, train_steps=4, save_every=2, max_steps_per_run=2))
+  with pytest.raises(ValueError, match="seed: checkpoint 0 vs now 1"):
+    train.train(_args(tmp_path, train_steps=4, save_every=2, seed=1))
+
+
+def test_keeps_last_k_and_ignores_temporary_dirs(tmp_path):
+  from model import t5x_checkpoints, train
+  train.train(_args(tmp_path, train_steps=6, save_every=1, keep=2))
+  assert t5x_checkpoints.all_steps(str(tmp_path)) == [5, 6]
+  # An interrupted orbax write leaves only a temporary directory: never a checkpoint.
+  (tmp_path / "checkpoint_7.orbax-checkpoint-tmp-1700000000").mkdir()
+  (tmp_path / "checkpoint_8").mkdir()   # no state/ inside: incomplete
+  assert t5x_checkpoints.all_steps(str(tmp_path)) == [5, 6]
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+  """A learning rate of 1e30 blows the parameters up on the first update; the second step's
+  gradient is NaN. The run stops with a clear error and checkpoint_1 is still the latest."""
+  cmd = [sys.executable, "-m", "model.train", "--task", "gemma_quiz_qa", "--model_dir",
+         str(tmp_path), "--preset", "tiny_gemma1", "--inputs_length", "32", "--targets_length",
+         "16", "--batch_size", "4", "--train_steps", "10", "--learning_rate", "1e30",
+         "--warmup_steps", "0", "--clip_norm", "1e30", "--save_every", "1", "--no_progress"]
+  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  assert "at step 2; stopped without saving" in proc.stderr
+  assert f"the last good checkpoint is {tmp_path}/checkpoint_1" in proc.stderr
+  from model import t5x_checkpoints
+  assert t5x_checkpoints.all_steps(str(tmp_path)) == [1]
+  sd = _params(tmp_path, 1)
+  assert all(np.all(np.isfinite(v)) for v in _flat(sd["target"]).values())
+
+
+def test_nan_in_python_api_raises_training_diverged(tmp_path):
+  from model import train
+  with pytest.raises(train.TrainingDiverged, match="no checkpoint was written yet"):
+    train.train(_args(tmp_path, train_steps=5, save_every=5, learning_rate=1e30,
+                      warmup_steps=0, clip_norm=1e30))
+
+
+def test_bad_arguments_name_the_problem(tmp_path):
+  from model import train
+  with pytest.raises(ValueError, match="No Task or Mixture named 'gemma_quiz_qaa'"):
+    train.train(_args(tmp_path, task="gemma_quiz_qaa", train_steps=1))
+  with pytest.raises(ValueError, match="unknown GemmaConfig field"):
+    train.build_model_config(_args(tmp_path, model_overrides={"n_layers": "3"}))
+  with pytest.raises(ValueError, match="vocab_size=100"):
+    train.train(_args(tmp_path, model_overrides={"vocab_size": "100"}, train_steps=1))
+
+
+def test_model_override_and_dtype(tmp_path):
+  from model import train
+  cfg = train.build_model_config(_args(tmp_path, model_overrides={"num_layers": "3",
+                                                                  "dropout_rate": "0.1"},
+                                       dtype="bfloat16"))
+  assert (cfg.num_layers, cfg.dropout_rate, cfg.dtype) == (3, 0.1, "bfloat16")
+  assert train.config_from_json(train.config_to_json(cfg)) == cfg
+
+
+def test_init_from_hf_starts_from_those_weights(tmp_path):
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  hf_cfg = transformers.GemmaConfig(
+      vocab_size=4096, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+      num_attention_heads=2, num_key_value_heads=1, head_dim=16)
+  torch.manual_seed(0)
+  hf = transformers.GemmaForCausalLM(hf_cfg)
+  hf.save_pretrained(tmp_path / "hf", safe_serialization=True)
+  from model import train
+  from model.checkpoints import load_hf_checkpoint
+  _, hf_params = load_hf_checkpoint(str(tmp_path / "hf"))
+  train.train(_args(tmp_path / "run", init_from_hf=str(tmp_path / "hf"), train_steps=1,
+                    learning_rate=1e-9, warmup_steps=0))
+  sd = _params(tmp_path / "run")
+  cfg = json.loads((tmp_path / "run" / "model_config.json").read_text())
+  assert cfg["embed_dim"] == 32 and cfg["num_layers"] == 1
+  np.testing.assert_allclose(sd["target"]["embedder"]["input_embedding"],
+                             hf_params["embedder"]["input_embedding"], atol=1e-6)
+
+
+@pytest.mark.parametrize("module", ["model.train", "model.evaluate", "demo.run"])
+def test_cli_help(module):
+  proc = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True,
+                        text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  assert "usage:" in proc.stdout and "--" in proc.stdout
