@@ -1,0 +1,194 @@
+"""Model benchmark: training throughput / MFU and greedy decoding next to `transformers`, one run.
+
+    .venv/bin/python -m benchmarks.model                 # defaults below (~2 minutes on 2 cores)
+    .venv/bin/python -m benchmarks.model --config tiny_gemma2 --train-steps 5 --runs 1   # smoke
+
+1. CPU matmul peak: a jitted float32 [n, n] @ [n, n] on this machine, best of `--runs`
+   (FLOPs = 2 n^3). Everything below is measured against it in the same process.
+2. Training step: `GemmaDecoderOnlyModel.loss_fn` + AdamW (optax), jitted, on random tokens
+   [batch, seq]. tokens/s = batch * seq / step time (median after warm-up). Model FLOPs per
+   step = 3 x forward, forward = 2 * tokens * (matmul parameters, tied read-out included)
+   + 4 * tokens * seq * layers * heads * head_dim (QK^T and PV over the full [seq, seq] score
+   matrix that is computed). MFU = model FLOP/s / matmul peak.
+3. Greedy decoding: the same random Gemma 2 weights as a `transformers` `Gemma2ForCausalLM`
+   (fp32, eager attention, its own KV cache in `generate`) and, via `save_pretrained` +
+   `load_hf_checkpoint`, in ours (`model.generate`, jitted while-loop over a static KV cache).
+   Both produce exactly `--new-tokens` tokens per row (no stop ids); generated tokens/s =
+   batch * new tokens / wall time (best of `--runs`, compile excluded and reported apart).
+   The tokens of both are compared.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def _best(fn, runs):
+  times = []
+  for _ in range(runs):
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+  return min(times)
+
+
+def matmul_peak(n: int, runs: int) -> float:
+  import jax
+  import jax.numpy as jnp
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+  mm = jax.jit(lambda x, y: x @ y)
+  mm(a, b).block_until_ready()
+  seconds = _best(lambda: mm(a, b).block_until_ready(), max(runs, 5))
+  return 2 * n ** 3 / seconds
+
+
+def train_step_flops(cfg, batch: int, seq: int) -> float:
+  d, n, k, h, f = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.hidden_dim
+  matmul_params = cfg.num_layers * (d * h * (2 * n + 2 * k) + 3 * d * f) + cfg.vocab_size * d
+  tokens = batch * seq
+  forward = 2 * tokens * matmul_params + 4 * tokens * seq * cfg.num_layers * n * h
+  return 3 * forward
+
+
+def bench_train(cfg, batch: int, seq: int, steps: int):
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from model.t5x_model import GemmaDecoderOnlyModel
+
+  m = GemmaDecoderOnlyModel(cfg)
+  params = m.get_initial_variables(jax.random.PRNGKey(0), {"decoder_input_tokens": (batch, seq)})["params"]
+  opt = optax.adamw(1e-3)
+  opt_state = opt.init(params)
+  rs = np.random.RandomState(0)
+  targets = rs.randint(4, cfg.vocab_size, size=(batch, seq)).astype(np.int32)
+  batch_features = {
+      "decoder_target_tokens": jnp.asarray(targets),
+      "decoder_input_tokens": jnp.asarray(np.concatenate([np.full((batch, 1), 2, np.int32), targets[:, :-1]], 1)),
+      "decoder_loss_weights": jnp.ones((batch, seq), jnp.int32),
+  }
+
+  @jax.jit
+  def step(params, opt_state, features):
+    (loss, metrics), grads = jax.value_and_grad(m.loss_fn, has_aux=True)(params, features, None)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  t = time.perf_counter()
+  params, opt_state, loss = step(params, opt_state, batch_features)
+  loss.block_until_ready()
+  compile_s = time.perf_counter() - t
+  times, losses = [], []
+  for _ in range(steps):
+    t = time.perf_counter()
+    params, opt_state, loss = step(params, opt_state, batch_features)
+    loss.block_until_ready()
+    times.append(time.perf_counter() - t)
+    losses.append(float(loss))
+  return statistics.median(times), compile_s, losses
+
+
+def bench_decode(cfg, batch: int, prompt_len: int, new_tokens: int, runs: int):
+  import jax
+  import torch
+  import transformers
+  from model.checkpoints import load_hf_checkpoint
+  from model.decoding import Greedy, generate
+
+  hf_cfg = transformers.Gemma2Config(
+      vocab_size=cfg.vocab_size, hidden_size=cfg.embed_dim, intermediate_size=cfg.hidden_dim,
+      num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+      num_key_value_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
+      query_pre_attn_scalar=int(cfg.query_pre_attn_scalar), sliding_window=cfg.sliding_window_size,
+      attn_logit_softcapping=cfg.attn_logit_softcap, final_logit_softcapping=cfg.final_logit_softcap,
+      max_position_embeddings=max(8192, prompt_len + new_tokens), attn_implementation="eager")
+  torch.manual_seed(0)
+  hf = transformers.Gemma2ForCausalLM(hf_cfg).eval()
+  with torch.no_grad():   # HF initialises norms to 0 and weights tiny: make outputs non-trivial
+    for name, p in hf.named_parameters():
+      p.normal_(0, 0.3 if "norm" in name else 0.05)
+  with tempfile.TemporaryDirectory() as tmp:
+    hf.save_pretrained(tmp)
+    ours_cfg, params = load_hf_checkpoint(tmp)
+  params = jax.device_put(params)
+  prompts = np.random.RandomState(1).randint(4, cfg.vocab_size, size=(batch, prompt_len))
+  prompts[:, 0] = 2
+  torch_prompts = torch.from_numpy(prompts.astype(np.int64))
+
+  def run_hf():
+    with torch.no_grad():
+      return hf.generate(torch_prompts, attention_mask=torch.ones_like(torch_prompts),
+                         max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                         eos_token_id=None, pad_token_id=0)
+
+  def run_ours():
+    out = generate(ours_cfg, params, prompts.tolist(), max_new_tokens=new_tokens, strategy=Greedy(),
+                   stop_ids=())
+    out.tokens.block_until_ready()
+    return out
+
+  t = time.perf_counter()
+  ours_tokens = np.asarray(run_ours().tokens)
+  compile_s = time.perf_counter() - t
+  hf_tokens = run_hf()[:, prompt_len:].numpy()
+  ours_s = _best(run_ours, runs)
+  hf_s = _best(run_hf, runs)
+  agree = float(np.mean(ours_tokens == hf_tokens))
+  return ours_s, hf_s, compile_s, agree
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--config", default="small_gemma2", help="a model.config preset (Gemma 2 shaped)")
+  p.add_argument("--train-batch", type=int, default=8)
+  p.add_argument("--train-seq", type=int, default=256)
+  p.add_argument("--train-steps", type=int, default=10)
+  p.add_argument("--decode-batches", default="1,8", help="comma-separated batch sizes")
+  p.add_argument("--prompt-len", type=int, default=16)
+  p.add_argument("--new-tokens", type=int, default=128)
+  p.add_argument("--matmul-n", type=int, default=1024)
+  p.add_argument("--runs", type=int, default=3)
+  args = p.parse_args(argv)
+
+  import jax
+  import torch
+  import transformers
+  from model.config import get_config
+  transformers.utils.logging.disable_progress_bar()
+  cfg = get_config(args.config)
+  print(f"# jax {jax.__version__} ({jax.default_backend()}, {os.cpu_count()} CPUs), torch "
+        f"{torch.__version__} ({torch.get_num_threads()} threads); config {args.config}: "
+        f"{cfg.num_params / 1e6:.1f}M params, D={cfg.embed_dim}, layers={cfg.num_layers}, "
+        f"heads={cfg.num_heads}/{cfg.num_kv_heads} kv, V={cfg.vocab_size}")
+
+  peak = matmul_peak(args.matmul_n, args.runs)
+  print(f"CPU matmul peak (fp32 {args.matmul_n}^3, jax): {peak / 1e9:.1f} GFLOP/s")
+
+  step_s, compile_s, losses = bench_train(cfg, args.train_batch, args.train_seq, args.train_steps)
+  tokens = args.train_batch * args.train_seq
+  flops = train_step_flops(cfg, args.train_batch, args.train_seq)
+  print(f"train step [{args.train_batch} x {args.train_seq}]: {step_s * 1e3:.0f} ms/step (median of "
+        f"{args.train_steps}), {tokens / step_s:,.0f} tokens/s, {flops / step_s / 1e9:.1f} model "
+        f"GFLOP/s, MFU {flops / step_s / peak:.1%} of the matmul peak (compile {compile_s:.1f} s; "
+        f"loss {losses[0]:.3f} -> {losses[-1]:.3f})")
+
+  print(f"greedy decoding, prompt {args.prompt_len}, {args.new_tokens} new tokens per row:")
+  print(f"  {'batch':>5}  {'ours tok/s':>11}  {'transformers tok/s':>18}  {'ratio':>6}  "
+        f"{'same tokens':>11}  {'our compile':>11}")
+  for batch in (int(b) for b in args.decode_batches.split(",")):
+    ours_s, hf_s, compile_s, agree = bench_decode(cfg, batch, args.prompt_len, args.new_tokens, args.runs)
+    generated = batch * args.new_tokens
+    print(f"  {batch:>5}  {generated / ours_s:>11,.0f}  {generated / hf_s:>18,.0f}  "
+          f"{hf_s / ours_s:>5.1f}x  {agree:>11.1%}  {compile_s:>9.1f} s")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
