@@ -1,0 +1,287 @@
+"""Input pipeline benchmark: seqio's converters next to ours, same data, same run.
+
+    .venv/bin/python -m benchmarks.pipeline                      # full run (see --help)
+    .venv/bin/python -m benchmarks.pipeline --examples 2000 --runs 1 --lengths 128:128   # smoke
+
+Data: the first `--examples` en->de pairs of the embedded LibreOffice corpus (real text, Gemma
+turns, the 4k-piece vocabulary), plus a synthetic long-sequence case (random token ids, lengths
+up to twice the budget, so many are trimmed). Every row goes through `seqio.get_dataset` (Task ->
+preprocessors -> tokenize -> trim -> converter) and is consumed in batches of 256.
+
+Tasks (registered here, removed at exit), identical except for the tokenize step and the source:
+  bench_en_de_seqio_tok   in-memory pairs -> translation prompt -> seqio.preprocessors.tokenize
+  bench_en_de_ours_tok    same, with gemma_tasks.tokenization.tokenize (batched)
+  bench_synthetic_long    in-memory token ids (no tokenization)
+and `gemma_en_de_libreoffice` as registered (JSONL source), for the headline row.
+
+Rows: tokenize only (no converter), then seqio's and our converter, packed and unpacked, for
+PrefixLM, LM (targets only) and EncDec. Columns: examples/s (task examples in / wall time),
+non-padding tokens/s, fill ratio (non-padding / all positions), and whether our output is
+identical to seqio's (checked on the warm-up pass). Times are the median of `--runs` runs after
+one warm-up; seqio and ours alternate within each repetition so both see the same machine load.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import seqio  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import feature_converters as fc  # noqa: E402
+import gemma_tasks  # noqa: E402,F401  (registers the tasks)
+from gemma_tasks import builders, preprocessors, sources, tokenization  # noqa: E402
+from gemma_tasks.special_tokens import BOS_ID  # noqa: E402
+
+CONSUME_BATCH = 256
+BENCH_TASKS = ("bench_en_de_seqio_tok", "bench_en_de_ours_tok", "bench_synthetic_long")
+
+
+def load_pairs(n: int):
+  path = os.path.join(sources.DATA_DIR, "libreoffice_en_de.train.jsonl.gz")
+  en, de = [], []
+  with gzip.open(path, "rt", encoding="utf-8") as f:
+    for line in f:
+      row = json.loads(line)
+      if row["en"].strip() and row["de"].strip():  # the task's filter drops the others
+        en.append(row["en"])
+        de.append(row["de"])
+      if len(en) == n:
+        break
+  return en, de
+
+
+def register_tasks(en, de, num_synthetic: int, max_len: int, seed: int = 0):
+  for name in BENCH_TASKS:
+    seqio.TaskRegistry.remove(name)
+  features = builders.output_features()
+
+  def pairs_fn(split, shuffle_files, seed=None):
+    del split, shuffle_files, seed
+    return tf.data.Dataset.from_tensor_slices({"en": en, "de": de})
+
+  for name, tokenize in (("bench_en_de_seqio_tok", seqio.preprocessors.tokenize),
+                         ("bench_en_de_ours_tok", tokenization.tokenize)):
+    seqio.TaskRegistry.add(
+        name, source=seqio.FunctionDataSource(pairs_fn, splits=["train"],
+                                              num_input_examples={"train": len(en)}),
+        preprocessors=[preprocessors.translate_en_de, tokenize, seqio.CacheDatasetPlaceholder(),
+                       seqio.preprocessors.append_eos_after_trim],
+        output_features=features, metric_fns=[])
+
+  rng = np.random.default_rng(seed)
+  vocab_size = features["targets"].vocabulary.vocab_size
+  lengths_in = rng.integers(1, 2 * max_len + 1, num_synthetic)
+  lengths_tg = rng.integers(1, max_len + 1, num_synthetic)
+  tokens_in = tf.RaggedTensor.from_row_lengths(
+      rng.integers(3, vocab_size, lengths_in.sum()).astype(np.int32), lengths_in)
+  tokens_tg = tf.RaggedTensor.from_row_lengths(
+      rng.integers(3, vocab_size, lengths_tg.sum()).astype(np.int32), lengths_tg)
+
+  def synthetic_fn(split, shuffle_files, seed=None):
+    del split, shuffle_files, seed
+    return tf.data.Dataset.from_tensor_slices({"inputs": tokens_in, "targets": tokens_tg}).map(
+        lambda ex: {k: v for k, v in ex.items()})
+
+  seqio.TaskRegistry.add(
+      "bench_synthetic_long",
+      source=seqio.FunctionDataSource(synthetic_fn, splits=["train"],
+                                      num_input_examples={"train": num_synthetic}),
+      preprocessors=[], output_features=features, metric_fns=[])
+
+
+def remove_tasks():
+  for name in BENCH_TASKS:
+    seqio.TaskRegistry.remove(name)
+
+
+def converters(family: str, pack: bool, packing: str = fc.IN_ORDER):
+  if family == "prefix_lm":
+    return (seqio.PrefixLMFeatureConverter(pack=pack, bos_id=BOS_ID),
+            fc.GemmaPrefixLMFeatureConverter(pack=pack, packing=packing))
+  if family == "lm":
+    return (seqio.LMFeatureConverter(pack=pack, bos_id=BOS_ID),
+            fc.GemmaLMFeatureConverter(pack=pack, packing=packing))
+  return (seqio.EncDecFeatureConverter(pack=pack, bos_id=BOS_ID),
+          fc.GemmaEncDecFeatureConverter(pack=pack, packing=packing))
+
+
+def make_dataset(task, lengths, converter):
+  if converter is None:
+    ds = seqio.get_mixture_or_task(task).get_dataset(lengths, split="train", shuffle=False)
+    return ds.padded_batch(CONSUME_BATCH)
+  return seqio.get_dataset(task, lengths, dataset_split="train", shuffle=False,
+                           feature_converter=converter, batch_size=None).batch(CONSUME_BATCH)
+
+
+def consume(ds, digest: bool):
+  """Iterate; count non-padding tokens and model rows; optionally hash the content."""
+  h = hashlib.sha1() if digest else None
+  tokens = rows = positions = 0
+  for batch in ds:
+    if "decoder_target_tokens" in batch:
+      main = [batch["decoder_target_tokens"]]
+      if "encoder_input_tokens" in batch:
+        main.append(batch["encoder_input_tokens"])
+      for t in main:
+        a = t.numpy()
+        tokens += int(np.count_nonzero(a))
+        positions += a.size
+      rows += int(main[0].shape[0])
+      if h is not None:
+        for k in sorted(batch):
+          h.update(k.encode())
+          h.update(batch[k].numpy().tobytes())
+    else:  # task features (tokenize only), 0-padded by padded_batch
+      for k in ("inputs", "targets"):
+        a = batch[k].numpy()
+        tokens += int(np.count_nonzero(a))
+        if h is not None:
+          h.update(a.tobytes())
+      rows += int(batch["targets"].shape[0])
+  return tokens, rows, positions, (h.hexdigest() if h else None)
+
+
+def measure(pipelines, runs: int):
+  """pipelines: {label: zero-arg dataset factory}. Returns {label: stats} (alternating runs)."""
+  stats = {}
+  for label, make in pipelines.items():  # warm-up, with content digest
+    tokens, rows, positions, dig = consume(make(), digest=True)
+    stats[label] = {"tokens": tokens, "rows": rows, "positions": positions, "digest": dig,
+                    "times": []}
+  for _ in range(runs):
+    for label, make in pipelines.items():
+      ds = make()
+      start = time.perf_counter()
+      consume(ds, digest=False)
+      stats[label]["times"].append(time.perf_counter() - start)
+  for s in stats.values():
+    s["time"] = statistics.median(s["times"])
+  return stats
+
+
+def fmt_row(case, label, s, n_examples):
+  fill = s["tokens"] / s["positions"] if s["positions"] else float("nan")
+  return (f"| {case} | {label} | {n_examples / s['time']:,.0f} | {s['tokens'] / s['time']:,.0f} | "
+          f"{fill:.3f} | {s['rows']:,} | {s['time']:.2f} |")
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--examples", type=int, default=20000, help="real en->de pairs")
+  p.add_argument("--synthetic", type=int, default=5000, help="synthetic long examples")
+  p.add_argument("--runs", type=int, default=3, help="timed runs per row (after a warm-up)")
+  p.add_argument("--lengths", default="128:128,512:256", help="inputs:targets budgets")
+  p.add_argument("--families", default="prefix_lm,lm,enc_dec")
+  p.add_argument("--skip-registered", action="store_true",
+                 help="skip the headline rows on the registered JSONL task")
+  args = p.parse_args(argv)
+
+  budgets = [tuple(int(x) for x in b.split(":")) for b in args.lengths.split(",")]
+  en, de = load_pairs(args.examples)
+  register_tasks(en, de, args.synthetic, max(li for li, _ in budgets))
+  print(f"# gemma-seqio pipeline benchmark: {len(en):,} real pairs, {args.synthetic:,} synthetic, "
+        f"median of {args.runs} runs after a warm-up, {os.cpu_count()} CPUs, "
+        f"seqio {seqio.__version__ if hasattr(seqio, '__version__') else '?'}, TF {tf.__version__}")
+  print(f"# command: {' '.join(['python -m benchmarks.pipeline'] + (argv or sys.argv[1:]))}")
+  header = ("| case | pipeline | examples/s | non-pad tokens/s | fill | rows | s |\n"
+            "|---|---|---:|---:|---:|---:|---:|")
+  ratios = []
+  try:
+    for li, lt in budgets:
+      lengths = {"inputs": li, "targets": lt}
+      print(f"\n## lengths {li}/{lt}\n")
+      print(header)
+      n = len(en)
+      tok = measure({
+          "tokenize only, seqio tokenize": lambda: make_dataset("bench_en_de_seqio_tok", lengths, None),
+          "tokenize only, batched tokenize": lambda: make_dataset("bench_en_de_ours_tok", lengths, None),
+      }, args.runs)
+      for label, s in tok.items():
+        print(fmt_row("en-de", label, s, n))
+      a, b = tok["tokenize only, seqio tokenize"], tok["tokenize only, batched tokenize"]
+      ratios.append((f"{li}/{lt} tokenize only, batched vs seqio tokenize", a["time"] / b["time"],
+                     a["digest"] == b["digest"]))
+      for family in args.families.split(","):
+        fam_lengths = {"targets": lt} if family == "lm" else lengths
+        for pack in (True, False):
+          ref, ours = converters(family, pack)
+          mode = "packed" if pack else "unpacked"
+          pipes = {
+              f"seqio {family} {mode} (seqio tokenize)":
+                  lambda ref=ref: make_dataset("bench_en_de_seqio_tok", fam_lengths, ref),
+              f"ours {family} {mode} (seqio tokenize)":
+                  lambda ours=ours: make_dataset("bench_en_de_seqio_tok", fam_lengths, ours),
+              f"ours {family} {mode} (batched tokenize)":
+                  lambda ours=ours: make_dataset("bench_en_de_ours_tok", fam_lengths, ours),
+          }
+          if pack:
+            best = converters(family, True, fc.BEST_FIT)[1]
+            pipes[f"ours {family} packed best_fit (batched tokenize)"] = (
+                lambda best=best: make_dataset("bench_en_de_ours_tok", fam_lengths, best))
+          res = measure(pipes, args.runs)
+          labels = list(res)
+          for label in labels:
+            print(fmt_row("en-de", label, res[label], n))
+          base = res[labels[0]]
+          for label in labels[1:3]:
+            ratios.append((f"{li}/{lt} {label} vs seqio", base["time"] / res[label]["time"],
+                           res[label]["digest"] == base["digest"]))
+          # Synthetic long sequences (no tokenization): converter cost dominates.
+          syn = measure({
+              f"seqio {family} {mode}": lambda ref=ref: make_dataset("bench_synthetic_long",
+                                                                     fam_lengths, ref),
+              f"ours {family} {mode}": lambda ours=ours: make_dataset("bench_synthetic_long",
+                                                                      fam_lengths, ours),
+          }, args.runs)
+          sl = list(syn)
+          for label in sl:
+            print(fmt_row("synthetic long", label, syn[label], args.synthetic))
+          ratios.append((f"{li}/{lt} synthetic {family} {mode} ours vs seqio",
+                         syn[sl[0]]["time"] / syn[sl[1]]["time"],
+                         syn[sl[0]]["digest"] == syn[sl[1]]["digest"]))
+    if not args.skip_registered:
+      li, lt = budgets[0]
+      lengths = {"inputs": li, "targets": lt}
+      task = "gemma_en_de_libreoffice"
+      n = seqio.get_mixture_or_task(task).num_input_examples("train")
+      print(f"\n## registered task {task} (JSONL source, {n:,} pairs), lengths {li}/{lt}\n")
+      print(header)
+      ref, ours = converters("prefix_lm", True)
+      res = measure({
+          "seqio prefix_lm packed": lambda: make_dataset(task, lengths, ref),
+          "ours prefix_lm packed": lambda: make_dataset(task, lengths, ours),
+      }, args.runs)
+      for label, s in res.items():
+        print(fmt_row(task, label, s, n))
+      src = seqio.get_mixture_or_task(task).source
+      times = []
+      for _ in range(args.runs):
+        start = time.perf_counter()
+        for _ in src.get_dataset("train", shuffle=False).batch(1024):
+          pass
+        times.append(time.perf_counter() - start)
+      print(f"| {task} | source only (JSONL reader, no preprocessing) | "
+            f"{n / statistics.median(times):,.0f} | | | | {statistics.median(times):.2f} |")
+      a, b = res["seqio prefix_lm packed"], res["ours prefix_lm packed"]
+      ratios.append((f"{li}/{lt} registered task prefix_lm packed ours vs seqio",
+                     a["time"] / b["time"], a["digest"] == b["digest"]))
+    print("\n## ratios (speed-up = seqio time / our time; identical = same output bytes)\n")
+    print("| comparison | speed-up | identical |\n|---|---:|---|")
+    for name, r, same in ratios:
+      print(f"| {name} | {r:.2f}x | {'yes' if same else 'NO'} |")
+  finally:
+    remove_tasks()
+
+
+if __name__ == "__main__":
+  main()
