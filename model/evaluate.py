@@ -95,18 +95,9 @@ def without_aux(predict_with_aux_fn: Callable) -> Callable:
 
 
 def json_logger_cls():
-  """seqio.JSONLogger that creates its output directory first (0.0.20 does not)."""
-  import seqio  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-  class JSONLogger(seqio.JSONLogger):
-    """`seqio.JSONLogger` + `makedirs(output_dir)` before writing."""
-
-    def __call__(self, *args, **kwargs):
-      tf.io.gfile.makedirs(self.output_dir)
-      return super().__call__(*args, **kwargs)
-
-  return JSONLogger
+  """seqio.JSONLogger that creates its output directory first (`model.seqio_fixes.JSONLogger`)."""
+  from model import seqio_fixes  # pylint: disable=g-import-not-at-top
+  return seqio_fixes.JSONLogger
 
 
 # -- model functions for the Evaluator ---------------------------------------------------------
