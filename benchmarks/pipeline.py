@@ -8,11 +8,12 @@ turns, the 4k-piece vocabulary), plus a synthetic long-sequence case (random tok
 up to twice the budget, so many are trimmed). Every row goes through `seqio.get_dataset` (Task ->
 preprocessors -> tokenize -> trim -> converter) and is consumed in batches of 256.
 
-Tasks (registered here, removed at exit), identical except for the tokenize step and the source:
-  bench_en_de_seqio_tok   in-memory pairs -> translation prompt -> seqio.preprocessors.tokenize
-  bench_en_de_ours_tok    same, with gemma_tasks.tokenization.tokenize (batched)
+Tasks (registered here, removed at exit):
+  bench_en_de             in-memory pairs -> the registered task's preprocessors (translation
+                          prompt, gemma_tasks.tokenization.tokenize, append_eos_after_trim)
   bench_synthetic_long    in-memory token ids (no tokenization)
-and `gemma_en_de_libreoffice` as registered (JSONL source), for the headline row.
+and `gemma_en_de_libreoffice` exactly as registered (JSONL source), for the headline row.
+A stage profile (source, +format, +tokenize, +trim, +converter) shows where the time goes.
 
 Rows: tokenize only (no converter), then seqio's and our converter, packed and unpacked, for
 PrefixLM, LM (targets only) and EncDec. Columns: examples/s (task examples in / wall time),
@@ -39,11 +40,11 @@ import tensorflow as tf  # noqa: E402
 
 import feature_converters as fc  # noqa: E402
 import gemma_tasks  # noqa: E402,F401  (registers the tasks)
-from gemma_tasks import builders, preprocessors, sources, tokenization  # noqa: E402
+from gemma_tasks import preprocessors, sources, tokenization  # noqa: E402
 from gemma_tasks.special_tokens import BOS_ID  # noqa: E402
 
 CONSUME_BATCH = 256
-BENCH_TASKS = ("bench_en_de_seqio_tok", "bench_en_de_ours_tok", "bench_synthetic_long")
+BENCH_TASKS = ("bench_en_de", "bench_synthetic_long")
 
 
 def load_pairs(n: int):
@@ -63,20 +64,18 @@ def load_pairs(n: int):
 def register_tasks(en, de, num_synthetic: int, max_len: int, seed: int = 0):
   for name in BENCH_TASKS:
     seqio.TaskRegistry.remove(name)
-  features = builders.output_features()
+  features = seqio.get_mixture_or_task("gemma_en_de_libreoffice").output_features
 
   def pairs_fn(split, shuffle_files, seed=None):
     del split, shuffle_files, seed
     return tf.data.Dataset.from_tensor_slices({"en": en, "de": de})
 
-  for name, tokenize in (("bench_en_de_seqio_tok", seqio.preprocessors.tokenize),
-                         ("bench_en_de_ours_tok", tokenization.tokenize)):
-    seqio.TaskRegistry.add(
-        name, source=seqio.FunctionDataSource(pairs_fn, splits=["train"],
-                                              num_input_examples={"train": len(en)}),
-        preprocessors=[preprocessors.translate_en_de, tokenize, seqio.CacheDatasetPlaceholder(),
-                       seqio.preprocessors.append_eos_after_trim],
-        output_features=features, metric_fns=[])
+  registered = seqio.get_mixture_or_task("gemma_en_de_libreoffice")
+  seqio.TaskRegistry.add(
+      "bench_en_de", source=seqio.FunctionDataSource(pairs_fn, splits=["train"],
+                                                     num_input_examples={"train": len(en)}),
+      preprocessors=list(registered.preprocessors), output_features=registered.output_features,
+      metric_fns=[])
 
   rng = np.random.default_rng(seed)
   vocab_size = features["targets"].vocabulary.vocab_size
@@ -175,6 +174,53 @@ def fmt_row(case, label, s, n_examples):
           f"{fill:.3f} | {s['rows']:,} | {s['time']:.2f} |")
 
 
+def profile_stages(lengths, n, runs):
+  """Examples/s of ever longer prefixes of the `bench_en_de` pipeline: where the time goes."""
+  task = seqio.get_mixture_or_task("bench_en_de")
+  features = task.output_features
+  ref, ours = converters("prefix_lm", True)
+
+  def source():
+    return task.source.get_dataset("train", shuffle=False)
+
+  def formatted():
+    return preprocessors.translate_en_de(source())
+
+  def tokenized():
+    return tokenization.tokenize(formatted(), features)
+
+  stages = {
+      "source (in-memory pairs)": lambda: source().batch(CONSUME_BATCH),
+      "+ filter and format as Gemma turns": lambda: formatted().batch(CONSUME_BATCH),
+      "+ tokenize (per-example map)": lambda: tokenized().padded_batch(CONSUME_BATCH),
+      "+ append_eos_after_trim, trim (= Task.get_dataset)":
+          lambda: task.get_dataset(lengths, split="train", shuffle=False).padded_batch(CONSUME_BATCH),
+      "+ our packed PrefixLM converter": lambda: make_dataset("bench_en_de", lengths, ours),
+      "+ seqio packed PrefixLM converter": lambda: make_dataset("bench_en_de", lengths, ref),
+  }
+  print(f"\n## where the time goes: bench_en_de, {lengths['inputs']}/{lengths['targets']}, "
+        "cumulative stages\n")
+  print("| stage | examples/s | us/example | added us/example |\n|---|---:|---:|---:|")
+  previous = 0.0
+  for label, make in stages.items():
+    for _ in make():  # warm-up
+      pass
+    times = []
+    for _ in range(runs):
+      ds = make()  # graph construction is not part of the throughput
+      start = time.perf_counter()
+      for _ in ds:
+        pass
+      times.append(time.perf_counter() - start)
+    us = statistics.median(times) / n * 1e6
+    added = us - previous if "seqio" not in label else us - stage_before_converters
+    if label.startswith("+ append_eos"):
+      stage_before_converters = us
+    print(f"| {label} | {1e6 / us:,.0f} | {us:.0f} | {added:+.0f} |", flush=True)
+    if "converter" not in label:
+      previous = us
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--examples", type=int, default=20000, help="real en->de pairs")
@@ -202,40 +248,30 @@ def main(argv=None):
       print(f"\n## lengths {li}/{lt}\n")
       print(header)
       n = len(en)
-      tok = measure({
-          "tokenize only, seqio tokenize": lambda: make_dataset("bench_en_de_seqio_tok", lengths, None),
-          "tokenize only, batched tokenize": lambda: make_dataset("bench_en_de_ours_tok", lengths, None),
-      }, args.runs)
+      tok = measure({"tokenize only (task, no converter)":
+                     lambda: make_dataset("bench_en_de", lengths, None)}, args.runs)
       for label, s in tok.items():
-        print(fmt_row("en-de", label, s, n))
-      a, b = tok["tokenize only, seqio tokenize"], tok["tokenize only, batched tokenize"]
-      ratios.append((f"{li}/{lt} tokenize only, batched vs seqio tokenize", a["time"] / b["time"],
-                     a["digest"] == b["digest"]))
+        print(fmt_row("en-de", label, s, n), flush=True)
       for family in args.families.split(","):
         fam_lengths = {"targets": lt} if family == "lm" else lengths
         for pack in (True, False):
           ref, ours = converters(family, pack)
           mode = "packed" if pack else "unpacked"
           pipes = {
-              f"seqio {family} {mode} (seqio tokenize)":
-                  lambda ref=ref: make_dataset("bench_en_de_seqio_tok", fam_lengths, ref),
-              f"ours {family} {mode} (seqio tokenize)":
-                  lambda ours=ours: make_dataset("bench_en_de_seqio_tok", fam_lengths, ours),
-              f"ours {family} {mode} (batched tokenize)":
-                  lambda ours=ours: make_dataset("bench_en_de_ours_tok", fam_lengths, ours),
+              f"seqio {family} {mode}": lambda ref=ref: make_dataset("bench_en_de", fam_lengths, ref),
+              f"ours {family} {mode}": lambda ours=ours: make_dataset("bench_en_de", fam_lengths, ours),
           }
           if pack:
             best = converters(family, True, fc.BEST_FIT)[1]
-            pipes[f"ours {family} packed best_fit (batched tokenize)"] = (
-                lambda best=best: make_dataset("bench_en_de_ours_tok", fam_lengths, best))
+            pipes[f"ours {family} packed best_fit"] = (
+                lambda best=best: make_dataset("bench_en_de", fam_lengths, best))
           res = measure(pipes, args.runs)
           labels = list(res)
           for label in labels:
-            print(fmt_row("en-de", label, res[label], n))
-          base = res[labels[0]]
-          for label in labels[1:3]:
-            ratios.append((f"{li}/{lt} {label} vs seqio", base["time"] / res[label]["time"],
-                           res[label]["digest"] == base["digest"]))
+            print(fmt_row("en-de", label, res[label], n), flush=True)
+          a, b = res[labels[0]], res[labels[1]]
+          ratios.append((f"{li}/{lt} en-de {family} {mode}", a["time"] / b["time"],
+                         a["digest"] == b["digest"]))
           # Synthetic long sequences (no tokenization): converter cost dominates.
           syn = measure({
               f"seqio {family} {mode}": lambda ref=ref: make_dataset("bench_synthetic_long",
@@ -245,10 +281,11 @@ def main(argv=None):
           }, args.runs)
           sl = list(syn)
           for label in sl:
-            print(fmt_row("synthetic long", label, syn[label], args.synthetic))
-          ratios.append((f"{li}/{lt} synthetic {family} {mode} ours vs seqio",
-                         syn[sl[0]]["time"] / syn[sl[1]]["time"],
+            print(fmt_row("synthetic long", label, syn[label], args.synthetic), flush=True)
+          ratios.append((f"{li}/{lt} synthetic {family} {mode}", syn[sl[0]]["time"] / syn[sl[1]]["time"],
                          syn[sl[0]]["digest"] == syn[sl[1]]["digest"]))
+    li, lt = budgets[0]
+    profile_stages({"inputs": li, "targets": lt}, len(en), args.runs)
     if not args.skip_registered:
       li, lt = budgets[0]
       lengths = {"inputs": li, "targets": lt}
@@ -275,8 +312,8 @@ def main(argv=None):
       a, b = res["seqio prefix_lm packed"], res["ours prefix_lm packed"]
       ratios.append((f"{li}/{lt} registered task prefix_lm packed ours vs seqio",
                      a["time"] / b["time"], a["digest"] == b["digest"]))
-    print("\n## ratios (speed-up = seqio time / our time; identical = same output bytes)\n")
-    print("| comparison | speed-up | identical |\n|---|---:|---|")
+    print("\n## ratios ours/seqio (examples/s; identical = same output bytes, all features)\n")
+    print("| comparison | ours/seqio | identical |\n|---|---:|---|")
     for name, r, same in ratios:
       print(f"| {name} | {r:.2f}x | {'yes' if same else 'NO'} |")
   finally:

@@ -436,3 +436,19 @@ def test_pack_best_fit_never_overflows_or_overlaps(cap, buffer, raw):
     here = {r for r in rows[start:start + buffer] if r >= 0}
     later = {r for r in rows[start + buffer:] if r >= 0}
     assert not here & later
+
+
+def test_seqio_evaluator_gets_the_same_examples_as_with_seqio_converter():
+  import gemma_tasks  # noqa: F401,PLC0415
+  lengths = {"inputs": 64, "targets": 32}
+  datasets = []
+  for conv in (fc.GemmaPrefixLMFeatureConverter(pack=False),
+               seqio.PrefixLMFeatureConverter(pack=False, bos_id=BOS_ID)):
+    ev = seqio.Evaluator("gemma_quiz_qa", feature_converter=conv, eval_split="validation",
+                         sequence_length=lengths, use_memory_cache=True)
+    datasets.append(list(ev.cached_model_datasets["gemma_quiz_qa"].as_numpy_iterator()))
+  ours, ref = datasets
+  assert len(ours) == len(ref) > 0
+  for (i, a), (j, b) in zip(ours, ref):
+    assert i == j
+    assert_same(a, b)
