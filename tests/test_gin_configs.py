@@ -318,9 +318,10 @@ def test_eval_gin_binds_model_and_test_split(gin_env, task):
   assert kw["output_dir"] == "/tmp/run/eval"
 
 
-def test_gin_shape_matches_the_recipe_model():
+def test_gin_shape_matches_the_recipe_model(monkeypatch):
   """The gin MODEL is the shape `demo.run --recipe` trains, so T5X restores its checkpoints."""
   import gin
+  monkeypatch.syspath_prepend(REPO)   # `demo` is a scripts package, not installed
   gin.clear_config(clear_constants=True)
   try:
     gin.parse_config_files_and_bindings([os.path.join(CONFIGS, "gemma_small.gin")],
@@ -340,10 +341,11 @@ def test_real_t5x_train_and_eval(tmp_path):  # pragma: no cover - needs T5X
   import subprocess
   import t5x
   t5x_root = os.path.dirname(os.path.dirname(t5x.__file__))
+  sys.path.insert(0, REPO)
+  from demo import run
   from model import train
   train.train(train.TrainArgs(task="gemma_en_de_libreoffice", model_dir=str(tmp_path / "ours"),
-                              train_steps=2, save_every=2, progress=False,
-                              **__import__("demo.run", fromlist=["x"]).RECIPE_MODEL))
+                              train_steps=2, save_every=2, progress=False, **run.RECIPE_MODEL))
   common = [f"--gin_search_paths={REPO},{t5x_root}"]
   subprocess.run([sys.executable, "-m", "t5x.train", *common,
                   f"--gin_file={CONFIGS}/gemma_en_de_libreoffice_finetune.gin",
