@@ -452,3 +452,25 @@ def test_seqio_evaluator_gets_the_same_examples_as_with_seqio_converter():
   for (i, a), (j, b) in zip(ours, ref):
     assert i == j
     assert_same(a, b)
+
+
+def test_prefix_lm_agrees_with_the_dialog_template():
+  """decoder inputs/targets/loss = make_seq2seq_fields(BOS + prompt, response) of the template."""
+  from gemma_tasks.vocab import get_vocabulary  # noqa: PLC0415
+  vocab = get_vocabulary()
+  pairs = [("Translate English to German: Find Bar", "Suchleiste"), ("Hi", "Hallo!")]
+  examples, expected = [], []
+  for prompt, response in pairs:
+    prompt_ids, response_ids = template.encode_prompt_response(vocab.encode, prompt, response)
+    assert prompt_ids[0] == BOS_ID and BOS_ID not in prompt_ids[1:] + response_ids
+    # Task features carry no BOS: the converter inserts it.
+    examples.append({"inputs": prompt_ids[1:], "targets": response_ids})
+    expected.append(template.make_seq2seq_fields(prompt_ids, response_ids))
+  out = as_arrays(fc.GemmaPrefixLMFeatureConverter(pack=False)(
+      make_ds(examples), {"inputs": 32, "targets": 16}))
+  for i, fields in enumerate(expected):
+    n = len(fields.input)
+    np.testing.assert_array_equal(out["decoder_input_tokens"][i, :n], fields.input)
+    np.testing.assert_array_equal(out["decoder_target_tokens"][i, :n], fields.target)
+    np.testing.assert_array_equal(out["decoder_loss_weights"][i, :n], fields.target_mask)
+    assert not out["decoder_loss_weights"][i, n:].any()
