@@ -188,13 +188,11 @@ class GemmaFeatureConverter(seqio.FeatureConverter, metaclass=abc.ABCMeta):
                         ) -> tf.data.Dataset:
     keys = list(self.TASK_FEATURES)
     task_feature_lengths = dict(task_feature_lengths)
+    if not all(isinstance(s, tf.TensorSpec) for s in ds.element_spec.values()):
+      # e.g. the RaggedTensorSpec (ragged_rank 0) that an `unbatch` of ragged rows leaves:
+      # `padded_batch` wants plain tensors, which is what this map hands on.
+      ds = ds.map(lambda ex: dict(ex))
     padding_values = {}
-    for key, spec in ds.element_spec.items():
-      if not isinstance(spec, tf.TensorSpec):
-        # e.g. RaggedTensorSpec of rank-0 raggedness from an `unbatch`: an identity map turns
-        # such elements back into plain tensors (tf.data removes the map itself).
-        ds = ds.map(lambda ex: {k: v for k, v in ex.items()})
-        break
     for key, spec in ds.element_spec.items():
       padding_values[key] = (tf.constant(packing.SENTINEL, spec.dtype) if key in keys
                              else _default_padding(spec))

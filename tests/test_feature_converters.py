@@ -474,3 +474,13 @@ def test_prefix_lm_agrees_with_the_dialog_template():
     np.testing.assert_array_equal(out["decoder_target_tokens"][i, :n], fields.target)
     np.testing.assert_array_equal(out["decoder_loss_weights"][i, :n], fields.target_mask)
     assert not out["decoder_loss_weights"][i, n:].any()
+
+
+def test_accepts_ragged_rows_left_by_unbatch():
+  examples = [{"inputs": [5, 6], "targets": [7]}, {"inputs": [8], "targets": [9, 10]}]
+  ds = make_ds(examples).ragged_batch(2).unbatch()
+  assert not isinstance(ds.element_spec["inputs"], tf.TensorSpec)
+  ours = as_arrays(fc.GemmaPrefixLMFeatureConverter(pack=True)(ds, {"inputs": 2, "targets": 2}))
+  ref = as_arrays(seqio.PrefixLMFeatureConverter(pack=True, bos_id=BOS_ID)(
+      make_ds(examples), {"inputs": 2, "targets": 2}))
+  assert_same(ours, ref)
