@@ -170,7 +170,7 @@ def get_config(name: str) -> GemmaConfig:
     raise ValueError(f"unknown Gemma preset {name!r}; known: {sorted(PRESETS)}") from None
 
 
-_TANH_GELU = ("gelu_pytorch_tanh", "gelu_new", "gelu")  # HF maps legacy 'gelu' to the tanh form
+_TANH_GELU = ("gelu_pytorch_tanh", "gelu_new", "gelu")
 
 
 def from_hf_config(hf: Mapping[str, Any]) -> GemmaConfig:
@@ -185,7 +185,8 @@ def from_hf_config(hf: Mapping[str, Any]) -> GemmaConfig:
   if model_type not in ("gemma", "gemma2"):
     raise ValueError(f"not a Gemma 1/2 checkpoint: model_type={model_type!r}")
   act = hf.get("hidden_activation") or hf.get("hidden_act") or "gelu_pytorch_tanh"
-  if act not in _TANH_GELU:
+  # Only HF's Gemma 1 config reads the legacy 'gelu' as the tanh form; Gemma 2 would run exact GELU.
+  if act not in _TANH_GELU or (model_type == "gemma2" and act == "gelu"):
     raise ValueError(f"unsupported activation {act!r}; Gemma uses tanh-approximate GELU")
   if hf.get("attention_bias"):
     raise ValueError("attention_bias=True is not a Gemma architecture")

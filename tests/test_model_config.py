@@ -60,6 +60,10 @@ def test_from_hf_config_gemma2():
   assert (cfg.sliding_window_size, cfg.query_pre_attn_scalar, cfg.num_kv_heads) == (5, 12.0, 2)
   with pytest.raises(ValueError, match="activation"):
     C.from_hf_config({**hf, "hidden_activation": "relu"})
+  with pytest.raises(ValueError, match="activation"):   # exact GELU in HF's Gemma 2
+    C.from_hf_config({**hf, "hidden_activation": "gelu"})
+  legacy = {**hf, "model_type": "gemma", "hidden_activation": None, "hidden_act": "gelu"}
+  assert C.from_hf_config(legacy).version == 1         # HF's Gemma 1 reads it as tanh GELU
   with pytest.raises(ValueError, match="Gemma 1/2"):
     C.from_hf_config({**hf, "model_type": "llama"})
 

@@ -108,3 +108,12 @@ def test_tied_head_and_wrong_shapes(tmp_path):
   bad["model.layers.0.mlp.up_proj.weight"] = bad["model.layers.0.mlp.up_proj.weight"][:, :3]
   with pytest.raises(ValueError, match="shape"):
     hf_to_params(config, bad)
+
+
+def test_bfloat16_checkpoint_loads_as_float32(tmp_path):
+  hf = _hf_model(2, 2).to(torch.bfloat16)
+  config, params = _load(hf, tmp_path)
+  q = params["layer_0"]["attn"]["q"]
+  assert q.dtype == np.float32
+  expected = hf.model.layers[0].self_attn.q_proj.weight.float().numpy().T.reshape(64, 4, 16)
+  np.testing.assert_array_equal(q, expected)
