@@ -162,7 +162,7 @@ def is_local(options: Sequence[str]) -> bool:
 def assemble_pipeline_options(pipeline_options: Sequence[str] = (), workers: int = 1) -> List[str]:
   """Beam options for the job: local ones filled in, remote ones passed through.
 
-  >>> assemble_pipeline_options([], workers=2)
+  >>> assemble_pipeline_options([], workers=2)[:3]
   ['--runner=FnApiRunner', '--direct_num_workers=2', '--direct_running_mode=multi_processing']
   >>> assemble_pipeline_options(["--runner=DirectRunner"], workers=1)
   ['--runner=FnApiRunner', '--direct_num_workers=1', '--direct_running_mode=in_memory']
@@ -188,6 +188,9 @@ def assemble_pipeline_options(pipeline_options: Sequence[str] = (), workers: int
     # in_memory runs in this process (no worker start-up cost, and tasks registered at run time
     # are visible); multi_processing gives real parallelism (the GIL limits threads).
     local.append("--direct_running_mode=" + ("multi_processing" if workers > 1 else "in_memory"))
+  if workers > 1 and _option_value(options, "sdk_harness_log_level_overrides") is None:
+    # Worker processes log Beam's harness chatter at INFO; keep the progress lines readable.
+    local.append('--sdk_harness_log_level_overrides={"apache_beam":"WARNING","__main__":"WARNING"}')
   return local + options
 
 

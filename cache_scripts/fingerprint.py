@@ -93,9 +93,12 @@ def _function_source(fn: Any) -> str:
   try:
     return inspect.getsource(fn)
   except (OSError, TypeError):
-    code = getattr(fn, "__code__", None)
+    pass
+  code = getattr(fn, "__code__", None)
+  if isinstance(code, types.CodeType):
     # No source file (e.g. defined in a REPL): the bytecode is the next best thing.
-    return repr(code.co_code) if code is not None else repr(fn)
+    return repr(code.co_code)
+  return _ADDRESS.sub("", repr(fn))
 
 
 def _function_closure(fn: types.FunctionType) -> List[str]:
@@ -136,13 +139,16 @@ def _function_closure(fn: types.FunctionType) -> List[str]:
       if isinstance(value, types.FunctionType):
         visit(value)
       else:
-        parts.append(describe(value))
+        parts.append(describe(value, 1))
 
   visit(fn)
   return parts
 
 
-def describe(obj: Any) -> str:
+_MAX_DEPTH = 8
+
+
+def describe(obj: Any, _depth: int = 0) -> str:
   """A deterministic text describing `obj` for hashing (no memory addresses, no paths).
 
   >>> describe(functools.partial(max, 1, key=None))
@@ -155,15 +161,21 @@ def describe(obj: Any) -> str:
 
   if obj is None or isinstance(obj, (bool, int, float, str, bytes)):
     return repr(obj)
+  if isinstance(obj, types.ModuleType):
+    return f"module {obj.__name__}"
+  if _depth > _MAX_DEPTH:
+    # Deep object graphs (datasets, registries, cycles): the type is all we hash.
+    return f"<{type(obj).__module__}.{type(obj).__qualname__}>"
+  d = _depth + 1
   if isinstance(obj, (list, tuple)):
-    return "[" + ", ".join(describe(x) for x in obj) + "]"
+    return "[" + ", ".join(describe(x, d) for x in obj) + "]"
   if isinstance(obj, Mapping):
-    return "{" + ", ".join(f"{k}: {describe(v)}" for k, v in sorted(obj.items(), key=str)) + "}"
+    return "{" + ", ".join(f"{k}: {describe(v, d)}" for k, v in sorted(obj.items(), key=str)) + "}"
   if isinstance(obj, (set, frozenset)):
-    return "{" + ", ".join(sorted(describe(x) for x in obj)) + "}"
+    return "{" + ", ".join(sorted(describe(x, d) for x in obj)) + "}"
   if isinstance(obj, functools.partial):
-    kwargs = ", ".join(f"{k}: {describe(v)}" for k, v in sorted(obj.keywords.items()))
-    return f"partial({describe(obj.func)}, args={describe(list(obj.args))}, kwargs={{{kwargs}}})"
+    kwargs = ", ".join(f"{k}: {describe(v, d)}" for k, v in sorted(obj.keywords.items()))
+    return f"partial({describe(obj.func, d)}, args={describe(list(obj.args), d)}, kwargs={{{kwargs}}})"
   if isinstance(obj, seqio.Vocabulary):
     return "vocabulary " + vocabulary_digest(obj)
   if isinstance(obj, seqio.Feature):
@@ -174,14 +186,16 @@ def describe(obj: Any) -> str:
   if isinstance(obj, (types.BuiltinFunctionType, types.MethodType)) and not hasattr(obj, "__code__"):
     return f"builtin:{getattr(obj, '__qualname__', repr(obj))}"
   if isinstance(obj, types.MethodType):
-    return f"method {describe(obj.__func__)} of {describe(obj.__self__)}"
+    return f"method {describe(obj.__func__, d)} of {describe(obj.__self__, d)}"
   if isinstance(obj, type):
+    if obj.__module__ == "builtins":
+      return f"class {obj.__qualname__}"
     return f"class {obj.__module__}.{obj.__qualname__} sha256={_sha256(_function_source(obj).encode())}"
   if hasattr(obj, "__dict__"):
     # A callable object (e.g. a preprocessor class instance): its class code and its state.
     cls = type(obj)
     state = {k: v for k, v in vars(obj).items() if not k.startswith("__")}
-    return f"{describe(cls)}({describe(state)})"
+    return f"{describe(cls, d)}({describe(state, d)})"
   return _ADDRESS.sub("", repr(obj))
 
 

@@ -1,0 +1,130 @@
+r"""The cache job on Dataflow: the same flags as `cache_scripts.cache_tasks`, plus the Cloud ones.
+
+    python -m cache_scripts.dataflow \
+        --project=my-project --region=us-central1 \
+        --temp_location=gs://my-bucket/tmp \
+        --output_cache_dir=gs://my-bucket/seqio_cache \
+        --tasks='gemma_.*' --max_num_workers=20
+
+Workers must import `gemma_tasks` (and its embedded data) to rebuild the Tasks by name (seqio
+issue #109), so the job ships this package with `--setup_file=<repo>/setup.py`: every worker
+runs `pip install` of gemma-seqio, whose wheel carries `gemma_tasks/data/*.jsonl.gz`, the
+vocabulary model and `split_sizes.json` (tests/test_cache_dataflow.py builds the sdist and the
+wheel and checks that). From an installed wheel instead of a checkout, pass
+`--pipeline_options=--extra_package=/path/to/gemma_seqio-0.1.0-py3-none-any.whl`.
+
+`--dry_run` prints the Beam options and exits, which is how the option assembly is tested here
+(nothing can reach Dataflow from this machine).
+
+Flink / Spark (portable runners) take the same job with other options, e.g.
+    --pipeline_options=--runner=FlinkRunner,--flink_master=host:8081,--environment_type=LOOPBACK
+    --pipeline_options=--runner=SparkRunner,--spark_master_url=spark://host:7077,--environment_type=LOOPBACK
+With LOOPBACK the SDK workers are this process's Python (gemma-seqio already installed); with
+DOCKER/PROCESS environments, install gemma-seqio into the worker image. On more than one machine
+`--output_cache_dir` must be a shared filesystem (gs://, s3://, hdfs://).
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from typing import List, Optional, Sequence
+
+from absl import app
+from absl import flags
+
+from cache_scripts import cache_tasks
+
+FLAGS = flags.FLAGS
+REPO_SETUP_PY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             "setup.py")
+
+flags.DEFINE_string("project", None, "Google Cloud project.")
+flags.DEFINE_string("region", None, "Dataflow region, e.g. us-central1.")
+flags.DEFINE_string("temp_location", None, "gs:// directory for Beam temporary files.")
+flags.DEFINE_string("staging_location", None, "gs:// directory for staged files (default: "
+                    "--temp_location).")
+flags.DEFINE_string("setup_file", None, "setup.py that workers install (default: this "
+                    "checkout's setup.py).")
+flags.DEFINE_string("job_name", None, "Dataflow job name (default: gemma-seqio-cache-<time>).")
+flags.DEFINE_integer("max_num_workers", None, "Upper bound for Dataflow autoscaling.")
+flags.DEFINE_string("machine_type", None, "Worker machine type, e.g. n2-standard-4.")
+flags.DEFINE_boolean("dry_run", False, "Print the assembled Beam options and exit.")
+
+
+def default_job_name(now: Optional[float] = None) -> str:
+  """Dataflow job names: lowercase letters, digits and '-'.
+
+  >>> default_job_name(0)
+  'gemma-seqio-cache-19700101-000000'
+  """
+  return "gemma-seqio-cache-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime(now or time.time()))
+
+
+def dataflow_pipeline_options(
+    *, project: str, region: str, temp_location: str, staging_location: Optional[str] = None,
+    setup_file: Optional[str] = None, job_name: Optional[str] = None,
+    max_num_workers: Optional[int] = None, machine_type: Optional[str] = None,
+    extra: Sequence[str] = ()) -> List[str]:
+  """Beam options for running the cache job on Dataflow.
+
+  >>> dataflow_pipeline_options(project="p", region="us-central1", temp_location="gs://b/tmp",
+  ...                           setup_file="/src/gemma-seqio/setup.py", job_name="j")
+  ['--runner=DataflowRunner', '--project=p', '--region=us-central1', '--temp_location=gs://b/tmp',
+   '--staging_location=gs://b/tmp/staging', '--job_name=j', '--setup_file=/src/gemma-seqio/setup.py']
+  """
+  missing = [n for n, v in (("project", project), ("region", region),
+                            ("temp_location", temp_location)) if not v]
+  if missing:
+    raise ValueError(f"Dataflow needs --{', --'.join(missing)}")
+  if not temp_location.startswith("gs://"):
+    raise ValueError(f"--temp_location must be a gs:// path, got {temp_location!r}")
+  job_name = job_name or default_job_name()
+  if not re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", job_name):
+    raise ValueError(f"invalid Dataflow job name {job_name!r}: lowercase letters, digits, '-'")
+  has_package = any(o.startswith(("--extra_package", "--sdk_container_image")) for o in extra)
+  setup_file = setup_file or (REPO_SETUP_PY if not has_package else None)
+  if setup_file and not os.path.exists(setup_file):
+    raise ValueError(
+        f"setup file {setup_file!r} not found; run from a gemma-seqio checkout, pass "
+        "--setup_file, or ship a wheel with --pipeline_options=--extra_package=<wheel>")
+  options = [
+      "--runner=DataflowRunner", f"--project={project}", f"--region={region}",
+      f"--temp_location={temp_location}",
+      f"--staging_location={staging_location or temp_location.rstrip('/') + '/staging'}",
+      f"--job_name={job_name}",
+  ]
+  if setup_file:
+    # Workers pip-install gemma-seqio from it, with the embedded data (package_data).
+    options.append(f"--setup_file={os.path.abspath(setup_file)}")
+  if max_num_workers:
+    options.append(f"--max_num_workers={max_num_workers}")
+  if machine_type:
+    options.append(f"--machine_type={machine_type}")
+  return options + list(extra)
+
+
+def main(argv):
+  del argv
+  options = dataflow_pipeline_options(
+      project=FLAGS.project, region=FLAGS.region, temp_location=FLAGS.temp_location,
+      staging_location=FLAGS.staging_location, setup_file=FLAGS.setup_file,
+      job_name=FLAGS.job_name, max_num_workers=FLAGS.max_num_workers,
+      machine_type=FLAGS.machine_type, extra=FLAGS.pipeline_options)
+  if FLAGS.dry_run:
+    print("\n".join(options))
+    return 0
+  if not str(FLAGS.output_cache_dir or "").startswith("gs://"):
+    print("ERROR: on Dataflow --output_cache_dir must be a gs:// path", file=sys.stderr)
+    return 1
+  FLAGS.pipeline_options = options
+  return cache_tasks.main([])
+
+
+def console_main():
+  app.run(lambda argv: sys.exit(main(argv)))
+
+
+if __name__ == "__main__":
+  console_main()

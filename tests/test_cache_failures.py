@@ -1,0 +1,163 @@
+"""Failure behaviour of the cache job and of loading: what users see when things go wrong."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import tensorflow as tf
+
+import cache_scripts
+from cache_scripts import cache_tasks, reader
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUIZ = "gemma_quiz_qa"
+FLAKY = "gemma_test_cache_failing_quiz"
+LENGTHS = {"inputs": 512, "targets": 512}
+
+
+@pytest.fixture
+def global_cache_dirs():
+  """Restores seqio's global cache dirs (global state) after the test."""
+  import seqio
+  old = list(seqio.utils.get_global_cache_dirs())
+  yield
+  seqio.utils.set_global_cache_dirs(old)
+
+
+def _register_quiz_like(name, *, fail_after=None):
+  """The real quiz QA task (real data, real preprocessors) under another name; with
+  `fail_after`, its first preprocessor raises on the train split after that many examples."""
+  import seqio
+  import tensorflow as tf
+  from gemma_tasks import builders, preprocessors, sources
+
+  def failing(dataset):
+    def check(i, ex):
+      tf.debugging.assert_less(i, tf.constant(fail_after, tf.int64), message="simulated crash")
+      return ex
+    return dataset.enumerate().map(check)
+
+  task = builders.add_qa_task(
+      name, sources.embedded("quiz_qa", ("train", "validation"), fields={"question": str, "answers": list}))
+  if fail_after is not None:
+    seqio.TaskRegistry.remove(name)
+    seqio.TaskRegistry.add(
+        name, source=task.source, preprocessors=[failing, *task.preprocessors],
+        output_features=task.output_features)
+  return seqio.TaskRegistry.get(name)
+
+
+def test_failed_run_leaves_no_completed_and_rerun_recovers(tmp_path, temp_task_names,
+                                                          global_cache_dirs):
+  import seqio
+  temp_task_names.append(FLAKY)
+  _register_quiz_like(FLAKY, fail_after=100)
+  with pytest.raises(cache_tasks.CacheRunError, match="No COMPLETED was written.*run the same command again"):
+    cache_tasks.cache_tasks([FLAKY], str(tmp_path), module_import=["gemma_tasks"], min_shards=2)
+  task_dir = tmp_path / FLAKY
+  assert not (task_dir / "COMPLETED").exists()
+  assert not list(task_dir.glob("beam-temp-*")), "beam-temp leftovers after a failed run"
+  # Loading that task from the cache is refused (no COMPLETED), naming the directory searched.
+  seqio.TaskRegistry.remove(FLAKY)
+  _register_quiz_like(FLAKY)
+  with pytest.raises(cache_scripts.CacheNotFoundError, match=str(task_dir)):
+    seqio.get_mixture_or_task(FLAKY).get_dataset(LENGTHS, "validation", use_cached=True)
+  # Same command again, with the cause fixed: cleans up and writes the task, no manual deletion.
+  (task_dir / "train.tfrecord-00000-of-00002").write_bytes(b"stale partial shard")
+  report = cache_tasks.cache_tasks([FLAKY], str(tmp_path), module_import=["gemma_tasks"],
+                                   min_shards=2, spot_check_examples=8)
+  assert report.written == [FLAKY] and report.ok, report.summary()
+  assert report.cleaned == [str(task_dir)]
+  assert (task_dir / "COMPLETED").exists()
+  assert report.validation[0].splits["train"].records == 960
+
+
+def test_killed_cli_run_leaves_no_completed_and_rerun_recovers(tmp_path, global_cache_dirs):
+  """SIGKILL in the middle of a real CLI run (worker processes and all), then the same command."""
+  task_dir = tmp_path / QUIZ
+  cmd = [sys.executable, "-m", "cache_scripts.cache_tasks", f"--tasks={QUIZ}",
+         f"--output_cache_dir={tmp_path}", "--min_shards=2", "--spot_check_examples=8"]
+  proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          start_new_session=True)
+  deadline = time.time() + 240
+  # Beam creates beam-temp-* in the task dir when the job starts writing; COMPLETED comes last.
+  while time.time() < deadline and proc.poll() is None and not list(task_dir.glob("beam-temp-*")):
+    time.sleep(0.05)
+  started_writing = bool(list(task_dir.glob("beam-temp-*")))
+  os.killpg(proc.pid, signal.SIGKILL)
+  proc.wait()
+  if (task_dir / "COMPLETED").exists():
+    pytest.skip("the run finished before it could be killed")
+  assert started_writing, "the job never started writing"
+  assert task_dir.exists()
+  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=400)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+  assert f"cleaned incomplete cache: {task_dir}" in proc.stdout
+  assert "validation: OK" in proc.stdout
+  assert (task_dir / "COMPLETED").exists()
+  assert not list(task_dir.glob("beam-temp-*"))
+
+
+def test_missing_cache_error_names_task_and_dirs(tmp_path, global_cache_dirs):
+  import seqio
+  a, b = str(tmp_path / "a"), str(tmp_path / "b")
+  seqio.utils.set_global_cache_dirs([a, b])
+  task = seqio.get_mixture_or_task(QUIZ)
+  task._cache_dir = None
+  with pytest.raises(cache_scripts.CacheNotFoundError) as err:
+    task.get_dataset(LENGTHS, "test", use_cached=True)
+  message = str(err.value)
+  assert f"'{QUIZ}'" in message
+  assert os.path.join(a, QUIZ) in message and os.path.join(b, QUIZ) in message
+  assert f"--tasks={QUIZ}" in message  # how to build it
+  assert isinstance(err.value, AssertionError)  # seqio's own type, for existing callers
+  # Also through seqio.get_dataset.
+  with pytest.raises(cache_scripts.CacheNotFoundError, match=os.path.join(b, QUIZ)):
+    seqio.get_dataset(QUIZ, LENGTHS, dataset_split="test", use_cached=True,
+                      feature_converter=seqio.PassThroughFeatureConverter())
+
+
+def test_empty_cache_dir_list_is_explained(global_cache_dirs):
+  import seqio
+  seqio.utils.set_global_cache_dirs([])
+  task = seqio.get_mixture_or_task(QUIZ)
+  task._cache_dir = None
+  with pytest.raises(cache_scripts.CacheNotFoundError, match="add_global_cache_dirs was not called"):
+    task.get_dataset(LENGTHS, "test", use_cached=True)
+
+
+def test_no_matching_task_is_an_error(tmp_path):
+  with pytest.raises(ValueError, match="No registered task matches"):
+    cache_tasks.cache_tasks(["gemma_no_such_task"], str(tmp_path))
+
+
+def test_task_without_cache_placeholder_is_skipped_with_reason(tmp_path, temp_task_names):
+  import seqio
+  name = "gemma_test_cache_uncacheable"
+  temp_task_names.append(name)
+  quiz = seqio.get_mixture_or_task(QUIZ)
+  seqio.TaskRegistry.add(name, source=quiz.source, preprocessors=quiz.preprocessors[:2],
+                         output_features=quiz.output_features)
+  report = cache_tasks.cache_tasks([name], str(tmp_path))
+  assert report.written == [] and "CacheDatasetPlaceholder" in report.skipped[name]
+
+
+def test_plain_seqio_cache_loads_with_a_warning(tmp_path, temp_task_names, global_cache_dirs,
+                                               caplog):
+  """A cache whose COMPLETED has no metadata (seqio's own script writes 'tfrecord' there)."""
+  import seqio
+  name = "gemma_test_cache_plain_seqio"
+  temp_task_names.append(name)
+  _register_quiz_like(name)
+  report = cache_tasks.cache_tasks([name], str(tmp_path), min_shards=1, spot_check_examples=0)
+  assert report.ok
+  tf.io.gfile.GFile(str(tmp_path / name / "COMPLETED"), "w").write("tfrecord")
+  seqio.add_global_cache_dirs([str(tmp_path)])
+  with caplog.at_level("WARNING"):
+    n = sum(1 for _ in seqio.get_mixture_or_task(name).get_dataset(
+        LENGTHS, "validation", use_cached=True, shuffle=False))
+  assert n == 109
+  assert "no gemma-seqio fingerprint" in caplog.text
+  assert reader.read_metadata(str(tmp_path / name)) is None

@@ -1,0 +1,206 @@
+"""The cache job end to end on real embedded data: write, validate, load with use_cached=True.
+
+Two real tasks are cached once per module: the registered `gemma_quiz_qa` (all splits, 1,200
+examples) and `LIMITED` = the registered LibreOffice translation task built by the same builder
+on the real LibreOffice data, limited to its validation and test splits (3,053 examples) so the
+suite stays fast. They run with 2 worker processes; the limited task is registered by a module
+written to a temp dir and put on PYTHONPATH, which is how the worker processes find it (the
+same `--module_import` route users take).
+"""
+import collections
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import cache_scripts  # noqa: F401  (installs the reader hooks)
+from cache_scripts import cache_tasks, reader
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUIZ = "gemma_quiz_qa"
+LIMITED = "gemma_test_cache_en_de_libreoffice_limited"
+LENGTHS = {"inputs": 2048, "targets": 2048}  # longer than any example: nothing is trimmed
+LIMITED_MODULE = f'''
+import seqio
+import gemma_tasks
+from gemma_tasks import builders, preprocessors, sources
+
+if "{LIMITED}" not in seqio.TaskRegistry.names():
+  builders.add_translation_task(
+      "{LIMITED}",
+      sources.embedded("libreoffice_en_de", ("validation", "test"), fields={{"en": str, "de": str}}),
+      source_key="en", target_key="de", prefix=preprocessors.TRANSLATE_PREFIX)
+'''
+
+
+def _key(ex):
+  h = hashlib.sha256()
+  for k in sorted(ex):
+    v = np.asarray(ex[k])
+    data = b"\0".join(v.reshape(-1).tolist()) if v.dtype == object else v.tobytes()
+    h.update(f"{k}|{v.dtype if v.dtype != object else 'bytes'}|{v.shape}|".encode() + data)
+  return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def cached(tmp_path_factory):
+  import seqio
+  module_dir = tmp_path_factory.mktemp("modules")
+  (module_dir / "gemma_cache_test_tasks.py").write_text(LIMITED_MODULE)
+  sys.path.insert(0, str(module_dir))
+  old_pythonpath = os.environ.get("PYTHONPATH")
+  os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(module_dir), REPO, old_pythonpath) if p)
+  old_dirs = list(seqio.utils.get_global_cache_dirs())
+  out = tmp_path_factory.mktemp("cache")
+  try:
+    report = cache_tasks.cache_tasks(
+        [QUIZ, LIMITED], str(out), module_import=["gemma_tasks", "gemma_cache_test_tasks"],
+        workers=2, min_shards=4)
+    yield {"dir": str(out), "report": report}
+  finally:
+    seqio.TaskRegistry.remove(LIMITED)
+    seqio.utils.set_global_cache_dirs(old_dirs)
+    sys.path.remove(str(module_dir))
+    if old_pythonpath is None:
+      os.environ.pop("PYTHONPATH", None)
+    else:
+      os.environ["PYTHONPATH"] = old_pythonpath
+
+
+def test_run_writes_and_validates_both_tasks(cached):
+  report = cached["report"]
+  assert sorted(report.written) == sorted([QUIZ, LIMITED])
+  assert report.ok, report.summary()
+  assert "--direct_num_workers=2" in report.pipeline_options
+  by_task = {r.task: r for r in report.validation}
+  quiz, limited = by_task[QUIZ], by_task[LIMITED]
+  assert list(quiz.splits) == ["train", "validation", "test"]
+  assert list(limited.splits) == ["validation", "test"]
+  # Examples = source lines (no line of these files is dropped by the preprocessors' filters).
+  sizes = json.load(open(os.path.join(REPO, "gemma_tasks", "data", "split_sizes.json")))
+  for split, r in quiz.splits.items():
+    assert r.examples == r.records == sizes[f"quiz_qa.{split}"]
+    assert r.tokens["inputs"] > r.examples and r.tokens["targets"] > r.examples
+    assert r.spot_checked == r.spot_check_total == 64
+    assert r.num_shards == 4
+  for split, r in limited.splits.items():
+    assert r.examples == r.records == sizes[f"libreoffice_en_de.{split}"]
+  meta = reader.read_metadata(os.path.join(cached["dir"], QUIZ))
+  assert meta["output_format"] == "tfrecord"
+  assert set(meta["tasks"]) == {QUIZ}
+  assert "Caching" not in report.summary() and "validation: OK" in report.summary()
+
+
+@pytest.mark.parametrize("task_name", [QUIZ, LIMITED])
+def test_every_cached_example_equals_on_the_fly(cached, task_name):
+  import seqio
+  seqio.add_global_cache_dirs([cached["dir"]])
+  task = seqio.get_mixture_or_task(task_name)
+  for split in task.splits:
+    fly = [_key(ex) for ex in task.get_dataset(
+        LENGTHS, split, use_cached=False, shuffle=False).as_numpy_iterator()]
+    from_cache = [_key(ex) for ex in task.get_dataset(
+        LENGTHS, split, use_cached=True, shuffle=False).as_numpy_iterator()]
+    assert len(from_cache) == len(fly) == task.get_cached_stats(split)["examples"]
+    # The cache is globally shuffled by the job: same examples, another order.
+    assert collections.Counter(from_cache) == collections.Counter(fly)
+
+
+def test_our_reader_gives_what_seqio_reader_gives(cached):
+  """Same examples in the same order, dtypes and shapes as seqio's own `_CachedDataSource`."""
+  import seqio
+  seqio.add_global_cache_dirs([cached["dir"]])
+  task = seqio.get_mixture_or_task(QUIZ)
+  ours = list(task.get_dataset(LENGTHS, "train", use_cached=True, shuffle=False).as_numpy_iterator())
+  cache_scripts.uninstall()
+  try:
+    theirs_ds = task.get_dataset(LENGTHS, "train", use_cached=True, shuffle=False)
+    theirs = list(theirs_ds.as_numpy_iterator())
+  finally:
+    cache_scripts.install()
+  assert [_key(e) for e in ours] == [_key(e) for e in theirs]
+  ours_spec = task.get_dataset(LENGTHS, "train", use_cached=True, shuffle=False).element_spec
+  assert ours_spec == theirs_ds.element_spec
+
+
+def test_load_packed_with_gemma_converter(cached):
+  """seqio.get_dataset + the Gemma PrefixLM converter, packed: same segments as on the fly."""
+  fc = pytest.importorskip("feature_converters")
+  import seqio
+  seqio.add_global_cache_dirs([cached["dir"]])
+  lengths = {"inputs": 96, "targets": 32}
+
+  def segments(use_cached):
+    ds = seqio.get_dataset(
+        LIMITED, lengths, dataset_split="validation", shuffle=False, use_cached=use_cached,
+        feature_converter=fc.GemmaPrefixLMFeatureConverter(pack=True))
+    # No batch_size: seqio batches with drop_remainder=True, which would drop order-dependent rows.
+    out, rows = collections.Counter(), 0
+    for row in ds.as_numpy_iterator():
+      rows += 1
+      tokens, seg = row["decoder_target_tokens"], row["decoder_segment_ids"]
+      for s in set(seg.tolist()) - {0}:
+        out[tokens[seg == s].tobytes()] += 1
+    return out, rows
+
+  from_cache, rows = segments(True)
+  fly, _ = segments(False)
+  assert rows > 0 and sum(from_cache.values()) == 1374  # every validation example, packed
+  assert from_cache == fly
+
+
+def test_arrayrecord_output_is_written_and_loads(tmp_path):
+  import seqio
+  task = seqio.get_mixture_or_task(QUIZ)
+  old = list(seqio.utils.get_global_cache_dirs())
+  # Only this test's directory: the module's tfrecord cache of QUIZ must not be found.
+  seqio.utils.set_global_cache_dirs([])
+  task._cache_dir = None
+  try:
+    report = cache_tasks.cache_tasks([QUIZ], str(tmp_path), output_format="arrayrecord",
+                                     min_shards=2, spot_check_examples=16)
+    assert report.ok and report.written == [QUIZ], report.summary()
+    task_dir = tmp_path / QUIZ
+    assert reader.read_metadata(str(task_dir))["output_format"] == "arrayrecord"
+    assert sorted(p.name for p in task_dir.glob("test.*record*")) == [
+        "test.array_record-00000-of-00002", "test.array_record-00001-of-00002"]
+    task._cache_dir = None
+    from_cache = collections.Counter(_key(e) for e in task.get_dataset(
+        LENGTHS, "test", use_cached=True, shuffle=False).as_numpy_iterator())
+  finally:
+    seqio.utils.set_global_cache_dirs(old)
+    task._cache_dir = None
+  fly = collections.Counter(_key(e) for e in task.get_dataset(
+      LENGTHS, "test", use_cached=False, shuffle=False).as_numpy_iterator())
+  assert from_cache == fly and sum(fly.values()) == 131
+
+
+def test_unsupported_output_format_is_refused(tmp_path):
+  from absl import flags
+  with pytest.raises(ValueError, match="tfrecord.*arrayrecord.*parquet"):
+    cache_tasks.cache_tasks([QUIZ], str(tmp_path), output_format="parquet")
+  with pytest.raises(flags.IllegalFlagValueError, match="arrayrecord"):
+    flags.FLAGS["output_format"].parse("parquet")
+  assert not (tmp_path / QUIZ).exists()
+
+
+def test_completed_task_is_skipped_without_overwrite(cached):
+  completed = os.path.join(cached["dir"], QUIZ, "COMPLETED")
+  before = os.stat(completed).st_mtime_ns
+  report = cache_tasks.cache_tasks([QUIZ], cached["dir"])
+  assert report.written == [] and report.validation == []
+  assert "already cached" in report.skipped[QUIZ] and "--overwrite" in report.skipped[QUIZ]
+  assert os.stat(completed).st_mtime_ns == before
+  # The CLI says so too, and exits 0.
+  proc = subprocess.run(
+      [sys.executable, "-m", "cache_scripts.cache_tasks", f"--tasks={QUIZ}",
+       f"--output_cache_dir={cached['dir']}"],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert f"skipped {QUIZ}: already cached at" in proc.stdout
+  assert os.stat(completed).st_mtime_ns == before
