@@ -180,3 +180,24 @@ def test_format_table():
                                                 "seconds": 1.0})
   assert text.splitlines()[0] == "t (test, step 5, 9 examples, 1.0 s)"
   assert "21.30" in text
+
+
+def test_module_import_registers_user_tasks(tmp_path, monkeypatch, random_checkpoint,
+                                            temp_task_names):
+  from model import evaluate
+  data = _write_jsonl(tmp_path / "user.jsonl.gz", [{"en": e, "de": d} for e, d in PAIRS[:3]])
+  (tmp_path / "my_user_tasks.py").write_text(
+      "from gemma_tasks import builders, sources\n"
+      "builders.add_translation_task('toy_user_ende', sources.JsonlDataSource(\n"
+      f"    {{'test': {data!r}}}, fields={{'en': str, 'de': str}}),\n"
+      "    source_key='en', target_key='de', prefix='Translate English to German: ')\n")
+  monkeypatch.syspath_prepend(str(tmp_path))
+  temp_task_names.append("toy_user_ende")
+  summary = evaluate.evaluate(evaluate.EvalArgs(
+      checkpoint_dir=str(random_checkpoint), task="toy_user_ende", split="test",
+      output_dir=str(tmp_path / "out"), batch_size=4, max_decode_length=4, progress=False,
+      module_imports=["my_user_tasks"]))
+  assert summary["tasks"]["toy_user_ende"]["examples"] == 3
+  with pytest.raises(ImportError, match="--module_import 'no_such_tasks_module'"):
+    evaluate.evaluate(evaluate.EvalArgs(checkpoint_dir=str(random_checkpoint), task="x",
+                                        module_imports=["no_such_tasks_module"]))
