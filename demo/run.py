@@ -2,7 +2,7 @@
 
     python -m demo.run                          # default: <= 15 minutes on 2 CPU cores
     python -m demo.run --budget_minutes 45      # longer training, same pipeline
-    python -m demo.run --recipe                 # the quality recipe (see README): 30-minute training
+    python -m demo.run --recipe                 # the quality recipe: 30 minutes of training
 
 Steps, each with its own progress output:
   1. cache  `gemma_en_de_libreoffice` and `gemma_quiz_qa` with the Beam pipeline
@@ -220,9 +220,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   _stage("results")
   print(results_table(rows))
   print(f"\nmodel: {RECIPE_MODEL['model_overrides']} ({result.step} steps of {steps}, "
-        f"{result.seconds / 60:.1f} min training, final train loss {result.loss or float('nan'):.3f})")
+        f"{result.seconds / 60:.1f} min training, final train loss "
+        f"{result.loss or float('nan'):.3f})")
   print(f"total {total / 60:.1f} min (cache {cache_seconds / 60:.1f}, train "
-        f"{result.seconds / 60:.1f}, eval {sum(r['decode_seconds'] for r in rows) / 60:.1f} decode)")
+        f"{result.seconds / 60:.1f}, eval decode "
+        f"{sum(r['decode_seconds'] for r in rows) / 60:.1f})")
   print(f"learning curve: {os.path.join(model_dir, train.CURVE_FILE)}")
   with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
     json.dump({"rows": rows, "train_steps": result.step, "schedule_steps": steps,

@@ -71,7 +71,8 @@ def train_batches(task: str, task_feature_lengths: Mapping[str, int], *, batch_s
     raise ValueError(f"{task!r} has no {split!r} split (it has {list(provider.splits)})")
   ds = seqio.get_dataset(
       provider, task_feature_lengths=dict(task_feature_lengths),
-      feature_converter=feature_converter(pack, packing), dataset_split=split, use_cached=use_cached,
+      feature_converter=feature_converter(pack, packing), dataset_split=split,
+      use_cached=use_cached,
       shuffle=True, num_epochs=None, seed=seed, batch_size=None, verbose=False)
   ds = ds.batch(batch_size, drop_remainder=True)
   if start_batch:

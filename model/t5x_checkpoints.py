@@ -80,7 +80,7 @@ def from_state_dict(params_template, opt_state_template, restored: dict) -> Tupl
 def all_steps(model_dir: str) -> list:
   """Steps of the complete checkpoints in `model_dir`, ascending (temporary dirs excluded).
 
-  >>> all_steps("/tmp/run")        # checkpoint_5, checkpoint_10, checkpoint_15.orbax-checkpoint-tmp-1
+  >>> all_steps("/tmp/run")   # has checkpoint_5, checkpoint_10, checkpoint_15.orbax-checkpoint-tmp-1
   [5, 10]
   """
   if not os.path.isdir(model_dir):

@@ -164,7 +164,8 @@ def _check_resume_args(model_dir: str, args: TrainArgs) -> None:
   with open(path, encoding="utf-8") as f:
     saved = json.load(f)
   now = dataclasses.asdict(args)
-  diff = {k: (saved.get(k), now[k]) for k in _RESUME_INVARIANTS if k in saved and saved[k] != now[k]}
+  diff = {k: (saved.get(k), now[k]) for k in _RESUME_INVARIANTS
+          if k in saved and saved[k] != now[k]}
   if diff:
     lines = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in sorted(diff.items()))
     raise ValueError(f"{model_dir} holds a run with other settings ({lines}); resume with the "
@@ -371,7 +372,8 @@ def train(args: TrainArgs, *, model=None) -> TrainResult:
   print(f"[train] step {step}/{args.train_steps} saved in {model_dir} "
         f"({seconds / 60:.1f} min{', stopped early' if stopped_early else ''})"
         + (f"; learning curve: {curve}" if curve else ""), flush=True)
-  return TrainResult(step=step, loss=last_loss, stopped_early=stopped_early or step < args.train_steps,
+  return TrainResult(step=step, loss=last_loss,
+                     stopped_early=stopped_early or step < args.train_steps,
                      seconds=seconds, model_dir=model_dir)
 
 
@@ -436,7 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
                  help="checkpoints, config, TensorBoard and curves go here; resumes if it has "
                       "checkpoints")
   p.add_argument("--preset", default=d.preset,
-                 help="model.config preset (tiny_gemma1, tiny_gemma2, small_gemma2, gemma2_2b, ...)")
+                 help="model.config preset (tiny_gemma1, tiny_gemma2, small_gemma2, "
+                      "gemma2_2b, ...)")
   p.add_argument("--model_override", action="append", default=[], metavar="FIELD=VALUE",
                  help="change a GemmaConfig field, e.g. num_layers=4 (repeatable)")
   p.add_argument("--init_from_hf", default=None, metavar="DIR",

@@ -27,7 +27,8 @@ def toy_tasks(tmp_path, temp_task_names):
   tr = _write_jsonl(tmp_path / "tr.jsonl.gz", [{"en": e, "de": d} for e, d in PAIRS])
   qa = _write_jsonl(tmp_path / "qa.jsonl.gz", [{"question": q, "answers": a} for q, a in QA])
   builders.add_translation_task(
-      "toy_eval_ende", sources.JsonlDataSource({"test": tr, "train": tr}, fields={"en": str, "de": str}),
+      "toy_eval_ende",
+      sources.JsonlDataSource({"test": tr, "train": tr}, fields={"en": str, "de": str}),
       source_key="en", target_key="de", prefix="Translate English to German: ")
   builders.add_qa_task(
       "toy_eval_qa", sources.JsonlDataSource({"test": qa, "train": qa},

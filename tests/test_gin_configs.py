@@ -192,7 +192,7 @@ def _record_evaluate(**kw):
 
 @pytest.fixture(scope="module")
 def stub_t5x(tmp_path_factory):
-  """The stand-in `t5x` package, importable for the whole module (gin registers its classes once)."""
+  """The stand-in `t5x` package, importable for the whole module (gin registers classes once)."""
   if _t5x_installed():
     pytest.skip("real t5x is installed: see test_real_t5x_train_and_eval")
   root = tmp_path_factory.mktemp("stub")
@@ -264,8 +264,9 @@ def test_model_gin_builds_our_model_and_trains_a_step():
   assert np.isfinite(float(loss))
 
 
-@pytest.mark.parametrize("task,lengths", [("gemma_en_de_libreoffice", {"inputs": 96, "targets": 96}),
-                                          ("gemma_trivia_qa_open", {"inputs": 64, "targets": 32})])
+@pytest.mark.parametrize("task,lengths", [
+    ("gemma_en_de_libreoffice", {"inputs": 96, "targets": 96}),
+    ("gemma_trivia_qa_open", {"inputs": 64, "targets": 32})])
 def test_finetune_gin_binds_model_optimizer_and_data(gin_env, task, lengths, tmp_path):
   gin, calls = gin_env
   import jax

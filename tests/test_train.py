@@ -55,7 +55,8 @@ def test_run_writes_t5x_layout_and_outputs(uninterrupted):
   assert "embedder" in sd["target"] and "layer_0" in sd["target"]
   adam = sd["state"]["param_states"]["1"]["0"]   # chain(clip, adamw) -> adam's count/mu/nu
   assert int(adam["count"]) == 6
-  assert adam["mu"]["embedder"]["input_embedding"].shape == sd["target"]["embedder"]["input_embedding"].shape
+  embedding = sd["target"]["embedder"]["input_embedding"]
+  assert adam["mu"]["embedder"]["input_embedding"].shape == embedding.shape
   # Self-describing directory, curves and TensorBoard.
   cfg = json.loads((d / "model_config.json").read_text())
   assert cfg["num_layers"] == 2 and cfg["vocab_size"] == 4096
