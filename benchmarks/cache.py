@@ -1,0 +1,178 @@
+r"""Caching and cached-reading throughput, measured next to their anchors in the same run.
+
+    .venv/bin/python benchmarks/cache.py                       # defaults below
+    .venv/bin/python benchmarks/cache.py --cache_tasks=gemma_en_de_libreoffice \
+        --read_task=gemma_en_de_libreoffice --repeats=3
+
+1. Caching (`cache_scripts.cache_tasks`, validation off): the same tasks with `--workers=1`
+   (FnApiRunner in this process) and `--workers=2` (two worker processes), each into a fresh
+   directory; examples written per second of wall time, worker start-up included.
+   Goal: 2 workers >= 1.6x one.
+2. Reading the train split of `--read_task`, three ways, interleaved and repeated (best of
+   `--repeats`, so other load on the machine hurts every variant alike):
+     * on the fly: `use_cached=False` (source -> preprocessors -> ...);
+     * seqio's reader: `use_cached=True` with `cache_scripts.reader` uninstalled (seqio 0.0.20's
+       `_CachedDataSource`);
+     * ours: `use_cached=True` through `cache_scripts.reader` (batched parse).
+   Each is read twice: "trainer view" = `seqio.get_dataset` with the Gemma PrefixLM converter,
+   packed, batched (what a training loop pulls), and "example view" = iterating the Task's
+   examples as numpy one by one (what a quick script measures).
+   Goal: ours >= 2x on the fly.
+
+Prints one table and the ratios; `--json` writes them too.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _load() -> str:
+  one, five, _ = os.getloadavg()
+  return f"load avg {one:.1f}/{five:.1f} on {os.cpu_count()} CPUs"
+
+
+def bench_caching(tasks, workers, out_root, min_shards):
+  """{workers: (examples, seconds)} for one cache run per worker count."""
+  import seqio
+  from cache_scripts import cache_tasks
+  results = {}
+  for n in workers:
+    out = os.path.join(out_root, f"w{n}")
+    shutil.rmtree(out, ignore_errors=True)
+    # Each run must write, not find the previous run's cache.
+    seqio.utils.set_global_cache_dirs([])
+    for name in cache_tasks.select_tasks(tasks):
+      seqio.get_mixture_or_task(name)._cache_dir = None  # pylint: disable=protected-access
+    start = time.perf_counter()
+    report = cache_tasks.cache_tasks(tasks, out, workers=n, min_shards=min_shards, validate=False)
+    seconds = time.perf_counter() - start
+    examples = sum(seqio.get_mixture_or_task(t).get_cached_stats(s)["examples"]
+                   for t in report.written for s in seqio.get_mixture_or_task(t).splits)
+    results[n] = (examples, seconds)
+    print(f"  caching with {n} worker(s): {examples:,} examples in {seconds:.1f}s = "
+          f"{examples / seconds:,.0f} examples/s ({_load()})", flush=True)
+  return results
+
+
+def bench_reading(task_name, cache_dir, split, repeats, lengths, batch_size):
+  """{variant: best examples/s} for the trainer and example views."""
+  import seqio
+  import cache_scripts
+  from cache_scripts import reader
+  try:
+    import feature_converters
+    converter = feature_converters.GemmaPrefixLMFeatureConverter(pack=True)
+    converter_name = "feature_converters.GemmaPrefixLMFeatureConverter(pack=True)"
+  except ImportError:
+    converter = seqio.PrefixLMFeatureConverter(pack=True, bos_id=2)
+    converter_name = "seqio.PrefixLMFeatureConverter(pack=True, bos_id=2)"
+  seqio.utils.set_global_cache_dirs([cache_dir])
+  task = seqio.get_mixture_or_task(task_name)
+  task._cache_dir = None  # pylint: disable=protected-access
+  examples = task.get_cached_stats(split)["examples"]
+
+  def trainer_view(use_cached):
+    ds = seqio.get_dataset(task_name, lengths, dataset_split=split, shuffle=False,
+                           use_cached=use_cached, feature_converter=converter,
+                           batch_size=batch_size)
+    return sum(1 for _ in ds.as_numpy_iterator())
+
+  def example_view(use_cached):
+    ds = task.get_dataset(lengths, split, shuffle=False, use_cached=use_cached)
+    return sum(1 for _ in ds.as_numpy_iterator())
+
+  variants = {
+      "on the fly": (False, True),
+      "seqio's cached reader": (True, False),
+      "ours (cache_scripts.reader)": (True, True),
+  }
+  best = {}
+  for view_name, fn in (("trainer view", trainer_view), ("example view", example_view)):
+    for r in range(repeats):
+      for name, (use_cached, ours) in variants.items():
+        if ours:
+          cache_scripts.install()
+        else:
+          cache_scripts.uninstall()
+        reader.forget_checks()
+        start = time.perf_counter()
+        fn(use_cached)
+        rate = examples / (time.perf_counter() - start)
+        key = (view_name, name)
+        best[key] = max(best.get(key, 0.0), rate)
+        print(f"  {view_name}, {name}, run {r + 1}: {rate:,.0f} examples/s ({_load()})",
+              flush=True)
+  cache_scripts.install()
+  return best, examples, converter_name
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--cache_tasks", default="gemma_en_de_libreoffice,gemma_lm_python_docs",
+                      help="comma-separated task regexes cached for the throughput test")
+  parser.add_argument("--read_task", default="gemma_en_de_libreoffice")
+  parser.add_argument("--split", default="train")
+  parser.add_argument("--workers", default="1,2")
+  parser.add_argument("--min_shards", type=int, default=16)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--batch_size", type=int, default=32)
+  parser.add_argument("--inputs_length", type=int, default=256)
+  parser.add_argument("--targets_length", type=int, default=256)
+  parser.add_argument("--out", default=None, help="cache directory (default: a temp dir)")
+  parser.add_argument("--json", default=None, help="also write the figures here")
+  args = parser.parse_args()
+
+  import logging
+  from absl import logging as absl_logging
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  logging.getLogger("apache_beam").setLevel(logging.WARNING)
+  import gemma_tasks  # noqa: F401
+  import cache_scripts  # noqa: F401
+
+  out_root = args.out or tempfile.mkdtemp(prefix="gemma_cache_bench_")
+  tasks = args.cache_tasks.split(",")
+  workers = [int(w) for w in args.workers.split(",")]
+  print(f"1) caching {tasks} ({_load()})", flush=True)
+  caching = bench_caching(tasks, workers, out_root, args.min_shards)
+
+  print(f"2) reading {args.read_task}/{args.split}", flush=True)
+  read_dir = os.path.join(out_root, f"w{workers[-1]}")
+  lengths = {"inputs": args.inputs_length, "targets": args.targets_length}
+  reading, n_read, converter_name = bench_reading(
+      args.read_task, read_dir, args.split, args.repeats, lengths, args.batch_size)
+
+  print("\n| measurement | examples/s | ratio |\n|---|---:|---:|")
+  base_n, base_s = caching[workers[0]]
+  for n in workers:
+    ex, s = caching[n]
+    print(f"| caching {'+'.join(tasks)}, {n} worker(s) | {ex / s:,.0f} | "
+          f"{(ex / s) / (base_n / base_s):.2f}x |")
+  for view in ("trainer view", "example view"):
+    fly = reading[(view, "on the fly")]
+    for name in ("on the fly", "seqio's cached reader", "ours (cache_scripts.reader)"):
+      rate = reading[(view, name)]
+      print(f"| read {args.read_task}/{args.split} ({n_read:,} ex), {view}, {name} | "
+            f"{rate:,.0f} | {rate / fly:.2f}x |")
+  print(f"\ntrainer view = seqio.get_dataset(..., feature_converter={converter_name}, "
+        f"batch_size={args.batch_size}), lengths {lengths}; best of {args.repeats}; {_load()}")
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump({"caching": {str(k): {"examples": v[0], "seconds": v[1]} for k, v in caching.items()},
+                 "reading": {f"{k[0]} | {k[1]}": v for k, v in reading.items()},
+                 "examples_read": n_read, "load": _load()}, f, indent=1)
+  if not args.out:
+    shutil.rmtree(out_root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+  main()
