@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--qa_eval_examples", type=int, default=300,
                  help="first N test examples of each QA task")
   p.add_argument("--eval_batch_size", type=int, default=64)
+  p.add_argument("--cache_dir", default=None,
+                 help="seqio cache directory (default: <out>/cache); tasks already cached there "
+                      "are not cached again")
   p.add_argument("--workers", type=int, default=2, help="Beam workers for caching")
   p.add_argument("--no_cache", action="store_true",
                  help="skip the Beam step and read the tasks on the fly")
@@ -155,7 +158,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   budget = 60 * (45.0 if ns.recipe and ns.budget_minutes == 15.0 else ns.budget_minutes)
   out = os.path.abspath(ns.out)
   os.makedirs(out, exist_ok=True)
-  cache_dir = os.path.join(out, "cache")
+  cache_dir = os.path.abspath(ns.cache_dir) if ns.cache_dir else os.path.join(out, "cache")
   model_dir = os.path.join(out, "model")
 
   from model import evaluate, train  # pylint: disable=g-import-not-at-top

@@ -201,7 +201,9 @@ def _learning_curve(model_dir: str) -> Optional[str]:
   ax2.plot(steps, [rows[s]["learning_rate"] for s in steps], color="tab:orange", alpha=0.5,
            label="learning rate")
   ax2.set_ylabel("learning rate")
-  fig.legend(loc="upper right")
+  h1, l1 = ax.get_legend_handles_labels()
+  h2, l2 = ax2.get_legend_handles_labels()
+  ax.legend(h1 + h2, l1 + l2, loc="best", framealpha=0.8)
   ax.set_title(os.path.basename(os.path.normpath(model_dir)))
   fig.tight_layout()
   out = os.path.join(model_dir, CURVE_FILE)
