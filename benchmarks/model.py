@@ -66,14 +66,16 @@ def bench_train(cfg, batch: int, seq: int, steps: int):
   from model.t5x_model import GemmaDecoderOnlyModel
 
   m = GemmaDecoderOnlyModel(cfg)
-  params = m.get_initial_variables(jax.random.PRNGKey(0), {"decoder_input_tokens": (batch, seq)})["params"]
+  shapes = {"decoder_input_tokens": (batch, seq)}
+  params = m.get_initial_variables(jax.random.PRNGKey(0), shapes)["params"]
   opt = optax.adamw(1e-3)
   opt_state = opt.init(params)
   rs = np.random.RandomState(0)
   targets = rs.randint(4, cfg.vocab_size, size=(batch, seq)).astype(np.int32)
   batch_features = {
       "decoder_target_tokens": jnp.asarray(targets),
-      "decoder_input_tokens": jnp.asarray(np.concatenate([np.full((batch, 1), 2, np.int32), targets[:, :-1]], 1)),
+      "decoder_input_tokens": jnp.asarray(
+          np.concatenate([np.full((batch, 1), 2, np.int32), targets[:, :-1]], 1)),
       "decoder_loss_weights": jnp.ones((batch, seq), jnp.int32),
   }
 
@@ -109,7 +111,8 @@ def bench_decode(cfg, batch: int, prompt_len: int, new_tokens: int, runs: int, t
       num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
       num_key_value_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
       query_pre_attn_scalar=int(cfg.query_pre_attn_scalar), sliding_window=cfg.sliding_window_size,
-      attn_logit_softcapping=cfg.attn_logit_softcap, final_logit_softcapping=cfg.final_logit_softcap,
+      attn_logit_softcapping=cfg.attn_logit_softcap,
+      final_logit_softcapping=cfg.final_logit_softcap,
       max_position_embeddings=max(8192, prompt_len + new_tokens), attn_implementation="eager")
   torch.manual_seed(0)
   hf = transformers.Gemma2ForCausalLM(hf_cfg).eval()
@@ -156,7 +159,8 @@ def bench_decode(cfg, batch: int, prompt_len: int, new_tokens: int, runs: int, t
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--config", default="small_gemma2", help="a model.config preset (Gemma 2 shaped)")
   p.add_argument("--train-batch", type=int, default=8)
   p.add_argument("--train-seq", type=int, default=256)
@@ -185,7 +189,8 @@ def main(argv=None):
   step_s, compile_s, losses = bench_train(cfg, args.train_batch, args.train_seq, args.train_steps)
   tokens = args.train_batch * args.train_seq
   flops = train_step_flops(cfg, args.train_batch, args.train_seq)
-  print(f"train step [{args.train_batch} x {args.train_seq}]: {step_s * 1e3:.0f} ms/step (median of "
+  print(f"train step [{args.train_batch} x {args.train_seq}]: {step_s * 1e3:.0f} ms/step "
+        f"(median of "
         f"{args.train_steps}), {tokens / step_s:,.0f} tokens/s, {flops / step_s / 1e9:.1f} model "
         f"GFLOP/s, MFU {flops / step_s / peak:.1%} of the matmul peak (compile {compile_s:.1f} s; "
         f"loss {losses[0]:.3f} -> {losses[-1]:.3f})")
@@ -198,7 +203,8 @@ def main(argv=None):
     ours_s, hf_s, hf_threads, compile_s, agree = bench_decode(
         cfg, batch, args.prompt_len, args.new_tokens, args.runs, threads)
     generated = batch * args.new_tokens
-    print(f"  {batch:>5}  {generated / ours_s:>11,.0f}  {generated / hf_s:>18,.0f}  {hf_threads:>9}  "
+    print(f"  {batch:>5}  {generated / ours_s:>11,.0f}  {generated / hf_s:>18,.0f}  "
+          f"{hf_threads:>9}  "
           f"{hf_s / ours_s:>5.1f}x  {agree:>11.1%}  {compile_s:>9.1f} s")
   return 0
 

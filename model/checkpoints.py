@@ -1,4 +1,4 @@
-"""Import Hugging Face Gemma 1/2 checkpoints (`save_pretrained` directories) into our parameter tree.
+"""Import Hugging Face Gemma 1/2 checkpoints (`save_pretrained` directories) into our params.
 
 >>> config, params = load_hf_checkpoint("/tmp/tiny-gemma2")     # config.json + *.safetensors
 >>> config.version, params["layer_0"]["attn"]["q"].shape         # [D, N, H]
@@ -33,7 +33,8 @@ def _read_safetensors(path: str) -> Dict[str, np.ndarray]:
 
   files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
   if not files:
-    raise FileNotFoundError(f"no *.safetensors files in {path!r} (save with safe_serialization=True)")
+    raise FileNotFoundError(
+        f"no *.safetensors files in {path!r} (save with safe_serialization=True)")
   tensors = {}
   for file in files:
     # The 'flax' framework reads bfloat16 too (plain numpy has no bfloat16).

@@ -73,12 +73,14 @@ class GemmaConfig:
     if self.version not in (1, 2):
       raise ValueError(f"GemmaConfig.version must be 1 or 2, got {self.version}")
     if self.num_heads % self.num_kv_heads:
-      raise ValueError(f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
+      raise ValueError(
+          f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
     if self.head_dim % 2:
       raise ValueError(f"head_dim={self.head_dim} must be even (RoPE rotates halves)")
     types = tuple(self.attention_types) or (GLOBAL,) * self.num_layers
     if len(types) != self.num_layers or set(types) - {GLOBAL, LOCAL}:
-      raise ValueError(f"attention_types must be {self.num_layers} of 'global'/'local', got {types}")
+      raise ValueError(
+          f"attention_types must be {self.num_layers} of 'global'/'local', got {types}")
     if LOCAL in types and not self.sliding_window_size:
       raise ValueError("'local' layers need a sliding_window_size")
     # Lists are unhashable: normalise so the config can be a jit static argument.
@@ -87,15 +89,21 @@ class GemmaConfig:
   @property
   def num_params(self) -> int:
     """Parameter count (the embedding counted once: it is tied to the output layer)."""
-    d, f, n, k, h = self.embed_dim, self.hidden_dim, self.num_heads, self.num_kv_heads, self.head_dim
+    d, f, h = self.embed_dim, self.hidden_dim, self.head_dim
+    n, k = self.num_heads, self.num_kv_heads
     norms = 2 + 2 * int(self.use_post_attn_norm or self.use_post_ffw_norm)
     per_layer = d * h * (2 * n + 2 * k) + 3 * d * f + norms * d
     return self.vocab_size * d + self.num_layers * per_layer + d
 
   def replace(self, **changes) -> "GemmaConfig":
-    """A copy with some fields changed: `tiny_gemma2().replace(num_layers=4, attention_types=())`."""
+    """A copy with some fields changed: `tiny_gemma2().replace(num_layers=4)`.
+
+    Changing `num_layers` alone re-derives `attention_types` (alternating if the model had
+    local layers, else all global).
+    """
     if "num_layers" in changes and "attention_types" not in changes:
-      changes["attention_types"] = _alternating(changes["num_layers"]) if LOCAL in self.attention_types else ()
+      local = LOCAL in self.attention_types
+      changes["attention_types"] = _alternating(changes["num_layers"]) if local else ()
     return dataclasses.replace(self, **changes)
 
 
@@ -108,7 +116,8 @@ def _gemma1(**kw) -> GemmaConfig:
   return GemmaConfig(version=1, query_pre_attn_scalar=float(kw["head_dim"]), **kw)
 
 
-def _gemma2(*, num_layers, sliding_window_size=4096, query_pre_attn_scalar=256.0, **kw) -> GemmaConfig:
+def _gemma2(*, num_layers, sliding_window_size=4096, query_pre_attn_scalar=256.0,
+            **kw) -> GemmaConfig:
   return GemmaConfig(
       version=2, num_layers=num_layers, attention_types=_alternating(num_layers),
       sliding_window_size=sliding_window_size, query_pre_attn_scalar=float(query_pre_attn_scalar),

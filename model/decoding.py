@@ -187,7 +187,8 @@ def _generate(params, cache, tokens, lengths, rng, *, config, strategy, max_new_
   return GenerationOutput(out, num, scores, buf if return_logits else None, cache)
 
 
-def pad_prompts(prompts: Sequence[Sequence[int]], multiple: int = 16) -> Tuple[np.ndarray, np.ndarray]:
+def pad_prompts(prompts: Sequence[Sequence[int]],
+                multiple: int = 16) -> Tuple[np.ndarray, np.ndarray]:
   """Right-pad token lists to a multiple of `multiple` (few distinct shapes = few compilations).
 
   >>> pad_prompts([[2, 5, 6], [2]], multiple=4)
@@ -235,7 +236,8 @@ def generate(
     tokens, lengths = pad_prompts(prompts)
     if cache_length is not None and cache is None and tokens.shape[1] > cache_length:
       if lengths.max() > cache_length:
-        raise ValueError(f"a prompt of {lengths.max()} tokens does not fit cache_length={cache_length}")
+        raise ValueError(
+            f"a prompt of {lengths.max()} tokens does not fit cache_length={cache_length}")
       tokens = tokens[:, :cache_length]   # drop padding that would not fit the cache
   else:
     tokens, lengths = prompts, prompt_lengths

@@ -150,7 +150,8 @@ def cached_mask(
   q = query_positions[:, :, None]
   mask = slots <= q
   if bidirectional_keys is not None:
-    mask = mask | (bidirectional_queries.astype(bool)[:, :, None] & bidirectional_keys.astype(bool)[:, None, :])
+    queries = bidirectional_queries.astype(bool)[:, :, None]
+    mask = mask | (queries & bidirectional_keys.astype(bool)[:, None, :])
   if window is not None:
     mask = mask & (jnp.abs(q - slots) < window)
   return mask
@@ -192,8 +193,9 @@ class Attention(nn.Module):
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
     n, k, h, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.embed_dim
-    init_in = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=0, out_axis=(1, 2))
-    init_out = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=(0, 1), out_axis=2)
+    scaling = nn.initializers.variance_scaling
+    init_in = scaling(1.0, "fan_in", "truncated_normal", in_axis=0, out_axis=(1, 2))
+    init_out = scaling(1.0, "fan_in", "truncated_normal", in_axis=(0, 1), out_axis=2)
     wq = self.param("q", init_in, (d, n, h), jnp.float32).astype(dtype)
     wk = self.param("k", init_in, (d, k, h), jnp.float32).astype(dtype)
     wv = self.param("v", init_in, (d, k, h), jnp.float32).astype(dtype)
@@ -244,7 +246,7 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-  """One residual layer: norm -> attention (-> post-norm) -> +, norm -> GeGLU (-> post-norm) -> +."""
+  """One residual layer: norm, attention, (post-norm), add; norm, GeGLU, (post-norm), add."""
   config: GemmaConfig
   attn_type: str
 

@@ -144,7 +144,8 @@ class GemmaDecoderOnlyModel(_Base):
   ) -> dict:
     """Fresh variables `{'params': ...}` for batches of `input_shapes['decoder_input_tokens']`.
 
-    >>> m.get_initial_variables(jax.random.PRNGKey(0), {'decoder_input_tokens': (2, 8)})['params'].keys()
+    >>> v = m.get_initial_variables(jax.random.PRNGKey(0), {'decoder_input_tokens': (2, 8)})
+    >>> v['params'].keys()
     dict_keys(['embedder', 'layer_0', ..., 'final_norm'])
     """
     del input_types  # tokens are always int32 here
@@ -203,7 +204,9 @@ class GemmaDecoderOnlyModel(_Base):
     if self._label_smoothing:
       vocab = logits.shape[-1]
       low = self._label_smoothing / (vocab - 1)
-      token_ce = -((1.0 - self._label_smoothing - low) * target_log_prob + low * jnp.sum(log_probs, -1))
+      # -(soft targets . log_probs), soft targets = 1 - smoothing on the target, `low` elsewhere.
+      confidence = 1.0 - self._label_smoothing
+      token_ce = -((confidence - low) * target_log_prob + low * jnp.sum(log_probs, -1))
     else:
       token_ce = -target_log_prob
     token_z = self._z_loss * jnp.square(log_z)

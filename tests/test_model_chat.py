@@ -46,7 +46,8 @@ def test_turn_two_logits_equal_one_pass_over_the_conversation(params, vocab):
               + closing(turn1) + vocab.encode(template.format_prompt("And the dog?")))
   generated2 = turn2.tokens + ([turn2.stop_id] if turn2.stop_id is not None else [])
   conversation = expected + generated2
-  assert sampler.conversation_tokens == expected + turn2.tokens + [S.END_OF_TURN_ID] + vocab.encode("\n")
+  closed = expected + turn2.tokens + [S.END_OF_TURN_ID] + vocab.encode("\n")
+  assert sampler.conversation_tokens == closed
   assert conversation.count(S.BOS_ID) == 1 and conversation[0] == S.BOS_ID
   assert len(conversation) > CONFIG.sliding_window_size
 
@@ -88,7 +89,8 @@ def test_a_stop_token_is_replaced_by_end_of_turn(params, vocab):
 
 
 def test_single_turn_mode_starts_afresh(params, vocab):
-  sampler = ChatSampler(CONFIG, params, vocab, max_new_tokens=4, cache_length=128, strategy=Greedy())
+  sampler = ChatSampler(CONFIG, params, vocab, max_new_tokens=4, cache_length=128,
+                        strategy=Greedy())
   a = sampler.chat("Hello")
   logits_a = sampler.last_turn.logits
   sampler.chat("Something else entirely")

@@ -9,13 +9,15 @@ from model import config as C
 
 def test_published_shapes():
   g1, g7 = C.gemma1_2b(), C.gemma1_7b()
-  assert (g1.num_layers, g1.embed_dim, g1.num_heads, g1.num_kv_heads, g1.head_dim) == (18, 2048, 8, 1, 256)
+  assert (g1.num_layers, g1.embed_dim, g1.num_heads, g1.num_kv_heads, g1.head_dim) == (
+      18, 2048, 8, 1, 256)
   assert (g7.num_layers, g7.embed_dim, g7.num_heads, g7.num_kv_heads) == (28, 3072, 16, 16)
   g2, g9 = C.gemma2_2b(), C.gemma2_9b()
   assert (g2.num_layers, g2.embed_dim, g2.hidden_dim, g2.num_kv_heads) == (26, 2304, 9216, 4)
   assert (g9.num_layers, g9.embed_dim, g9.hidden_dim, g9.num_kv_heads) == (42, 3584, 14336, 8)
   assert g2.attention_types[:2] == ("local", "global") and g2.sliding_window_size == 4096
-  assert (g2.attn_logit_softcap, g2.final_logit_softcap, g2.query_pre_attn_scalar) == (50.0, 30.0, 256.0)
+  assert (g2.attn_logit_softcap, g2.final_logit_softcap, g2.query_pre_attn_scalar) == (
+      50.0, 30.0, 256.0)
   assert g1.attn_logit_softcap is None and g1.query_pre_attn_scalar == 256.0
   # Published parameter counts: Gemma 2 2B = 2.61B, Gemma 1 2B = 2.51B.
   assert abs(g2.num_params / 2.614e9 - 1) < 0.01
@@ -69,7 +71,8 @@ def test_from_hf_config_gemma2():
 
 
 def test_import_model_does_not_import_tensorflow():
-  code = ("import sys, model; model.GemmaDecoderOnlyModel; model.generate; model.load_hf_checkpoint; "
-          "print('tensorflow' in sys.modules, 'seqio' in sys.modules, 'gemma_tasks' in sys.modules)")
+  code = ("import sys, model; model.GemmaDecoderOnlyModel; model.generate; "
+          "model.load_hf_checkpoint; print('tensorflow' in sys.modules, 'seqio' in sys.modules, "
+          "'gemma_tasks' in sys.modules)")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert out.stdout.split() == ["False", "False", "False"]

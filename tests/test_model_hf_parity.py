@@ -115,5 +115,6 @@ def test_bfloat16_checkpoint_loads_as_float32(tmp_path):
   config, params = _load(hf, tmp_path)
   q = params["layer_0"]["attn"]["q"]
   assert q.dtype == np.float32
-  expected = hf.model.layers[0].self_attn.q_proj.weight.detach().float().numpy().T.reshape(64, 4, 16)
+  weight = hf.model.layers[0].self_attn.q_proj.weight.detach().float().numpy()
+  expected = weight.T.reshape(64, 4, 16)
   np.testing.assert_array_equal(q, expected)

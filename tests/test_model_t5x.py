@@ -25,10 +25,12 @@ PROMPT_LENGTHS = [3, 4]
 @pytest.fixture(scope="module")
 def model_and_params():
   m = GemmaDecoderOnlyModel(CONFIG)
-  params = m.get_initial_variables(jax.random.PRNGKey(0), {"decoder_input_tokens": (2, 8)})["params"]
+  shapes = {"decoder_input_tokens": (2, 8)}
+  params = m.get_initial_variables(jax.random.PRNGKey(0), shapes)["params"]
   leaves, tree = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-  params = jax.tree.unflatten(tree, [x + 0.2 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+  leaves = [x + 0.2 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
+  params = jax.tree.unflatten(tree, leaves)
   return m, params
 
 
@@ -36,7 +38,8 @@ def hand_log_probs(params, batch):
   """log p(target_t | inputs_<=t) for every position, from the plain forward pass."""
   logits = forward(CONFIG, params, jnp.asarray(batch["decoder_input_tokens"]))
   lp = jax.nn.log_softmax(logits)
-  return np.take_along_axis(np.asarray(lp), batch["decoder_target_tokens"][..., None], -1)[..., 0], logits
+  targets = batch["decoder_target_tokens"][..., None]
+  return np.take_along_axis(np.asarray(lp), targets, -1)[..., 0], logits
 
 
 def test_initial_variables(model_and_params):
@@ -80,7 +83,8 @@ def test_loss_fn_matches_hand_computation(model_and_params):
   np.testing.assert_allclose(metrics_z["z_loss"], z * (log_z ** 2 * w).sum() / w.sum(), rtol=1e-5)
   np.testing.assert_allclose(loss_z, ce + metrics_z["z_loss"], rtol=1e-5)
 
-  summed, _ = GemmaDecoderOnlyModel(CONFIG, loss_normalizing_factor=None).loss_fn(params, BATCH, None)
+  summing = GemmaDecoderOnlyModel(CONFIG, loss_normalizing_factor=None)
+  summed, _ = summing.loss_fn(params, BATCH, None)
   np.testing.assert_allclose(summed, ce * 4, rtol=1e-5)
 
 
@@ -122,8 +126,8 @@ def test_predict_batch_returns_only_the_continuation(model_and_params):
     full = forward(CONFIG, params, jnp.asarray([prompt + cont]))[0]
     assert cont == np.argmax(np.asarray(full[p - 1:-1]), -1).tolist()
     lp = jax.nn.log_softmax(full[p - 1:-1])
-    np.testing.assert_allclose(aux["scores"][row], lp[jnp.arange(len(cont)), jnp.asarray(cont)].sum(),
-                               rtol=1e-5)
+    expected = lp[jnp.arange(len(cont)), jnp.asarray(cont)].sum()
+    np.testing.assert_allclose(aux["scores"][row], expected, rtol=1e-5)
   # The targets in the batch do not influence the prediction.
   other = dict(BATCH, decoder_input_tokens=np.where(BATCH["decoder_causal_attention"] == 1,
                                                    BATCH["decoder_input_tokens"], 42))
@@ -175,4 +179,5 @@ def test_feature_converter_class_is_lazy_and_overridable():
     import feature_converters  # noqa: F401
   except ImportError:
     pytest.skip("feature_converters not available")
-  assert GemmaDecoderOnlyModel(CONFIG).FEATURE_CONVERTER_CLS is feature_converters.GemmaPrefixLMFeatureConverter
+  expected = feature_converters.GemmaPrefixLMFeatureConverter
+  assert GemmaDecoderOnlyModel(CONFIG).FEATURE_CONVERTER_CLS is expected

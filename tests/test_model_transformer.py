@@ -50,7 +50,8 @@ def test_prefix_attention_is_bidirectional_only_on_the_prefix():
   params = random_params(config)
   tokens = jnp.asarray(np.random.RandomState(1).randint(4, 512, size=(1, 8)))
   prefix = jnp.asarray([[1, 1, 1, 0, 0, 0, 0, 0]])
-  apply = jax.jit(lambda t: Transformer(config).apply({"params": params}, t, decoder_causal_attention=prefix))
+  apply = jax.jit(lambda t: Transformer(config).apply({"params": params}, t,
+                                                      decoder_causal_attention=prefix))
   base = np.asarray(apply(tokens))
   # Changing the last prefix token changes the logits at prefix position 0 (bidirectional) ...
   changed = np.asarray(apply(tokens.at[0, 2].set(7)))
@@ -60,7 +61,8 @@ def test_prefix_attention_is_bidirectional_only_on_the_prefix():
   np.testing.assert_allclose(changed[0, :5], base[0, :5], atol=1e-6)
   # Without the feature the model is plain causal.
   np.testing.assert_allclose(
-      Transformer(config).apply({"params": params}, tokens), forward(config, params, tokens), atol=1e-5)
+      Transformer(config).apply({"params": params}, tokens), forward(config, params, tokens),
+      atol=1e-5)
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
