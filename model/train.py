@@ -39,7 +39,7 @@ CURVE_FILE = "learning_curve.png"
 # Arguments that decide which batches and which updates a step sees: a resumed run must use
 # the same values, or it would not continue the run it claims to continue.
 _RESUME_INVARIANTS = ("task", "inputs_length", "targets_length", "batch_size", "seed", "pack",
-                      "packing", "train_steps", "learning_rate", "warmup_steps", "end_lr_factor",
+                      "packing", "shuffle_buffer_size", "train_steps", "learning_rate", "warmup_steps", "end_lr_factor",
                       "weight_decay", "clip_norm", "b2")
 
 
@@ -60,6 +60,7 @@ class TrainArgs:
   batch_size: int = 16
   pack: bool = True
   packing: str = "in_order"
+  shuffle_buffer_size: int = 10_000
   train_steps: int = 1000
   learning_rate: float = 1e-3
   warmup_steps: int = 100
@@ -299,7 +300,8 @@ def train(args: TrainArgs, *, model=None) -> TrainResult:
   ds = inputs.train_batches(
       args.task, {"inputs": args.inputs_length, "targets": args.targets_length},
       batch_size=args.batch_size, seed=args.seed, start_batch=start_step, pack=args.pack,
-      packing=args.packing, use_cached=args.use_cached)
+      packing=args.packing, use_cached=args.use_cached,
+      shuffle_buffer_size=args.shuffle_buffer_size)
   it = ds.as_numpy_iterator()
 
   writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
@@ -453,6 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--no_pack", dest="pack", action="store_false", help="one example per row")
   p.add_argument("--packing", choices=("in_order", "best_fit"), default=d.packing,
                  help="in_order = seqio's packing; best_fit fills rows more densely")
+  p.add_argument("--shuffle_buffer_size", type=int, default=d.shuffle_buffer_size,
+                 help="examples shuffled before packing, on top of the task's own shuffle "
+                      "(0: only the task's)")
   p.add_argument("--train_steps", type=int, default=d.train_steps,
                  help="total steps of the run (the schedule ends here)")
   p.add_argument("--learning_rate", type=float, default=d.learning_rate)
@@ -487,7 +492,8 @@ def args_from_namespace(ns: argparse.Namespace) -> TrainArgs:
       task=ns.task, model_dir=ns.model_dir, preset=ns.preset,
       model_overrides=_parse_overrides(ns.model_override), init_from_hf=ns.init_from_hf,
       inputs_length=ns.inputs_length, targets_length=ns.targets_length,
-      batch_size=ns.batch_size, pack=ns.pack, packing=ns.packing, train_steps=ns.train_steps,
+      batch_size=ns.batch_size, pack=ns.pack, packing=ns.packing,
+      shuffle_buffer_size=ns.shuffle_buffer_size, train_steps=ns.train_steps,
       learning_rate=ns.learning_rate, warmup_steps=ns.warmup_steps,
       end_lr_factor=ns.end_lr_factor, weight_decay=ns.weight_decay, clip_norm=ns.clip_norm,
       b2=ns.b2, dtype=ns.dtype, seed=ns.seed, save_every=ns.save_every, keep=ns.keep,
