@@ -122,8 +122,8 @@ def make_predict_fn(model, params, *, batch_size: int = 32, max_decode_length: O
   The prompt of an example is BOS + `inputs` (where `decoder_causal_attention` is 1).
   Examples are decoded in batches of similar prompt length (sorted, widths rounded up to
   `prompt_multiple`, batches padded to `batch_size`, so only a few shapes are compiled), with
-  room for `max_decode_length` new tokens (default: the longest `targets` in the dataset, as
-  T5X's `max_decode_length`). Returns ([(index, tokens)], {'scores': [...]}) with tokens rows of
+  room for as many new tokens as the longest `targets` in the dataset (T5X's
+  `max_decode_length`), capped by `max_decode_length`. Returns ([(index, tokens)], {'scores': [...]}) with tokens rows of
   one width.
   """
   import jax  # pylint: disable=g-import-not-at-top
@@ -142,7 +142,8 @@ def make_predict_fn(model, params, *, batch_size: int = 32, max_decode_length: O
       indices.append(int(index))
     if not indices:
       return [], {"scores": []}
-    max_new = int(max_decode_length or max(max(target_lens), 1))
+    longest = max(max(target_lens), 1)
+    max_new = int(min(max_decode_length, longest) if max_decode_length else longest)
     order = np.argsort([len(p) for p in prompts], kind="stable")
     results: Dict[int, Tuple[np.ndarray, float]] = {}
     bar = tqdm(total=len(order), desc=desc, disable=not progress, dynamic_ncols=True,
@@ -427,7 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
                  help="default: <checkpoint_dir>/eval_<split>")
   p.add_argument("--batch_size", type=int, default=d.batch_size)
   p.add_argument("--max_decode_length", type=int, default=None,
-                 help="new tokens per example (default: the longest target of the split)")
+                 help="cap on new tokens per example (default: the longest target of the "
+                      "split)")
   p.add_argument("--num_examples", type=int, default=None,
                  help="only the first N examples of each task")
   p.add_argument("--inputs_length", type=int, default=None,
