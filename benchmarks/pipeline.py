@@ -20,6 +20,19 @@ PrefixLM, LM (targets only) and EncDec. Columns: examples/s (task examples in / 
 non-padding tokens/s, fill ratio (non-padding / all positions), and whether our output is
 identical to seqio's (checked on the warm-up pass). Times are the median of `--runs` runs after
 one warm-up; seqio and ours alternate within each repetition so both see the same machine load.
+
+Measured (2 shared CPUs, load average 8-18 from other jobs, so single rows vary by +-30%;
+every row of ours is byte-identical to seqio's, all features):
+
+  PrefixLM packed, en-de, get_dataset path    128/128: 3,789 vs 1,158 ex/s (3.3x; run 1: 3.9x)
+                                              512/256: 3,879 vs 2,331 ex/s (1.7x; run 1: 2.0x)
+  tokenize only (the same task, no converter) 128/128: 3,682 ex/s   512/256: 3,031 ex/s
+  registered task (JSONL source)              128/128: 1,636 vs 888 ex/s (1.8x)
+  best_fit fill, en-de PrefixLM               128/128: 0.827 -> 0.986   512/256: 0.934 -> 0.993
+
+Our converter runs at the speed of the task pipeline in front of it (the "tokenize only" row):
+the stage profile shows the per-example `map`s of formatting and tokenization take ~260 us per
+example, our conversion adds nothing measurable, seqio's adds ~270-820 us.
 """
 from __future__ import annotations
 
