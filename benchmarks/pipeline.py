@@ -207,7 +207,8 @@ def profile_stages(lengths, n, runs):
       "+ filter and format as Gemma turns": lambda: formatted().batch(CONSUME_BATCH),
       "+ tokenize (per-example map)": lambda: tokenized().padded_batch(CONSUME_BATCH),
       "+ append_eos_after_trim, trim (= Task.get_dataset)":
-          lambda: task.get_dataset(lengths, split="train", shuffle=False).padded_batch(CONSUME_BATCH),
+          lambda: task.get_dataset(lengths, split="train",
+                                   shuffle=False).padded_batch(CONSUME_BATCH),
       "+ our packed PrefixLM converter": lambda: make_dataset("bench_en_de", lengths, ours),
       "+ seqio packed PrefixLM converter": lambda: make_dataset("bench_en_de", lengths, ref),
   }
@@ -271,8 +272,10 @@ def main(argv=None):
           ref, ours = converters(family, pack)
           mode = "packed" if pack else "unpacked"
           pipes = {
-              f"seqio {family} {mode}": lambda ref=ref: make_dataset("bench_en_de", fam_lengths, ref),
-              f"ours {family} {mode}": lambda ours=ours: make_dataset("bench_en_de", fam_lengths, ours),
+              f"seqio {family} {mode}":
+                  lambda ref=ref: make_dataset("bench_en_de", fam_lengths, ref),
+              f"ours {family} {mode}":
+                  lambda ours=ours: make_dataset("bench_en_de", fam_lengths, ours),
           }
           if pack:
             best = converters(family, True, fc.BEST_FIT)[1]
@@ -295,7 +298,8 @@ def main(argv=None):
           sl = list(syn)
           for label in sl:
             print(fmt_row("synthetic long", label, syn[label], args.synthetic), flush=True)
-          ratios.append((f"{li}/{lt} synthetic {family} {mode}", syn[sl[0]]["time"] / syn[sl[1]]["time"],
+          ratios.append((f"{li}/{lt} synthetic {family} {mode}",
+                         syn[sl[0]]["time"] / syn[sl[1]]["time"],
                          syn[sl[0]]["digest"] == syn[sl[1]]["digest"]))
     li, lt = budgets[0]
     profile_stages({"inputs": li, "targets": lt}, len(en), args.runs)

@@ -18,7 +18,7 @@ chunk boundary, so the rows are the same as seqio's.
 from __future__ import annotations
 
 import abc
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import seqio
@@ -69,7 +69,7 @@ class GemmaFeatureConverter(seqio.FeatureConverter, metaclass=abc.ABCMeta):
                best_fit_buffer_size: int = DEFAULT_BEST_FIT_BUFFER,
                apply_length_check: bool = True, bos_id: int = BOS_ID,
                use_custom_packing_ops: bool = False,
-               passthrough_features: Optional[Mapping[str, seqio.FeatureConverter.FeatureSpec]] = None,
+               passthrough_features: Optional[Mapping[str, Any]] = None,
                examples_per_call: int = DEFAULT_EXAMPLES_PER_CALL):
     if bos_id != BOS_ID:
       raise ValueError(

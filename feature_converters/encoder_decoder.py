@@ -29,8 +29,10 @@ def enc_dec_arrays(inputs: np.ndarray, input_lengths: np.ndarray, targets: np.nd
   >>> i, ni = packing.padded([[7, 8, 5, 1], [8, 4, 9, 3, 1]])
   >>> t, nt = packing.padded([[3, 9, 1], [4, 1]])
   >>> out = enc_dec_arrays(i, ni, t, nt, 10, 7, pack=True)
-  >>> out["encoder_segment_ids"], out["decoder_input_tokens"]
-  (array([[1, 1, 1, 1, 2, 2, 2, 2, 2, 0]], dtype=int32), array([[2, 3, 9, 2, 4, 2, 0]], dtype=int32))
+  >>> out["encoder_segment_ids"]
+  array([[1, 1, 1, 1, 2, 2, 2, 2, 2, 0]], dtype=int32)
+  >>> out["decoder_input_tokens"]
+  array([[2, 3, 9, 2, 4, 2, 0]], dtype=int32)
   """
   if not pack:
     encoder = packing.trim_and_pad(inputs, input_lengths, inputs_length)

@@ -48,7 +48,8 @@ import numpy as np
 SENTINEL = np.iinfo(np.int32).min
 
 
-def padded(sequences: Sequence[Sequence[int]], width: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+def padded(sequences: Sequence[Sequence[int]], width: Optional[int] = None
+           ) -> Tuple[np.ndarray, np.ndarray]:
   """List of int sequences -> (int32 matrix padded with 0, lengths).
 
   >>> padded([[5], []], width=3)

@@ -29,8 +29,12 @@ def seq2seq_arrays(inputs: np.ndarray, input_lengths: np.ndarray, targets: np.nd
   >>> i, ni = packing.padded([[10, 11, 12]])                # prompt without its BOS
   >>> t, nt = packing.padded([[20, 21, 1]])
   >>> out = seq2seq_arrays(i, ni, t, nt, 8)
-  >>> out["input"], out["target"][..., 0], out["target_mask"][..., 0].astype(int)
-  (array([[ 2, 10, 11, 12, 20, 21,  0,  0]], dtype=int32), array([[10, 11, 12, 20, 21,  1,  0,  0]], dtype=int32), array([[0, 0, 0, 1, 1, 1, 0, 0]]))
+  >>> out["input"]
+  array([[ 2, 10, 11, 12, 20, 21,  0,  0]], dtype=int32)
+  >>> out["target"][..., 0]
+  array([[10, 11, 12, 20, 21,  1,  0,  0]], dtype=int32)
+  >>> out["target_mask"][..., 0].astype(int)
+  array([[0, 0, 0, 1, 1, 1, 0, 0]])
   """
   num = inputs.shape[0]
   # Fields are len(prompt) + len(response) - 1 long, and the prompt is BOS + inputs.

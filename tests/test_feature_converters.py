@@ -258,7 +258,8 @@ def test_packed_segments_equal_unpacked_examples(packing_mode, data, buffer):
   examples, lengths, per_call = data
   kwargs = dict(apply_length_check=False, packing=packing_mode, best_fit_buffer_size=buffer,
                 examples_per_call=per_call)
-  packed = as_arrays(fc.GemmaPrefixLMFeatureConverter(pack=True, **kwargs)(make_ds(examples), lengths))
+  packed = as_arrays(
+      fc.GemmaPrefixLMFeatureConverter(pack=True, **kwargs)(make_ds(examples), lengths))
   unpacked = as_arrays(fc.GemmaPrefixLMFeatureConverter(pack=False, apply_length_check=False)(
       make_ds(examples), lengths))
   keys = ["decoder_target_tokens", "decoder_input_tokens", "decoder_loss_weights",
@@ -275,7 +276,8 @@ def test_packed_segments_equal_unpacked_examples(packing_mode, data, buffer):
     for seg in segments:
       n = len(seg["decoder_positions"])
       match = next(i for i in remaining
-                   if np.array_equal(rows[i]["decoder_target_tokens"][:n], seg["decoder_target_tokens"])
+                   if np.array_equal(rows[i]["decoder_target_tokens"][:n],
+                                     seg["decoder_target_tokens"])
                    and not rows[i]["decoder_target_tokens"][n:].any())
       assert_segment_is_example(seg, rows[match])
       remaining.remove(match)
@@ -289,14 +291,16 @@ def test_best_fit_is_denser_and_keeps_every_example():
   lengths = {"inputs": 48, "targets": 32}
   rows = {}
   for mode in (fc.IN_ORDER, fc.BEST_FIT):
-    out = as_arrays(fc.GemmaPrefixLMFeatureConverter(pack=True, packing=mode)(make_ds(examples), lengths))
+    conv = fc.GemmaPrefixLMFeatureConverter(pack=True, packing=mode)
+    out = as_arrays(conv(make_ds(examples), lengths))
     rows[mode] = out
     # Every example is there, whole: total non-padding tokens are the same.
     assert np.count_nonzero(out["decoder_target_tokens"]) == sum(
         len(e["inputs"]) + len(e["targets"]) for e in examples)
   fill = {m: packing.fill_ratio(r["decoder_target_tokens"]) for m, r in rows.items()}
   assert fill[fc.BEST_FIT] > fill[fc.IN_ORDER]
-  assert len(rows[fc.BEST_FIT]["decoder_target_tokens"]) < len(rows[fc.IN_ORDER]["decoder_target_tokens"])
+  num_rows = {m: len(r["decoder_target_tokens"]) for m, r in rows.items()}
+  assert num_rows[fc.BEST_FIT] < num_rows[fc.IN_ORDER]
 
 
 # ---- Gemma BOS: exactly one per sequence, at its start ---------------------------------------
@@ -371,7 +375,8 @@ def test_seq2seq_matches_gm_data_fields(data, truncate):
   max_length = lengths["inputs"] + lengths["targets"]
   conv = fc.GemmaSeq2SeqFeatureConverter(truncate=truncate, examples_per_call=per_call)
   try:
-    expected = [reference_seq2seq(e["inputs"], e["targets"], max_length, truncate) for e in examples]
+    expected = [reference_seq2seq(e["inputs"], e["targets"], max_length, truncate)
+                for e in examples]
   except ValueError:
     with pytest.raises(tf.errors.InvalidArgumentError, match="Set `truncate=True`"):
       as_arrays(conv(make_ds(examples), lengths))
