@@ -204,3 +204,25 @@ def test_completed_task_is_skipped_without_overwrite(cached):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert f"skipped {QUIZ}: already cached at" in proc.stdout
   assert os.stat(completed).st_mtime_ns == before
+
+
+def test_fast_tfexample_writes_the_same_bytes_as_seqio():
+  """The job's `dict_to_tfexample` must be byte-for-byte seqio's, on real examples of every task."""
+  import gemma_tasks  # noqa: F401
+  import seqio
+  import tensorflow as tf
+  from cache_scripts import tfexample
+  examples = []
+  for name in ("gemma_quiz_qa", "gemma_en_de_libreoffice", "gemma_lm_python_docs",
+               "gemma_trivia_qa_open"):
+    task = seqio.get_mixture_or_task(name)
+    examples += list(task.preprocess_precache(
+        task.source.get_dataset("validation", shuffle=False)).take(100))
+  examples.append({"i": tf.constant(3), "f": tf.constant(1.5), "b": tf.constant([True, False]),
+                   "m": np.zeros((2, 3), np.float32), "s": "text", "v": np.array(["x", "yy"]),
+                   "e": np.array([], np.int32), "p": 7, "q": 0.1, "nul": b"a\0"})
+  for ex in examples:
+    assert tfexample.dict_to_tfexample(ex).SerializeToString() == \
+        seqio.dict_to_tfexample(ex).SerializeToString()
+  ragged = {"r": tf.ragged.constant([[1, 2], [3]])}
+  assert tfexample.dict_to_tfexample(ragged) == seqio.dict_to_tfexample(ragged)
