@@ -27,7 +27,7 @@ every row of ours is byte-identical to seqio's, all features):
   PrefixLM packed, en-de, get_dataset path    128/128: 3,789 vs 1,158 ex/s (3.3x; run 1: 3.9x)
                                               512/256: 3,879 vs 2,331 ex/s (1.7x; run 1: 2.0x)
   tokenize only (the same task, no converter) 128/128: 3,682 ex/s   512/256: 3,031 ex/s
-  registered task (JSONL source)              128/128: 1,636 vs 888 ex/s (1.8x)
+  registered task (JSONL source)              128/128: 1,625 vs 696 ex/s (2.3x; run 1: 1.8x)
   best_fit fill, en-de PrefixLM               128/128: 0.827 -> 0.986   512/256: 0.934 -> 0.993
 
 Our converter runs at the speed of the task pipeline in front of it (the "tokenize only" row):
