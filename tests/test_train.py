@@ -11,7 +11,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A tiny model on the smallest embedded task: a step is milliseconds once compiled.
 TINY = dict(task="gemma_quiz_qa", preset="tiny_gemma1", inputs_length=32, targets_length=16,
-            batch_size=4, learning_rate=3e-3, warmup_steps=2, log_every=1, progress=False)
+            batch_size=4, learning_rate=3e-3, warmup_steps=2, log_every=1, progress=False,
+            shuffle_buffer_size=256)
 
 
 def _args(model_dir, **kw):
@@ -116,6 +117,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   cmd = [sys.executable, "-m", "model.train", "--task", "gemma_quiz_qa", "--model_dir",
          str(tmp_path), "--preset", "tiny_gemma1", "--inputs_length", "32", "--targets_length",
          "16", "--batch_size", "4", "--train_steps", "10", "--learning_rate", "1e30",
+         "--shuffle_buffer_size", "256",
          "--warmup_steps", "0", "--clip_norm", "1e30", "--save_every", "1", "--no_progress"]
   proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
