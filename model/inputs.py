@@ -82,6 +82,13 @@ def train_batches(task: str, task_feature_lengths: Mapping[str, int], *, batch_s
   ds = provider.get_dataset(lengths, split=split, use_cached=use_cached, shuffle=True, seed=seed,
                             num_epochs=None, trim_output_features=True)
   if shuffle_buffer_size:
+    # A buffer larger than the split only delays the first batch (it is filled before the
+    # first example comes out).
+    try:
+      shuffle_buffer_size = min(shuffle_buffer_size, provider.num_input_examples(split) or
+                                shuffle_buffer_size)
+    except Exception:  # pylint: disable=broad-except  # sources that cannot count
+      pass
     ds = ds.shuffle(shuffle_buffer_size, seed=seed)
   ds = feature_converter(pack, packing)(ds, task_feature_lengths=lengths)
   ds = ds.batch(batch_size, drop_remainder=True)
