@@ -25,13 +25,15 @@ Why `FastCachedDataSource`: seqio's `_CachedDataSource` parses every record on i
 the raw records with seqio's own `FileDataSource` (same files, same sharding, same file
 shuffling, same interleave order) and parse them 256 at a time with `tf.io.parse_example`.
 Measured by `benchmarks/cache.py` on gemma_en_de_libreoffice/train (28,870 examples, best of 3,
-busy 2-CPU machine): iterating examples, on the fly 1,421/s, seqio's reader 3,775/s, ours
-4,497/s; through the packed Gemma converter, 2,491/s, 9,457/s and 9,806/s. So on a split of
-this size seqio's cached read is already well over 2x on the fly and ours adds 4-19%. Where
-cached reads look "barely faster" (or slower) is small splits: `seqio.get_dataset` costs ~1-2 s
-per call before the first batch (graph building, converter tracing) on both paths, which
-dominates a 1,000-example split (gemma_quiz_qa/train, packed: 769/s on the fly vs 678/s seqio's
-reader). No reader can remove that; build the dataset once and iterate it for many steps.
+2-CPU machine shared with other jobs, load ~10): iterating examples, on the fly 1,707/s, seqio's
+reader 4,651/s, ours 5,391/s; through the packed Gemma converter 2,610/s, 10,869/s and 10,716/s.
+So on a split of this size seqio's cached read is already 2.7-4.2x on the fly; ours adds ~16%
+when examples are pulled one by one and nothing measurable behind the packing converter (which
+then dominates). Where cached reads look "barely faster" (or slower) is small splits:
+`seqio.get_dataset` costs ~1-2 s per call before the first batch (graph building, converter
+tracing) on both paths, which dominates a 1,000-example split (gemma_quiz_qa/train, packed:
+769/s on the fly vs 678/s seqio's reader). No reader removes that; build the dataset once and
+iterate it for many steps.
 The examples and their order are the same as seqio's reader gives. Caches written with
 `--output_format=arrayrecord` are read here too (seqio 0.0.20's reader only knows TFRecord).
 
