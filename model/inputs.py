@@ -97,7 +97,7 @@ def train_batches(task: str, task_feature_lengths: Mapping[str, int], *, batch_s
     # Best-fit packing emits its rows grouped by length (a run of batches with one long
     # example per row, then rows of many short ones), which makes the loss jump; mixing the
     # rows restores batches that look alike.
-    ds = ds.shuffle(ROW_SHUFFLE_BUFFER, seed=seed + 1)
+    ds = ds.shuffle(min(ROW_SHUFFLE_BUFFER, max(16, shuffle_buffer_size // 4)), seed=seed + 1)
   ds = ds.batch(batch_size, drop_remainder=True)
   if start_batch:
     ds = ds.skip(start_batch)

@@ -12,7 +12,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A tiny model on the smallest embedded task: a step is milliseconds once compiled.
 TINY = dict(task="gemma_quiz_qa", preset="tiny_gemma1", inputs_length=32, targets_length=16,
             batch_size=4, learning_rate=3e-3, warmup_steps=2, log_every=1, progress=False,
-            shuffle_buffer_size=256)
+            shuffle_buffer_size=256, packing="best_fit")
 
 
 def _args(model_dir, **kw):
@@ -71,9 +71,10 @@ def test_run_writes_t5x_layout_and_outputs(uninterrupted):
 def test_loss_goes_down_on_repeated_data(tmp_path):
   """Sanity of the whole loop: a few dozen steps lower the loss clearly."""
   from model import train
-  train.train(_args(tmp_path, train_steps=40, save_every=40, learning_rate=1e-2, log_every=10))
-  rows = [json.loads(l) for l in (tmp_path / "train_metrics.jsonl").read_text().splitlines()]
-  assert rows[-1]["loss"] < rows[0]["loss"] - 1.0
+  train.train(_args(tmp_path, train_steps=40, save_every=40, learning_rate=1e-2, log_every=1))
+  lines = (tmp_path / "train_metrics.jsonl").read_text().splitlines()
+  losses = [json.loads(l)["loss"] for l in lines]
+  assert np.mean(losses[-5:]) < losses[0] - 2.0
 
 
 def test_stopped_and_resumed_run_equals_uninterrupted_run(uninterrupted, tmp_path):
