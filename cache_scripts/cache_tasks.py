@@ -83,7 +83,9 @@ PROGRESS_EVERY = 5000
 DEFAULT_MODULES = ("gemma_tasks",)
 
 flags.DEFINE_integer("workers", 1, "Local runner only: worker processes (FnApiRunner "
-                     "direct_num_workers). 1 runs in this process.")
+                     "direct_num_workers). 1 runs in this process. On a 2-CPU machine 2 workers "
+                     "were not faster than 1 (benchmarks/cache.py): the runner's own process "
+                     "moves every element through gRPC and the shuffles.")
 flags.DEFINE_integer("min_source_shards", None, "Read a split whose source has fewer files than "
                      "this as this many line-interleaved shards (if the source supports "
                      "arbitrary sharding). Default: 2 x --workers locally, off on other runners.")
