@@ -50,12 +50,17 @@ setuptools.setup(
     package_data={
         "gemma_tasks": ["data/*.gz", "data/*.model", "data/*.md", "data/*.json"],
         "model": ["configs/*.gin"],
+        "model.configs": ["*.gin"],
     },
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": TEST_REQUIRES},
     entry_points={"console_scripts": [
         "gemma-tasks=gemma_tasks.__main__:main",
+        "gemma-cache-tasks=cache_scripts.cache_tasks:console_main",
+        "gemma-cache-tasks-dataflow=cache_scripts.dataflow:console_main",
+        "gemma-train=model.train:main",
+        "gemma-evaluate=model.evaluate:main",
     ]},
     license="Apache-2.0",
 )
