@@ -4,10 +4,12 @@ r"""Caching and cached-reading throughput, measured next to their anchors in the
     .venv/bin/python benchmarks/cache.py --cache_tasks=gemma_en_de_libreoffice \
         --read_task=gemma_en_de_libreoffice --repeats=3
 
-1. Caching (`cache_scripts.cache_tasks`, validation off): the same tasks with `--workers=1`
-   (FnApiRunner in this process) and `--workers=2` (two worker processes), each into a fresh
-   directory; examples written per second of wall time, worker start-up included.
-   Goal: 2 workers >= 1.6x one.
+1. Caching (`cache_scripts.cache_tasks`, validation off): the same tasks, the same source
+   shards (`--min_source_shards`, default 4, for every worker count) and the same output shard
+   count with `--workers=1` (FnApiRunner in this process) and `--workers=2` (two OS processes,
+   each the in-process FnApiRunner on every other source shard, merged into one cache; see
+   `cache_scripts.parallel`), each into a fresh directory; examples written per second of wall
+   time, process start-up and merge included. Goal: 2 workers >= 1.6x one.
 2. Reading the train split of `--read_task`, three ways, interleaved and repeated (best of
    `--repeats`, so other load on the machine hurts every variant alike):
      * on the fly: `use_cached=False` (source -> preprocessors -> ...);
@@ -41,7 +43,7 @@ def _load() -> str:
   return f"load avg {one:.1f}/{five:.1f} on {os.cpu_count()} CPUs"
 
 
-def bench_caching(tasks, workers, out_root, min_shards):
+def bench_caching(tasks, workers, out_root, min_shards, min_source_shards):
   """{workers: (examples, seconds)} for one cache run per worker count."""
   import seqio
   from cache_scripts import cache_tasks
@@ -54,7 +56,9 @@ def bench_caching(tasks, workers, out_root, min_shards):
     for name in cache_tasks.select_tasks(tasks):
       seqio.get_mixture_or_task(name)._cache_dir = None  # pylint: disable=protected-access
     start = time.perf_counter()
-    report = cache_tasks.cache_tasks(tasks, out, workers=n, min_shards=min_shards, validate=False)
+    # Same source shards for every worker count, so each run does the same work.
+    report = cache_tasks.cache_tasks(tasks, out, workers=n, min_shards=min_shards,
+                                     min_source_shards=min_source_shards, validate=False)
     seconds = time.perf_counter() - start
     examples = sum(seqio.get_mixture_or_task(t).get_cached_stats(s)["examples"]
                    for t in report.written for s in seqio.get_mixture_or_task(t).splits)
@@ -124,6 +128,8 @@ def main():
   parser.add_argument("--split", default="train")
   parser.add_argument("--workers", default="1,2")
   parser.add_argument("--min_shards", type=int, default=16)
+  parser.add_argument("--min_source_shards", type=int, default=4,
+                      help="source shards per split (line-interleaved JSONL) for every run")
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--inputs_length", type=int, default=256)
@@ -143,7 +149,7 @@ def main():
   tasks = args.cache_tasks.split(",")
   workers = [int(w) for w in args.workers.split(",")]
   print(f"1) caching {tasks} ({_load()})", flush=True)
-  caching = bench_caching(tasks, workers, out_root, args.min_shards)
+  caching = bench_caching(tasks, workers, out_root, args.min_shards, args.min_source_shards)
 
   print(f"2) reading {args.read_task}/{args.split}", flush=True)
   read_dir = os.path.join(out_root, f"w{workers[-1]}")

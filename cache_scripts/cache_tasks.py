@@ -19,9 +19,14 @@ What this adds to seqio 0.0.20's `main()`, and why:
   * `--output_format` is passed by keyword. seqio's `main()` passes it positionally into
     `completed_file_contents`, so `--output_format=arrayrecord` is silently ignored and
     `COMPLETED` contains the word `tfrecord`.
-  * The local runner is Beam's FnApiRunner with `--workers` processes. seqio's default
+  * The local runner is Beam's FnApiRunner in this process. seqio's default
     `--runner=DirectRunner` first tries to download the Prism runner binary; an explicit
     `--runner=DirectRunner` is rewritten to FnApiRunner for the same reason.
+  * `--workers=N` starts N OS processes, each running that same in-process job on every N-th
+    source shard, and merges their outputs into one seqio cache per task
+    (`cache_scripts.parallel`). Beam's own multi-process mode (still used if
+    `--pipeline_options` sets `--direct_num_workers`/`--direct_running_mode`) was slower with
+    2 workers than with 1 on 2 CPUs: its runner process moves every element through gRPC.
   * A split whose source has fewer files than the job has workers (e.g. one JSONL file) is read
     as `--min_source_shards` line-interleaved shards, when the source supports arbitrary
     sharding, so N workers preprocess it in parallel. seqio's `PreprocessTask` is reused as is;
@@ -53,9 +58,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import json
 import logging as py_logging
 import os
 import re
+import subprocess
 import sys
 import time
 from typing import Dict, List, Optional, Sequence
@@ -72,6 +79,7 @@ from seqio.scripts import cache_tasks_main
 import tensorflow as tf
 
 from cache_scripts import fingerprint as fingerprint_lib
+from cache_scripts import parallel
 from cache_scripts import reader
 from cache_scripts import tfexample
 from cache_scripts import validate as validate_lib
@@ -82,10 +90,12 @@ LOCAL_RUNNERS = ("DirectRunner", "FnApiRunner", "SwitchingDirectRunner")
 PROGRESS_EVERY = 5000
 DEFAULT_MODULES = ("gemma_tasks",)
 
-flags.DEFINE_integer("workers", 1, "Local runner only: worker processes (FnApiRunner "
-                     "direct_num_workers). 1 runs in this process. On a 2-CPU machine 2 workers "
-                     "were not faster than 1 (benchmarks/cache.py): the runner's own process "
-                     "moves every element through gRPC and the shuffles.")
+flags.DEFINE_integer("workers", 1, "Local runner only: OS processes. Each runs seqio's pipeline "
+                     "with the in-process FnApiRunner on every N-th source shard of the tasks; "
+                     "their outputs are merged into one cache per task (see "
+                     "cache_scripts.parallel). 1 runs in this process.")
+flags.DEFINE_string("part_spec", None, "Internal: set by --workers>1 for its child processes "
+                    "(JSON: which part of which tasks to write where).")
 flags.DEFINE_integer("min_source_shards", None, "Read a split whose source has fewer files than "
                      "this as this many line-interleaved shards (if the source supports "
                      "arbitrary sharding). Default: 2 x --workers locally, off on other runners.")
@@ -108,6 +118,7 @@ class RunReport:
   cleaned: List[str] = dataclasses.field(default_factory=list)
   validation: List[validate_lib.TaskReport] = dataclasses.field(default_factory=list)
   pipeline_options: List[str] = dataclasses.field(default_factory=list)
+  processes: int = 1
   seconds: float = 0.0
 
   @property
@@ -116,7 +127,8 @@ class RunReport:
 
   def summary(self) -> str:
     lines = [f"cache run: {len(self.written)} task(s) written to {self.output_cache_dir} "
-             f"in {self.seconds:.1f}s with {' '.join(self.pipeline_options)}"]
+             f"in {self.seconds:.1f}s with {self.processes} process(es) x "
+             f"{' '.join(self.pipeline_options)}"]
     lines += [f"  cleaned incomplete cache: {d}" for d in self.cleaned]
     lines += [f"  skipped {k}: {v}" for k, v in sorted(self.skipped.items())]
     lines += ["  " + line for r in self.validation for line in r.summary().splitlines()]
@@ -238,6 +250,24 @@ class ShardedPreprocessTask(beam_utils.PreprocessTask):
       names = ",".join(os.path.basename(str(s)) for _, s in self.shards)
       self.shards = [(i, f"{names}[{i}::{min_source_shards}]") for i in range(min_source_shards)]
 
+  def keep_part(self, k: int, parts: int) -> None:
+    """Emit only the source shards `i % parts == k` (one process's part of a `--workers` run).
+
+    `self.shards` stays the full list: seqio's `_emit_examples` reads shard i with
+    `ShardInfo(i, len(self.shards))` and seeds its preprocessors from i, so each kept shard
+    gives exactly the examples it gives in a one-process run.
+    """
+    self._part = [s for s in self.shards if s[0] % parts == k]
+
+  def expand(self, pipeline):
+    part = getattr(self, "_part", None)
+    if part is None:
+      return super().expand(pipeline)
+    # Same two steps as seqio's `PreprocessTask.expand`, over this process's shards only.
+    return (pipeline
+            | "create_shards" >> beam.Create(part)
+            | "emit_examples" >> beam.FlatMap(self._emit_examples))
+
   def _emit_examples(self, shard):
     _quiet_seqio_example_logs()
     label = f"{self._task_name}/{self._split} shard {shard[0] + 1}/{len(self.shards)}"
@@ -251,7 +281,8 @@ class ShardedPreprocessTask(beam_utils.PreprocessTask):
 
 
 @contextlib.contextmanager
-def _our_pieces_in_seqio_graph(min_source_shards: int):
+def _our_pieces_in_seqio_graph(min_source_shards: int, part: Optional[int] = None,
+                               plans: Optional[Dict[str, Dict[str, "parallel.SplitPlan"]]] = None):
   """While seqio's `run_pipeline` builds the graph, it uses our `PreprocessTask` and our
   `dict_to_tfexample` (`cache_scripts.tfexample`: same bytes, no eager TF op per feature).
 
@@ -259,11 +290,24 @@ def _our_pieces_in_seqio_graph(min_source_shards: int):
   `WriteExample*Record.expand` looks up `seqio.dict_to_tfexample`; swapping them for the duration
   of graph construction reuses seqio's whole pipeline (task selection, overwrite rules, shard
   counts, sinks, info/stats/COMPLETED writing) without copying it.
+
+  With `part` (a child process of a `--workers` run), each split keeps only that part's source
+  shards (`plans[task][split]`), and writes that part's share of the split's output shards:
+  `run_pipeline` reads `--min_shards`/`--max_shards` right after creating the `PreprocessTask`,
+  so both are pinned to the share here (the caller restores them).
   """
   original_pat, original_to_example = beam_utils.PreprocessTask, seqio.dict_to_tfexample
 
   def make(task, split, **kwargs):
-    return ShardedPreprocessTask(task, split, min_source_shards=min_source_shards, **kwargs)
+    pat = ShardedPreprocessTask(task, split, min_source_shards=min_source_shards, **kwargs)
+    if part is not None:
+      plan = plans[task.name][split]
+      if len(pat.shards) != plan.source_shards:
+        raise RuntimeError(f"{task.name}/{split}: {len(pat.shards)} source shards in this "
+                           f"process, {plan.source_shards} planned")
+      pat.keep_part(part, plan.parts)
+      FLAGS.min_shards = FLAGS.max_shards = plan.output_counts()[part]
+    return pat
 
   beam_utils.PreprocessTask = make
   seqio.dict_to_tfexample = tfexample.dict_to_tfexample
@@ -317,6 +361,95 @@ def _import_modules(modules: Sequence[str]) -> None:
 # The job
 # ---------------------------------------------------------------------------------------------
 
+def _run_in_process(tasks, options, module_import, flag_values, min_source_shards, overwrite,
+                    ignore_other_caches, output_format, output_cache_dir) -> None:
+  """seqio's pipeline for `tasks` [(name, out_dir, fingerprint)] in one Beam job."""
+  pipeline = beam.Pipeline(options=beam.options.pipeline_options.PipelineOptions(options))
+  with _seqio_flag_values(**flag_values), _our_pieces_in_seqio_graph(min_source_shards):
+    for name, _, fp in tasks:
+      # One call per task, so each COMPLETED carries that task's own fingerprint.
+      cache_tasks_main.run_pipeline(
+          pipeline, [re.escape(name)], output_cache_dir,
+          modules_to_import=list(module_import), overwrite=overwrite,
+          ignore_other_caches=ignore_other_caches,
+          completed_file_contents=reader.completed_contents(output_format, {name: fp}),
+          output_format=output_format)
+    logging.info("Caching %s with %s", [n for n, _, _ in tasks], " ".join(options))
+    pipeline.run().wait_until_finish()
+
+
+def _start_parts(tasks, plans, options, module_import, flag_values, min_source_shards,
+                 output_format) -> List[tuple]:
+  """Starts one child process per part: `python -m cache_scripts.cache_tasks --part_spec=...`.
+
+  A fresh interpreter rather than a fork: TensorFlow's threads do not survive `fork`, and the
+  child imports `module_import` the way Dataflow workers do. Its log lines (progress) go to the
+  same stderr as ours.
+  """
+  if not tasks:
+    return []
+  parts = max(next(iter(p.values())).parts for p in plans.values())
+  env = dict(os.environ)
+  # The child must import what we imported (the repo, modules put on sys.path by the caller).
+  package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env["PYTHONPATH"] = os.pathsep.join(
+      [package_root] + [p for p in sys.path if p] + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+  children = []
+  for k in range(parts):
+    spec = {
+        "part": k, "options": options, "module_import": list(module_import),
+        "flag_values": flag_values, "min_source_shards": min_source_shards,
+        "output_format": output_format,
+        "tasks": [{"name": name, "task_dir": out_dir,
+                   "plans": {s: dataclasses.asdict(p) for s, p in plans[name].items()}}
+                  for name, out_dir, _ in tasks if k < next(iter(plans[name].values())).parts],
+    }
+    cmd = [sys.executable, "-m", "cache_scripts.cache_tasks", "--part_spec=" + json.dumps(spec),
+           f"--verbosity={logging.get_verbosity()}"]
+    children.append((subprocess.Popen(cmd, env=env), k))
+  logging.info("Caching %s in %d processes (pids %s)", [n for n, _, _ in tasks], parts,
+               [p.pid for p, _ in children])
+  return children
+
+
+def _wait_for_parts(children) -> None:
+  """Waits for every part; the first failure stops the others (no point finishing them)."""
+  pending = list(children)
+  while pending:
+    for proc, k in list(pending):
+      code = proc.poll()
+      if code is None:
+        continue
+      pending.remove((proc, k))
+      if code != 0:
+        raise RuntimeError(f"part {k} (pid {proc.pid}) exited with status {code}; its log is "
+                           "above")
+    time.sleep(0.2)
+
+
+def run_part(spec: dict) -> None:
+  """Child process of a `--workers` run: writes part `spec["part"]` of each task (into
+  `parallel.part_dir`) with seqio's pipeline and the in-process runner."""
+  _import_modules(spec["module_import"])
+  # Only the part directory counts: an existing cache elsewhere must not make seqio skip it.
+  seqio.utils.set_global_cache_dirs([])
+  k = spec["part"]
+  plans = {t["name"]: {s: parallel.SplitPlan(**p) for s, p in t["plans"].items()}
+           for t in spec["tasks"]}
+  pipeline = beam.Pipeline(options=beam.options.pipeline_options.PipelineOptions(spec["options"]))
+  with _seqio_flag_values(**spec["flag_values"]), \
+      _our_pieces_in_seqio_graph(spec["min_source_shards"], part=k, plans=plans):
+    for t in spec["tasks"]:
+      parts = next(iter(plans[t["name"]].values())).parts
+      seqio.TaskRegistry.get(t["name"])._cache_dir = None  # pylint: disable=protected-access
+      cache_tasks_main.run_pipeline(
+          pipeline, [re.escape(t["name"])], parallel.part_dir(t["task_dir"], k, parts),
+          modules_to_import=list(spec["module_import"]), completed_file_contents="",
+          output_format=spec["output_format"])
+  logging.info("Part %d: caching %s", k, [t["name"] for t in spec["tasks"]])
+  pipeline.run().wait_until_finish()
+
+
 def cache_tasks(
     tasks: Optional[Sequence[str]],
     output_cache_dir: str,
@@ -353,7 +486,14 @@ def cache_tasks(
   local = is_local(options)
   if min_source_shards is None:
     min_source_shards = 2 * int(_option_value(options, "direct_num_workers") or workers) if local else 0
-  report = RunReport(output_cache_dir=output_cache_dir, pipeline_options=options)
+  processes = 1
+  if (local and workers > 1 and _option_value(pipeline_options, "direct_num_workers") is None
+      and _option_value(pipeline_options, "direct_running_mode") is None):
+    # N processes, each with the in-process runner (see cache_scripts.parallel for why). Explicit
+    # --direct_* options keep Beam's own multi-process mode, as asked.
+    processes, options = workers, assemble_pipeline_options(pipeline_options, 1)
+  report = RunReport(output_cache_dir=output_cache_dir, pipeline_options=options,
+                     processes=processes)
   tf.io.gfile.makedirs(output_cache_dir)
 
   names = select_tasks(tasks, excluded_tasks)
@@ -389,30 +529,50 @@ def cache_tasks(
     to_write.append((name, out_dir, fingerprint_lib.task_fingerprint(task)))
 
   if to_write:
-    pipeline = beam.Pipeline(options=beam.options.pipeline_options.PipelineOptions(options))
     flag_values = dict(min_shards=min_shards, max_shards=max_shards, base_seed=base_seed,
                        tfds_data_dir=tfds_data_dir, enable_char_counts=enable_char_counts,
                        preserve_random_access=preserve_random_access)
-    with _seqio_flag_values(**flag_values), _our_pieces_in_seqio_graph(min_source_shards):
+    in_parts: Dict[str, Dict[str, parallel.SplitPlan]] = {}
+    if processes > 1:
+      for name, _, _ in to_write:
+        task = seqio.TaskRegistry.get(name)
+        shards = {split: len(ShardedPreprocessTask(task, split,
+                                                   min_source_shards=min_source_shards).shards)
+                  for split in task.splits}
+        plans = parallel.plan_parts(shards, processes, min_shards, max_shards)
+        if next(iter(plans.values())).parts > 1:
+          in_parts[name] = plans
+        else:
+          logging.info("Caching %s in one process: its splits have %s source shards", name,
+                       shards)
+    here = [t for t in to_write if t[0] not in in_parts]
+    children = _start_parts([t for t in to_write if t[0] in in_parts], in_parts, options,
+                            module_import, flag_values, min_source_shards, output_format)
+    try:
+      if here:
+        _run_in_process(here, options, module_import, flag_values, min_source_shards,
+                        overwrite, ignore_other_caches, output_format, output_cache_dir)
+      _wait_for_parts(children)
       for name, out_dir, fp in to_write:
-        # One call per task, so each COMPLETED carries that task's own fingerprint.
-        written = cache_tasks_main.run_pipeline(
-            pipeline, [re.escape(name)], output_cache_dir,
-            modules_to_import=list(module_import), overwrite=overwrite,
-            ignore_other_caches=ignore_other_caches,
-            completed_file_contents=reader.completed_contents(output_format, {name: fp}),
-            output_format=output_format)
-        report.written += [name for _ in written]
-      logging.info("Caching %s with %s", report.written, " ".join(options))
-      try:
-        result = pipeline.run()
-        result.wait_until_finish()
-      except BaseException as e:
-        _remove_beam_temp([d for _, d, _ in to_write])
-        raise CacheRunError(
-            f"The cache job failed ({type(e).__name__}: {e}). No COMPLETED was written for "
-            f"{[n for n, _, _ in to_write]}; run the same command again: it removes the partial "
-            "output and starts those tasks over.") from e
+        if name in in_parts:
+          parallel.merge_parts(out_dir, in_parts[name], output_format)
+          # Last, as in seqio's pipeline: a cache has COMPLETED only when everything is there.
+          with tf.io.gfile.GFile(os.path.join(out_dir, "COMPLETED"), "w") as f:
+            f.write(reader.completed_contents(output_format, {name: fp}))
+    except BaseException as e:
+      for proc, _ in children:
+        if proc.poll() is None:
+          proc.terminate()
+          proc.wait()
+      for _, d, _ in to_write:
+        parallel.remove_parts(d)
+      _remove_beam_temp([d for _, d, _ in to_write])
+      raise CacheRunError(
+          f"The cache job failed ({type(e).__name__}: {e}). No COMPLETED was written for "
+          f"{[n for n, d, _ in to_write if not tf.io.gfile.exists(os.path.join(d, 'COMPLETED'))]}"
+          "; run the same command again: it removes the partial output and starts those tasks "
+          "over.") from e
+    report.written += [name for name, _, _ in to_write]
     _remove_beam_temp([d for _, d, _ in to_write])
 
   if validate:
@@ -427,10 +587,14 @@ def cache_tasks(
 
 def main(argv):
   del argv
-  flags.mark_flags_as_required(["output_cache_dir"])
-  logging.set_verbosity(logging.INFO)
   _quiet_seqio_example_logs()
   py_logging.getLogger("apache_beam").setLevel(py_logging.WARNING)
+  if FLAGS.part_spec:
+    # A child of a --workers run; its parent chose the verbosity and checks the output.
+    run_part(json.loads(FLAGS.part_spec))
+    return 0
+  flags.mark_flags_as_required(["output_cache_dir"])
+  logging.set_verbosity(logging.INFO)
   try:
     report = cache_tasks(
         FLAGS.tasks, FLAGS.output_cache_dir, excluded_tasks=FLAGS.excluded_tasks or (),

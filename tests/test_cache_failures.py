@@ -165,3 +165,51 @@ def test_plain_seqio_cache_loads_with_a_warning(tmp_path, temp_task_names, globa
   assert n == 109
   assert "no gemma-seqio fingerprint" in caplog.text
   assert reader.read_metadata(str(tmp_path / name)) is None
+
+
+FAILING_MODULE = f'''
+import seqio
+import tensorflow as tf
+import gemma_tasks
+from gemma_tasks import builders, sources
+
+def _failing(dataset):
+  def check(i, ex):
+    tf.debugging.assert_less(i, tf.constant(100, tf.int64), message="simulated crash")
+    return ex
+  return dataset.enumerate().map(check)
+
+if "{FLAKY}" not in seqio.TaskRegistry.names():
+  _task = builders.add_qa_task(
+      "{FLAKY}", sources.embedded("quiz_qa", ("train", "validation"),
+                                  fields={{"question": str, "answers": list}}))
+  seqio.TaskRegistry.remove("{FLAKY}")
+  seqio.TaskRegistry.add("{FLAKY}", source=_task.source,
+                         preprocessors=[_failing, *_task.preprocessors],
+                         output_features=_task.output_features)
+'''
+
+
+def test_failed_part_process_leaves_no_completed_and_rerun_recovers(
+    tmp_path, temp_task_names, global_cache_dirs, monkeypatch):
+  """--workers=2: a part process fails -> no COMPLETED, no part or beam-temp leftovers, and the
+  same task written again (here in one process) cleans up and completes."""
+  module_dir = tmp_path / "modules"
+  module_dir.mkdir()
+  (module_dir / "gemma_cache_test_failing.py").write_text(FAILING_MODULE)
+  monkeypatch.syspath_prepend(str(module_dir))  # the part processes get our sys.path
+  temp_task_names.append(FLAKY)
+  out = tmp_path / "cache"
+  with pytest.raises(cache_tasks.CacheRunError, match="No COMPLETED was written.*part"):
+    cache_tasks.cache_tasks([FLAKY], str(out), module_import=["gemma_tasks",
+                                                               "gemma_cache_test_failing"],
+                            workers=2, min_shards=2)
+  task_dir = out / FLAKY
+  assert not (task_dir / "COMPLETED").exists()
+  assert not list(task_dir.glob("part-*")) and not list(task_dir.glob("beam-temp-*"))
+  import seqio
+  seqio.TaskRegistry.remove(FLAKY)
+  _register_quiz_like(FLAKY)
+  report = cache_tasks.cache_tasks([FLAKY], str(out), min_shards=2, spot_check_examples=8)
+  assert report.written == [FLAKY] and report.ok, report.summary()
+  assert report.cleaned == [str(task_dir)]

@@ -3,7 +3,8 @@
 Two real tasks are cached once per module: the registered `gemma_quiz_qa` (all splits, 1,200
 examples) and `LIMITED` = the registered LibreOffice translation task built by the same builder
 on the real LibreOffice data, limited to its validation and test splits (3,053 examples) so the
-suite stays fast. They run with 2 worker processes; the limited task is registered by a module
+suite stays fast. They run with `workers=2` (two OS processes, each caching every other source shard, merged
+into one cache per task: what `use_cached=True` loads below); the limited task is registered by a module
 written to a temp dir and put on PYTHONPATH, which is how the worker processes find it (the
 same `--module_import` route users take).
 """
@@ -76,7 +77,12 @@ def test_run_writes_and_validates_both_tasks(cached):
   report = cached["report"]
   assert sorted(report.written) == sorted([QUIZ, LIMITED])
   assert report.ok, report.summary()
-  assert "--direct_num_workers=2" in report.pipeline_options
+  # --workers=2: two OS processes, each with the in-process runner, merged into one cache.
+  assert report.processes == 2
+  assert "--direct_running_mode=in_memory" in report.pipeline_options
+  for task in (QUIZ, LIMITED):
+    task_dir = os.path.join(cached["dir"], task)
+    assert not [f for f in os.listdir(task_dir) if f.startswith(("part-", "beam-temp-"))]
   by_task = {r.task: r for r in report.validation}
   quiz, limited = by_task[QUIZ], by_task[LIMITED]
   assert list(quiz.splits) == ["train", "validation", "test"]
@@ -154,7 +160,8 @@ def test_load_packed_with_gemma_converter(cached):
   assert from_cache == fly
 
 
-def test_arrayrecord_output_is_written_and_loads(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_arrayrecord_output_is_written_and_loads(tmp_path, workers):
   import seqio
   task = seqio.get_mixture_or_task(QUIZ)
   old = list(seqio.utils.get_global_cache_dirs())
@@ -163,12 +170,15 @@ def test_arrayrecord_output_is_written_and_loads(tmp_path):
   task._cache_dir = None
   try:
     report = cache_tasks.cache_tasks([QUIZ], str(tmp_path), output_format="arrayrecord",
-                                     min_shards=2, spot_check_examples=16)
+                                     min_shards=2, spot_check_examples=16, workers=workers)
+    assert report.processes == workers
     assert report.ok and report.written == [QUIZ], report.summary()
     task_dir = tmp_path / QUIZ
     assert reader.read_metadata(str(task_dir))["output_format"] == "arrayrecord"
+    # Default --min_source_shards = 2 x workers line shards, above --min_shards=2.
+    n = 2 * workers
     assert sorted(p.name for p in task_dir.glob("test.*record*")) == [
-        "test.array_record-00000-of-00002", "test.array_record-00001-of-00002"]
+        f"test.array_record-{i:05d}-of-{n:05d}" for i in range(n)]
     task._cache_dir = None
     from_cache = collections.Counter(_key(e) for e in task.get_dataset(
         LENGTHS, "test", use_cached=True, shuffle=False).as_numpy_iterator())
@@ -226,3 +236,49 @@ def test_fast_tfexample_writes_the_same_bytes_as_seqio():
         seqio.dict_to_tfexample(ex).SerializeToString()
   ragged = {"r": tf.ragged.constant([[1, 2], [3]])}
   assert tfexample.dict_to_tfexample(ragged) == seqio.dict_to_tfexample(ragged)
+
+
+def test_parallel_cache_has_seqio_files_and_merged_stats(cached):
+  """The merged cache is what one process would write: shard names from info.num_shards, stats
+  that add up (examples, tokens) or take the maximum (max_tokens), COMPLETED with metadata."""
+  import seqio
+  task_dir = os.path.join(cached["dir"], QUIZ)
+  for split in ("train", "validation", "test"):
+    info = json.load(open(seqio.get_cached_info_path(task_dir, split)))
+    n = info["num_shards"]
+    prefix = os.path.basename(seqio.get_cached_tfrecord_prefix(task_dir, split))
+    assert sorted(f for f in os.listdir(task_dir) if f.startswith(prefix)) == [
+        f"{prefix}-{i:05d}-of-{n:05d}" for i in range(n)]
+    stats = json.load(open(seqio.get_cached_stats_path(task_dir, split)))
+    task = seqio.get_mixture_or_task(QUIZ)
+    # What seqio's GetStats counts: the examples before the cache placeholder, tokens other
+    # than EOS and padding.
+    examples = list(task.preprocess_precache(task.source.get_dataset(
+        split, shuffle=False)).as_numpy_iterator())
+    assert stats["examples"] == len(examples)
+    for feature in ("inputs", "targets"):
+      vocab = task.output_features[feature].vocabulary
+      counts = [int(np.sum((ex[feature] != vocab.eos_id) & (ex[feature] != vocab.pad_id)))
+                for ex in examples]
+      assert stats[f"{feature}_tokens"] == sum(counts)
+      assert stats[f"{feature}_max_tokens"] == max(counts)
+  assert reader.read_metadata(task_dir)["tasks"][QUIZ]["fingerprint"]
+
+
+def test_part_planning_and_stats_merge():
+  from cache_scripts import parallel
+  plans = parallel.plan_parts({"train": 4, "test": 4}, 2, 5, 0)
+  assert plans["train"].parts == 2 and plans["train"].output_shards == 5
+  assert plans["train"].output_counts() == [3, 2]
+  assert plans["train"].source_indices(1) == [1, 3]
+  # A split with one (unsplittable) source shard: one process, no parts.
+  assert parallel.plan_parts({"train": 4, "test": 1}, 2, 2, 0)["train"].parts == 1
+  assert parallel.merge_stats([
+      {"examples": 2, "inputs_tokens": 5, "inputs_max_tokens": 3, "inputs_chars": 9},
+      {"examples": 0},
+      {"examples": 1, "inputs_tokens": 4, "inputs_max_tokens": 4, "inputs_chars": 1}]) == {
+          "examples": 3, "inputs_chars": 10, "inputs_max_tokens": 4, "inputs_tokens": 9}
+  with pytest.raises(ValueError, match="task_ids"):
+    parallel.merge_stats([{"task_ids": {"a": 1}}, {"task_ids": {"a": 2}}])
+  assert parallel.merge_info([{}, {"features": {"x": 1}, "num_shards": 2}], 5) == {
+      "features": {"x": 1}, "num_shards": 5}
