@@ -124,7 +124,8 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--cache_tasks", default="gemma_en_de_libreoffice,gemma_lm_python_docs",
                       help="comma-separated task regexes cached for the throughput test")
-  parser.add_argument("--read_task", default="gemma_en_de_libreoffice")
+  parser.add_argument("--read_task", default="gemma_en_de_libreoffice",
+                      help="task whose reading throughput is measured ('' to measure caching only)")
   parser.add_argument("--split", default="train")
   parser.add_argument("--workers", default="1,2")
   parser.add_argument("--min_shards", type=int, default=16)
@@ -151,11 +152,13 @@ def main():
   print(f"1) caching {tasks} ({_load()})", flush=True)
   caching = bench_caching(tasks, workers, out_root, args.min_shards, args.min_source_shards)
 
-  print(f"2) reading {args.read_task}/{args.split}", flush=True)
-  read_dir = os.path.join(out_root, f"w{workers[-1]}")
   lengths = {"inputs": args.inputs_length, "targets": args.targets_length}
-  reading, n_read, converter_name = bench_reading(
-      args.read_task, read_dir, args.split, args.repeats, lengths, args.batch_size)
+  reading, n_read, converter_name = {}, 0, None
+  if args.read_task:
+    print(f"2) reading {args.read_task}/{args.split}", flush=True)
+    read_dir = os.path.join(out_root, f"w{workers[-1]}")
+    reading, n_read, converter_name = bench_reading(
+        args.read_task, read_dir, args.split, args.repeats, lengths, args.batch_size)
 
   print("\n| measurement | examples/s | ratio |\n|---|---:|---:|")
   base_n, base_s = caching[workers[0]]
@@ -163,14 +166,16 @@ def main():
     ex, s = caching[n]
     print(f"| caching {'+'.join(tasks)}, {n} worker(s) | {ex / s:,.0f} | "
           f"{(ex / s) / (base_n / base_s):.2f}x |")
-  for view in ("trainer view", "example view"):
+  for view in ("trainer view", "example view") if reading else ():
     fly = reading[(view, "on the fly")]
     for name in ("on the fly", "seqio's cached reader", "ours (cache_scripts.reader)"):
       rate = reading[(view, name)]
       print(f"| read {args.read_task}/{args.split} ({n_read:,} ex), {view}, {name} | "
             f"{rate:,.0f} | {rate / fly:.2f}x |")
-  print(f"\ntrainer view = seqio.get_dataset(..., feature_converter={converter_name}, "
-        f"batch_size={args.batch_size}), lengths {lengths}; best of {args.repeats}; {_load()}")
+  if reading:
+    print(f"\ntrainer view = seqio.get_dataset(..., feature_converter={converter_name}, "
+          f"batch_size={args.batch_size}), lengths {lengths}; best of {args.repeats}; {_load()}")
+  print(f"\n{_load()}")
   if args.json:
     with open(args.json, "w") as f:
       json.dump({"caching": {str(k): {"examples": v[0], "seconds": v[1]} for k, v in caching.items()},

@@ -378,38 +378,58 @@ def _run_in_process(tasks, options, module_import, flag_values, min_source_shard
     pipeline.run().wait_until_finish()
 
 
-def _start_parts(tasks, plans, options, module_import, flag_values, min_source_shards,
-                 output_format) -> List[tuple]:
-  """Starts one child process per part: `python -m cache_scripts.cache_tasks --part_spec=...`.
+def _part_specs(tasks, plans, options, module_import, flag_values, min_source_shards,
+                output_format) -> List[dict]:
+  """What each part process does (JSON-able: it goes to the child on its command line)."""
+  if not tasks:
+    return []
+  parts = max(next(iter(p.values())).parts for p in plans.values())
+  return [{
+      "part": k, "options": options, "module_import": list(module_import),
+      "flag_values": flag_values, "min_source_shards": min_source_shards,
+      "output_format": output_format,
+      "tasks": [{"name": name, "task_dir": out_dir,
+                 "plans": {s: dataclasses.asdict(p) for s, p in plans[name].items()}}
+                for name, out_dir, _ in tasks if k < next(iter(plans[name].values())).parts],
+  } for k in range(parts)]
+
+
+def _start_parts(specs: Sequence[dict]) -> List[tuple]:
+  """Starts one child process per spec: `python -m cache_scripts.cache_tasks --part_spec=...`.
 
   A fresh interpreter rather than a fork: TensorFlow's threads do not survive `fork`, and the
   child imports `module_import` the way Dataflow workers do. Its log lines (progress) go to the
   same stderr as ours.
   """
-  if not tasks:
-    return []
-  parts = max(next(iter(p.values())).parts for p in plans.values())
   env = dict(os.environ)
   # The child must import what we imported (the repo, modules put on sys.path by the caller).
   package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env["PYTHONPATH"] = os.pathsep.join(
       [package_root] + [p for p in sys.path if p] + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
   children = []
-  for k in range(parts):
-    spec = {
-        "part": k, "options": options, "module_import": list(module_import),
-        "flag_values": flag_values, "min_source_shards": min_source_shards,
-        "output_format": output_format,
-        "tasks": [{"name": name, "task_dir": out_dir,
-                   "plans": {s: dataclasses.asdict(p) for s, p in plans[name].items()}}
-                  for name, out_dir, _ in tasks if k < next(iter(plans[name].values())).parts],
-    }
+  for spec in specs:
     cmd = [sys.executable, "-m", "cache_scripts.cache_tasks", "--part_spec=" + json.dumps(spec),
            f"--verbosity={logging.get_verbosity()}"]
-    children.append((subprocess.Popen(cmd, env=env), k))
-  logging.info("Caching %s in %d processes (pids %s)", [n for n, _, _ in tasks], parts,
-               [p.pid for p, _ in children])
+    children.append((subprocess.Popen(cmd, env=env), spec["part"]))
+  if children:
+    logging.info("Started part process(es) %s (pids %s)", [k for _, k in children],
+                 [p.pid for p, _ in children])
   return children
+
+
+def _run_part_in_this_process(spec: dict) -> None:
+  """`run_part` here, keeping this process's seqio state (global cache dirs, cached lookups).
+
+  The caller runs part 0 itself while the children run the others: TensorFlow and the tasks
+  are already loaded here, so one process start-up (several seconds) is not on the clock.
+  """
+  saved_dirs = list(seqio.utils.get_global_cache_dirs())
+  try:
+    run_part(spec)
+  finally:
+    seqio.utils.set_global_cache_dirs(saved_dirs)
+    for t in spec["tasks"]:
+      seqio.TaskRegistry.get(t["name"])._cache_dir = None  # pylint: disable=protected-access
 
 
 def _wait_for_parts(children) -> None:
@@ -546,12 +566,17 @@ def cache_tasks(
           logging.info("Caching %s in one process: its splits have %s source shards", name,
                        shards)
     here = [t for t in to_write if t[0] not in in_parts]
-    children = _start_parts([t for t in to_write if t[0] in in_parts], in_parts, options,
-                            module_import, flag_values, min_source_shards, output_format)
+    specs = _part_specs([t for t in to_write if t[0] in in_parts], in_parts, options,
+                        module_import, flag_values, min_source_shards, output_format)
+    # This process runs part 0 unless it has unsplittable tasks to run (then all parts are
+    # children, so the two run side by side).
+    children = _start_parts(specs if here else specs[1:])
     try:
       if here:
         _run_in_process(here, options, module_import, flag_values, min_source_shards,
                         overwrite, ignore_other_caches, output_format, output_cache_dir)
+      elif specs:
+        _run_part_in_this_process(specs[0])
       _wait_for_parts(children)
       for name, out_dir, fp in to_write:
         if name in in_parts:

@@ -200,7 +200,7 @@ def test_failed_part_process_leaves_no_completed_and_rerun_recovers(
   monkeypatch.syspath_prepend(str(module_dir))  # the part processes get our sys.path
   temp_task_names.append(FLAKY)
   out = tmp_path / "cache"
-  with pytest.raises(cache_tasks.CacheRunError, match="No COMPLETED was written.*part"):
+  with pytest.raises(cache_tasks.CacheRunError, match="No COMPLETED was written.*run the same command again"):
     cache_tasks.cache_tasks([FLAKY], str(out), module_import=["gemma_tasks",
                                                                "gemma_cache_test_failing"],
                             workers=2, min_shards=2)
