@@ -18,8 +18,10 @@ venv: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+# Examples of every registered task, then the main job: Beam cache -> train -> evaluate.
 demo: $(STAMP)
 	$(PY) -m gemma_tasks demo
+	$(PY) -m demo.run
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

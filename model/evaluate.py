@@ -15,9 +15,9 @@ postprocessor and metrics (BLEU, exact match) on greedy decodes from
 
 and a table per task is printed:
 
-    gemma_en_de_libreoffice (test, step 2000, 1679 examples, 212.4 s)
+    gemma_en_de_libreoffice (test, step 678, 1679 examples, ...)
       metric   value   baseline
-      bleu     21.30   5.53 (copy the source)
+      bleu      4.10   5.53 (copy the source)
 
 Two seqio 0.0.20 problems are handled here: `Evaluator` does `np.array(predictions)`, which under
 NumPy 2 fails when predictions have different lengths (every predict_fn passed through
