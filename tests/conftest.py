@@ -15,3 +15,12 @@ def temp_task_names():
   for n in names:
     seqio.TaskRegistry.remove(n)
     seqio.MixtureRegistry.remove(n)
+
+
+@pytest.fixture
+def global_cache_dirs():
+  """Restores seqio's global cache dirs (process-wide state) after the test."""
+  import seqio  # noqa: PLC0415
+  old = list(seqio.utils.get_global_cache_dirs())
+  yield
+  seqio.utils.set_global_cache_dirs(old)

@@ -17,15 +17,6 @@ FLAKY = "gemma_test_cache_failing_quiz"
 LENGTHS = {"inputs": 512, "targets": 512}
 
 
-@pytest.fixture
-def global_cache_dirs():
-  """Restores seqio's global cache dirs (global state) after the test."""
-  import seqio
-  old = list(seqio.utils.get_global_cache_dirs())
-  yield
-  seqio.utils.set_global_cache_dirs(old)
-
-
 def _register_quiz_like(name, *, fail_after=None):
   """The real quiz QA task (real data, real preprocessors) under another name; with
   `fail_after`, its first preprocessor raises on the train split after that many examples."""

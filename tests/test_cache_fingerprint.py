@@ -10,14 +10,6 @@ NAME = "gemma_test_cache_fingerprint_quiz"
 LENGTHS = {"inputs": 512, "targets": 512}
 
 
-@pytest.fixture
-def global_cache_dirs():
-  import seqio
-  old = list(seqio.utils.get_global_cache_dirs())
-  yield
-  seqio.utils.set_global_cache_dirs(old)
-
-
 def _register(*, vocabulary=None, prefix_question=""):
   """Real quiz QA data and preprocessors; optionally another vocabulary or another prompt."""
   import seqio

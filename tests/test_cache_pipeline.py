@@ -19,6 +19,7 @@ import textwrap
 import numpy as np
 import pytest
 
+import gemma_tasks  # noqa: F401  (registers gemma_quiz_qa for tests run on their own)
 import cache_scripts  # noqa: F401  (installs the reader hooks)
 from cache_scripts import cache_tasks, reader
 
