@@ -62,8 +62,10 @@ import json
 import logging as py_logging
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Dict, List, Optional, Sequence
 
@@ -250,29 +252,38 @@ class ShardedPreprocessTask(beam_utils.PreprocessTask):
       names = ",".join(os.path.basename(str(s)) for _, s in self.shards)
       self.shards = [(i, f"{names}[{i}::{min_source_shards}]") for i in range(min_source_shards)]
 
-  def keep_part(self, k: int, parts: int) -> None:
-    """Emit only the source shards `i % parts == k` (one process's part of a `--workers` run).
+  def keep_part(self, k: int, parts: int, claims_dir: Optional[str] = None) -> None:
+    """Make this process part k of a `--workers` run.
+
+    Without `claims_dir`: emit only the source shards `i % parts == k`. With it, every part
+    lists every shard, its own (`i % parts == k`) first and then the others from the far end,
+    and emits a shard only if it claims it first (`parallel.claim_shard`): a part that starts
+    late (a child process imports TensorFlow for seconds) or gets the slow shards leaves the
+    rest to the others instead of finishing last.
 
     `self.shards` stays the full list: seqio's `_emit_examples` reads shard i with
-    `ShardInfo(i, len(self.shards))` and seeds its preprocessors from i, so each kept shard
-    gives exactly the examples it gives in a one-process run.
+    `ShardInfo(i, len(self.shards))` and seeds its preprocessors from i, so each shard gives
+    exactly the examples it gives in a one-process run, whichever part emits it.
     """
-    self._part = [s for s in self.shards if s[0] % parts == k]
-
-  def expand(self, pipeline):
-    part = getattr(self, "_part", None)
-    if part is None:
-      return super().expand(pipeline)
-    # Same two steps as seqio's `PreprocessTask.expand`, over this process's shards only.
-    return (pipeline
-            | "create_shards" >> beam.Create(part)
-            | "emit_examples" >> beam.FlatMap(self._emit_examples))
+    own = [s for s in self.shards if s[0] % parts == k]
+    if claims_dir is None:
+      self._part = own
+      return
+    self._part = own + [s for s in reversed(self.shards) if s[0] % parts != k]
+    self._claims = (claims_dir, f"{self._task_name}.{self._split}")
 
   def _emit_examples(self, shard):
+    claims = getattr(self, "_claims", None)
+    if claims and not parallel.claim_shard(claims[0], f"{claims[1]}.{shard[0]}"):
+      return  # another part has it
     _quiet_seqio_example_logs()
     label = f"{self._task_name}/{self._split} shard {shard[0] + 1}/{len(self.shards)}"
     start, n = time.time(), 0
     for ex in super()._emit_examples(shard):
+      # seqio yields eager tensors. Beam pickles every element between fused stages, and
+      # unpickling an EagerTensor runs `tf.convert_to_tensor` (an eager op, ~100 us) per feature
+      # per stage: 7.7 of 52 s of a one-process run. numpy values make the same records.
+      ex = {k: v.numpy() if isinstance(v, tf.Tensor) else v for k, v in ex.items()}
       n += 1
       if n % PROGRESS_EVERY == 0:
         logging.info("%s: %d examples (%.0f/s)", label, n, n / max(time.time() - start, 1e-9))
@@ -282,7 +293,8 @@ class ShardedPreprocessTask(beam_utils.PreprocessTask):
 
 @contextlib.contextmanager
 def _our_pieces_in_seqio_graph(min_source_shards: int, part: Optional[int] = None,
-                               plans: Optional[Dict[str, Dict[str, "parallel.SplitPlan"]]] = None):
+                               plans: Optional[Dict[str, Dict[str, "parallel.SplitPlan"]]] = None,
+                               claims_dir: Optional[str] = None):
   """While seqio's `run_pipeline` builds the graph, it uses our `PreprocessTask` and our
   `dict_to_tfexample` (`cache_scripts.tfexample`: same bytes, no eager TF op per feature).
 
@@ -292,7 +304,8 @@ def _our_pieces_in_seqio_graph(min_source_shards: int, part: Optional[int] = Non
   counts, sinks, info/stats/COMPLETED writing) without copying it.
 
   With `part` (a child process of a `--workers` run), each split keeps only that part's source
-  shards (`plans[task][split]`), and writes that part's share of the split's output shards:
+  shards (`plans[task][split]`), or with `claims_dir` whichever shards it claims first, and
+  writes that part's share of the split's output shards:
   `run_pipeline` reads `--min_shards`/`--max_shards` right after creating the `PreprocessTask`,
   so both are pinned to the share here (the caller restores them).
   """
@@ -305,7 +318,7 @@ def _our_pieces_in_seqio_graph(min_source_shards: int, part: Optional[int] = Non
       if len(pat.shards) != plan.source_shards:
         raise RuntimeError(f"{task.name}/{split}: {len(pat.shards)} source shards in this "
                            f"process, {plan.source_shards} planned")
-      pat.keep_part(part, plan.parts)
+      pat.keep_part(part, plan.parts, claims_dir)
       FLAGS.min_shards = FLAGS.max_shards = plan.output_counts()[part]
     return pat
 
@@ -379,7 +392,7 @@ def _run_in_process(tasks, options, module_import, flag_values, min_source_shard
 
 
 def _part_specs(tasks, plans, options, module_import, flag_values, min_source_shards,
-                output_format) -> List[dict]:
+                output_format, claims_dir) -> List[dict]:
   """What each part process does (JSON-able: it goes to the child on its command line)."""
   if not tasks:
     return []
@@ -387,7 +400,7 @@ def _part_specs(tasks, plans, options, module_import, flag_values, min_source_sh
   return [{
       "part": k, "options": options, "module_import": list(module_import),
       "flag_values": flag_values, "min_source_shards": min_source_shards,
-      "output_format": output_format,
+      "output_format": output_format, "claims_dir": claims_dir,
       "tasks": [{"name": name, "task_dir": out_dir,
                  "plans": {s: dataclasses.asdict(p) for s, p in plans[name].items()}}
                 for name, out_dir, _ in tasks if k < next(iter(plans[name].values())).parts],
@@ -458,7 +471,8 @@ def run_part(spec: dict) -> None:
            for t in spec["tasks"]}
   pipeline = beam.Pipeline(options=beam.options.pipeline_options.PipelineOptions(spec["options"]))
   with _seqio_flag_values(**spec["flag_values"]), \
-      _our_pieces_in_seqio_graph(spec["min_source_shards"], part=k, plans=plans):
+      _our_pieces_in_seqio_graph(spec["min_source_shards"], part=k, plans=plans,
+                                 claims_dir=spec.get("claims_dir")):
     for t in spec["tasks"]:
       parts = next(iter(plans[t["name"]].values())).parts
       seqio.TaskRegistry.get(t["name"])._cache_dir = None  # pylint: disable=protected-access
@@ -566,8 +580,10 @@ def cache_tasks(
           logging.info("Caching %s in one process: its splits have %s source shards", name,
                        shards)
     here = [t for t in to_write if t[0] not in in_parts]
+    # Local scratch for the parts' shard claims (the output dir may be a bucket).
+    claims_dir = tempfile.mkdtemp(prefix="gemma-cache-claims-") if in_parts else None
     specs = _part_specs([t for t in to_write if t[0] in in_parts], in_parts, options,
-                        module_import, flag_values, min_source_shards, output_format)
+                        module_import, flag_values, min_source_shards, output_format, claims_dir)
     # This process runs part 0 unless it has unsplittable tasks to run (then all parts are
     # children, so the two run side by side).
     children = _start_parts(specs if here else specs[1:])
@@ -597,6 +613,9 @@ def cache_tasks(
           f"{[n for n, d, _ in to_write if not tf.io.gfile.exists(os.path.join(d, 'COMPLETED'))]}"
           "; run the same command again: it removes the partial output and starts those tasks "
           "over.") from e
+    finally:
+      if claims_dir:
+        shutil.rmtree(claims_dir, ignore_errors=True)
     report.written += [name for name, _, _ in to_write]
     _remove_beam_temp([d for _, d, _ in to_write])
 

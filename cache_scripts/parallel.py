@@ -7,9 +7,12 @@ in-process FnApiRunner (the fast path) on every N-th source shard of the task, w
 `{task_dir}/part-{k}-of-{P}/`, and then merges the parts into one ordinary seqio cache:
 
   * the source shard list is the one a single process would use (`ShardedPreprocessTask`), and
-    part k keeps the shard indices `i % P == k` *with their global index and count*, so each
-    shard is read with the same `ShardInfo` and the same per-shard preprocessor seed as in a
-    one-process run: the set of examples is exactly the same;
+    every part walks it (its own shards `i % P == k` first, then the others from the far end),
+    emitting a shard only if it claims it first (`claim_shard`, an exclusive file create in a
+    local scratch directory). Shards keep their global index and count, so each is read with
+    the same `ShardInfo` and the same per-shard preprocessor seed as in a one-process run: the
+    set of examples is exactly the same, and a part that starts late (a child imports
+    TensorFlow for seconds) just emits fewer shards;
   * the split's output shard count S is the one seqio's `run_pipeline` would choose
     (`max(source shards, --min_shards)`, capped by `--max_shards`); part k writes `S_k` of them
     and the merge renames them to `{split}.tfrecord-{offset_k + j:05d}-of-{S:05d}` (or
@@ -72,10 +75,10 @@ def plan_parts(source_shards: Mapping[str, int], workers: int, min_shards: int,
                max_shards: int) -> Dict[str, SplitPlan]:
   """One plan per split, all with the same number of parts P <= workers.
 
-  P is limited by the fewest source shards and output shards of any split, so every part has
-  at least one source shard and writes at least one output shard of every split (a part
-  without a split would leave that split's info unknown to it). P == 1 means: no gain, run in
-  one process.
+  P is limited by the fewest source shards and output shards of any split, so every part
+  writes at least one output shard of every split (possibly empty, if the other parts claimed
+  all its source shards; `merge_info` skips an empty part's `{}`). P == 1 means: no gain, run
+  in one process.
 
   >>> plan_parts({"train": 4, "test": 1}, 2, 2, 0)["train"].parts
   1
@@ -85,6 +88,21 @@ def plan_parts(source_shards: Mapping[str, int], workers: int, min_shards: int,
   outputs = {s: output_shard_count(n, min_shards, max_shards) for s, n in source_shards.items()}
   parts = max(1, min([workers] + list(source_shards.values()) + list(outputs.values())))
   return {s: SplitPlan(n, outputs[s], parts) for s, n in source_shards.items()}
+
+
+def claim_shard(claims_dir: str, name: str) -> bool:
+  """True for the first process that claims `name` in `claims_dir` (a local directory shared by
+  the parts), False for every later one: an exclusive create is atomic on a local filesystem.
+
+  >>> import tempfile; d = tempfile.mkdtemp()
+  >>> claim_shard(d, "task.train.3"), claim_shard(d, "task.train.3"), claim_shard(d, "task.train.4")
+  (True, False, True)
+  """
+  try:
+    os.close(os.open(os.path.join(claims_dir, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    return True
+  except FileExistsError:
+    return False
 
 
 def part_dir(task_dir: str, k: int, parts: int) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import glob
 import gzip
+import itertools
 import json
 import logging
 import os
@@ -33,6 +34,8 @@ _SPECS = {
     float: tf.TensorSpec([], tf.float32),
     list: tf.TensorSpec([None], tf.string),
 }
+READ_BATCH = 256  # rows per generator step
+_LENGTH = "__length_of_"
 
 
 def _open(path: str):
@@ -150,12 +153,35 @@ class JsonlDataSource(seqio.DataSource):
     if shuffle:  # file order only; the Task shuffles examples with its buffer.
       random.Random(seed).shuffle(files)
     fields, invalid_utf8 = self._fields, self._invalid_utf8
+    lists = [k for k, kind in fields.items() if kind is list]
 
     def generate():
-      for path in files:
-        yield from read_jsonl(path, fields, invalid_utf8=invalid_utf8, shard=shard_info)
+      rows = itertools.chain.from_iterable(
+          read_jsonl(path, fields, invalid_utf8=invalid_utf8, shard=shard_info) for path in files)
+      # Batches, not rows: each generator step is a Python call from a TF thread that must take
+      # the GIL, and one per row cost ~300 us/row (caching, training input) against ~30 here.
+      while True:
+        chunk = list(itertools.islice(rows, READ_BATCH))
+        if not chunk:
+          return
+        batch = {k: [row[k] for row in chunk] for k in fields}
+        for k in lists:  # ragged -> padded + lengths; the map below cuts each row back
+          batch[_LENGTH + k] = [len(v) for v in batch[k]]
+          width = max(batch[_LENGTH + k])
+          batch[k] = [v + [""] * (width - len(v)) for v in batch[k]]
+        yield batch
 
-    return tf.data.Dataset.from_generator(generate, output_signature=self.output_signature)
+    signature = {k: tf.TensorSpec([None] + spec.shape.as_list(), spec.dtype)
+                 for k, spec in self.output_signature.items()}
+    signature.update({_LENGTH + k: tf.TensorSpec([None], tf.int64) for k in lists})
+    ds = tf.data.Dataset.from_generator(generate, output_signature=signature).unbatch()
+    if lists:
+      def unpad(ex):
+        out = {k: v for k, v in ex.items() if not k.startswith(_LENGTH)}
+        out.update({k: ex[k][:ex[_LENGTH + k]] for k in lists})
+        return out
+      ds = ds.map(unpad)
+    return ds
 
   def __str__(self):
     return f"JsonlDataSource({self._split_to_filepattern})"

@@ -3,7 +3,7 @@
 Two real tasks are cached once per module: the registered `gemma_quiz_qa` (all splits, 1,200
 examples) and `LIMITED` = the registered LibreOffice translation task built by the same builder
 on the real LibreOffice data, limited to its validation and test splits (3,053 examples) so the
-suite stays fast. They run with `workers=2` (two OS processes, each caching every other source shard, merged
+suite stays fast. They run with `workers=2` (two OS processes sharing the source shards, merged
 into one cache per task: what `use_cached=True` loads below); the limited task is registered by a module
 written to a temp dir and put on PYTHONPATH, which is how the worker processes find it (the
 same `--module_import` route users take).
@@ -283,3 +283,30 @@ def test_part_planning_and_stats_merge():
     parallel.merge_stats([{"task_ids": {"a": 1}}, {"task_ids": {"a": 2}}])
   assert parallel.merge_info([{}, {"features": {"x": 1}, "num_shards": 2}], 5) == {
       "features": {"x": 1}, "num_shards": 5}
+
+
+def test_parts_claim_source_shards_so_each_is_emitted_once(tmp_path):
+  """With a claims dir every part lists every shard (its own first, then the others from the far
+  end) and emits a shard only if it claims it first: a late part leaves the rest to the others,
+  and each shard is read with its global index, so the examples are the one-process ones."""
+  import seqio
+  from cache_scripts import cache_tasks
+  task = seqio.get_mixture_or_task(QUIZ)
+  parts = []
+  for k in range(2):
+    pat = cache_tasks.ShardedPreprocessTask(task, "train", min_source_shards=4)
+    pat.keep_part(k, 2, str(tmp_path))
+    parts.append(pat)
+  assert [i for i, _ in parts[0]._part] == [0, 2, 3, 1]
+  assert [i for i, _ in parts[1]._part] == [1, 3, 2, 0]
+  # Part 0 started first and got through three shards; part 1 then finds only shard 1 free.
+  emitted = {k: [] for k in range(2)}
+  for k, shard in [(0, parts[0]._part[0]), (0, parts[0]._part[1]), (0, parts[0]._part[2]),
+                   *[(1, s) for s in parts[1]._part]]:
+    emitted[k] += [(shard[0], ex) for ex in parts[k]._emit_examples(shard)]
+  assert sorted({i for i, _ in emitted[0]}) == [0, 2, 3] and {i for i, _ in emitted[1]} == {1}
+  one_process = cache_tasks.ShardedPreprocessTask(task, "train", min_source_shards=4)
+  expected = sorted(ex["question"] for s in one_process.shards
+                    for ex in one_process._emit_examples(s))
+  assert sorted(ex["question"] for _, ex in emitted[0] + emitted[1]) == expected
+  assert len(expected) == task.num_input_examples("train")
