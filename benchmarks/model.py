@@ -6,7 +6,10 @@
 1. CPU matmul peak: a jitted float32 [n, n] @ [n, n] on this machine, best of `--runs`
    (FLOPs = 2 n^3). Everything below is measured against it in the same process.
 2. Training step: `GemmaDecoderOnlyModel.loss_fn` + AdamW (optax), jitted, on random tokens
-   [batch, seq]. tokens/s = batch * seq / step time (median after warm-up). Model FLOPs per
+   [batch, seq], loss on every position. tokens/s = batch * seq / step time (median after
+   warm-up). Then the same step on PrefixLM-shaped weights (`--prefix-lm-share` of each row,
+   0.4 ~ en->de answers): logits at every position, only at the weighted ones (the trainer's
+   `--loss_positions_bucket`), and that plus bfloat16 activations. Model FLOPs per
    step = 3 x forward, forward = 2 * tokens * (matmul parameters, tied read-out included)
    + 4 * tokens * seq * layers * heads * head_dim (QK^T and PV over the full [seq, seq] score
    matrix that is computed). MFU = model FLOP/s / matmul peak.
@@ -59,11 +62,17 @@ def train_step_flops(cfg, batch: int, seq: int) -> float:
   return 3 * forward
 
 
-def bench_train(cfg, batch: int, seq: int, steps: int):
+def bench_train(cfg, batch: int, seq: int, steps: int, answer_share: float = 1.0,
+                loss_positions_bucket: int = 0):
+  """(median step seconds, compile seconds, losses). Loss weight on the last `answer_share` of
+  every row (1.0: LM, every position; ~0.4: PrefixLM en->de rows); with a bucket, logits only at
+  the weighted positions (`model.train.loss_positions_bucket`, as the trainer does)."""
+  import functools
   import jax
   import jax.numpy as jnp
   import optax
   from model.t5x_model import GemmaDecoderOnlyModel
+  from model.train import loss_positions_bucket as bucket_of
 
   m = GemmaDecoderOnlyModel(cfg)
   shapes = {"decoder_input_tokens": (batch, seq)}
@@ -76,12 +85,17 @@ def bench_train(cfg, batch: int, seq: int, steps: int):
       "decoder_target_tokens": jnp.asarray(targets),
       "decoder_input_tokens": jnp.asarray(
           np.concatenate([np.full((batch, 1), 2, np.int32), targets[:, :-1]], 1)),
-      "decoder_loss_weights": jnp.ones((batch, seq), jnp.int32),
   }
+  weights = np.zeros((batch, seq), np.int32)
+  weights[:, seq - int(round(answer_share * seq)):] = 1
+  batch_features["decoder_loss_weights"] = jnp.asarray(weights)
+  loss_fn = functools.partial(
+      m.loss_fn, max_loss_positions=bucket_of({"decoder_loss_weights": weights},
+                                              loss_positions_bucket))
 
   @jax.jit
   def step(params, opt_state, features):
-    (loss, metrics), grads = jax.value_and_grad(m.loss_fn, has_aux=True)(params, features, None)
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, features, None)
     updates, opt_state = opt.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
@@ -165,6 +179,8 @@ def main(argv=None):
   p.add_argument("--train-batch", type=int, default=8)
   p.add_argument("--train-seq", type=int, default=256)
   p.add_argument("--train-steps", type=int, default=10)
+  p.add_argument("--prefix-lm-share", type=float, default=0.4,
+                 help="answer share of the PrefixLM step comparison (0: skip it)")
   p.add_argument("--decode-batches", default="1,8", help="comma-separated batch sizes")
   p.add_argument("--prompt-len", type=int, default=16)
   p.add_argument("--new-tokens", type=int, default=128)
@@ -194,6 +210,20 @@ def main(argv=None):
         f"{args.train_steps}), {tokens / step_s:,.0f} tokens/s, {flops / step_s / 1e9:.1f} model "
         f"GFLOP/s, MFU {flops / step_s / peak:.1%} of the matmul peak (compile {compile_s:.1f} s; "
         f"loss {losses[0]:.3f} -> {losses[-1]:.3f})")
+
+  if args.prefix_lm_share:
+    # The trainer's two switches on a PrefixLM-shaped batch (loss on the answers only).
+    print(f"PrefixLM train step [{args.train_batch} x {args.train_seq}], loss weight on the last "
+          f"{args.prefix_lm_share:.0%} of each row:")
+    base = None
+    for name, dtype, bucket in (("logits at every position, float32", "float32", 0),
+                                ("logits at weighted positions (bucket 256)", "float32", 256),
+                                ("  + --dtype bfloat16", "bfloat16", 256)):
+      s, _, _ = bench_train(cfg.replace(dtype=dtype), args.train_batch, args.train_seq,
+                            args.train_steps, args.prefix_lm_share, bucket)
+      base = base or s
+      print(f"  {name:<44} {s * 1e3:6.0f} ms/step  {tokens / s:8,.0f} tokens/s  "
+            f"{base / s:.2f}x")
 
   print(f"greedy decoding, prompt {args.prompt_len}, {args.new_tokens} new tokens per row:")
   print(f"  {'batch':>5}  {'ours tok/s':>11}  {'transformers tok/s':>18}  {'(threads)':>9}  "

@@ -61,7 +61,8 @@ class Embedder(nn.Module):
 
   def decode(self, x: jax.Array) -> jax.Array:
     table = self.input_embedding.astype(self.dtype)
-    return jnp.einsum("btd,vd->btv", x, table, preferred_element_type=jnp.float32)
+    # [..., D] -> float32 [..., V]: [B, T, D] for a whole batch, [N, D] for selected positions.
+    return jnp.einsum("...d,vd->...v", x, table, preferred_element_type=jnp.float32)
 
 
 def apply_rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:

@@ -158,8 +158,9 @@ class GemmaDecoderOnlyModel(_Base):
 
   def _compute_logits(self, params, batch: Mapping[str, jax.Array],
                       dropout_rng: Optional[jax.Array] = None, mutable=False,
-                      flax_mutables=None) -> jax.Array:
-    """float32 logits [B, L, V] of a teacher-forced pass (dropout only with a dropout_rng)."""
+                      flax_mutables=None, logit_indices: Optional[jax.Array] = None) -> jax.Array:
+    """float32 logits [B, L, V] of a teacher-forced pass (dropout only with a dropout_rng);
+    [N, V] at the flat positions `logit_indices` [N] if given."""
     rngs = {"dropout": dropout_rng} if dropout_rng is not None else None
     causal_attention = None
     if self._inputs_bidirectional_attention:
@@ -173,7 +174,8 @@ class GemmaDecoderOnlyModel(_Base):
         decoder_segment_ids=batch.get("decoder_segment_ids"),
         decoder_positions=batch.get("decoder_positions"),
         decoder_causal_attention=causal_attention,
-        enable_dropout=rngs is not None, rngs=rngs, mutable=mutable)
+        enable_dropout=rngs is not None, rngs=rngs, mutable=mutable,
+        logit_indices=logit_indices)
 
   def _weights(self, batch):
     if "decoder_loss_weights" in batch:
@@ -186,6 +188,8 @@ class GemmaDecoderOnlyModel(_Base):
       batch: Mapping[str, jax.Array],
       dropout_rng: Optional[jax.Array],
       flax_mutables=None,
+      *,
+      max_loss_positions: Optional[int] = None,
   ) -> Tuple[jax.Array, Mapping[str, jax.Array]]:
     """Weighted next-token cross-entropy -> (loss scalar, metrics dict of scalars).
 
@@ -193,11 +197,24 @@ class GemmaDecoderOnlyModel(_Base):
     'accuracy' (weighted argmax accuracy), 'weight_sum' (sum of decoder_loss_weights),
     'num_tokens' (non-padding targets), 'num_examples' (segments; rows when unpacked).
 
+    `max_loss_positions` (static) = K: logits are computed only at the K positions of largest
+    loss weight instead of all B*L (PrefixLM rows carry weight on ~40% of them, and the
+    vocabulary projection is a third of a small model's step). Same loss and gradients as
+    long as at most K positions have weight; the trainer picks K per batch from the weights
+    (`loss_positions_bucket`), so none is dropped.
+
     >>> loss, metrics = m.loss_fn(params, batch, dropout_rng=None)   # a jit-able pure function
     """
-    logits = self._compute_logits(params, batch, dropout_rng, flax_mutables=flax_mutables)
     targets = batch["decoder_target_tokens"]
     weights = self._weights(batch)
+    full_targets = targets
+    logit_indices = None
+    if max_loss_positions is not None and max_loss_positions < targets.size:
+      _, logit_indices = jax.lax.top_k(weights.reshape(-1), max_loss_positions)
+      targets = jnp.take(targets.reshape(-1), logit_indices)
+      weights = jnp.take(weights.reshape(-1), logit_indices)
+    logits = self._compute_logits(params, batch, dropout_rng, flax_mutables=flax_mutables,
+                                  logit_indices=logit_indices)
     log_z = jax.nn.logsumexp(logits, axis=-1)
     log_probs = logits - log_z[..., None]
     target_log_prob = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
@@ -215,7 +232,7 @@ class GemmaDecoderOnlyModel(_Base):
     elif self._loss_normalizing_factor == NUM_REAL_TARGET_TOKENS:
       norm = jnp.maximum(jnp.sum(weights), 1e-8)
     elif self._loss_normalizing_factor == NUM_TOTAL_TARGET_TOKENS:
-      norm = float(targets.size)
+      norm = float(full_targets.size)
     else:
       norm = float(self._loss_normalizing_factor)
     cross_ent = jnp.sum(token_ce * weights) / norm
@@ -229,14 +246,14 @@ class GemmaDecoderOnlyModel(_Base):
       starts = (seg != 0) & (seg != jnp.pad(seg, ((0, 0), (1, 0)))[:, :-1])
       num_examples = jnp.sum(starts)
     else:
-      num_examples = jnp.sum(jnp.any(targets > 0, axis=-1))
+      num_examples = jnp.sum(jnp.any(full_targets > 0, axis=-1))
     metrics = {
         "loss": loss,
         "cross_ent_loss": cross_ent,
         "z_loss": z_loss,
         "accuracy": jnp.sum(correct * weights) / jnp.maximum(weight_sum, 1e-8),
         "weight_sum": weight_sum,
-        "num_tokens": jnp.sum(targets > 0),
+        "num_tokens": jnp.sum(full_targets > 0),
         "num_examples": num_examples,
     }
     return loss, metrics

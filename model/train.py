@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 TRAIN_ARGS_FILE = "train_args.json"
 MODEL_CONFIG_FILE = "model_config.json"
@@ -69,6 +70,7 @@ class TrainArgs:
   clip_norm: float = 1.0
   b2: float = 0.98
   dtype: str = "float32"
+  loss_positions_bucket: int = 256
   seed: int = 0
   save_every: int = 200
   keep: int = 3
@@ -171,6 +173,25 @@ def _check_resume_args(model_dir: str, args: TrainArgs) -> None:
     lines = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in sorted(diff.items()))
     raise ValueError(f"{model_dir} holds a run with other settings ({lines}); resume with the "
                      "same settings or use a new --model_dir")
+
+
+def loss_positions_bucket(batch: Mapping[str, Any], bucket: int) -> Optional[int]:
+  """How many positions the loss needs logits for: the batch's weighted positions rounded up
+  to a multiple of `bucket` (None = all; `bucket` 0 turns the saving off).
+
+  >>> w = np.zeros((2, 192)); w[:, 100:] = 1           # 184 weighted positions of 384
+  >>> loss_positions_bucket({"decoder_loss_weights": w}, 64)
+  192
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  if bucket <= 0:
+    return None
+  weights = batch.get("decoder_loss_weights")
+  if weights is None:
+    weights = batch["decoder_target_tokens"] > 0
+  total = int(np.size(weights))
+  needed = -(-int(np.count_nonzero(weights)) // bucket) * bucket
+  return None if needed >= total else max(needed, bucket)
 
 
 # -- the loop ----------------------------------------------------------------------------------
@@ -286,16 +307,19 @@ def train(args: TrainArgs, *, model=None) -> TrainResult:
 
   use_dropout = cfg.dropout_rate > 0
 
-  def step_fn(params, opt_state, batch, step):
+  def step_fn(params, opt_state, batch, step, max_loss_positions):
     rng = jax.random.fold_in(dropout_root, step) if use_dropout else None
-    (loss, metrics), grads = jax.value_and_grad(model.loss_fn, has_aux=True)(params, batch, rng)
+    loss_fn = functools.partial(model.loss_fn, max_loss_positions=max_loss_positions)
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     return params, opt_state, dict(metrics, grad_norm=grad_norm)
 
   # Old params/state buffers are reused for the new ones (less memory, fewer copies).
-  train_step = jax.jit(step_fn, donate_argnums=(0, 1))
+  # One compilation per loss-position bucket (a handful: rows of one task carry similar shares
+  # of target tokens).
+  train_step = jax.jit(step_fn, donate_argnums=(0, 1), static_argnums=(4,))
 
   ds = inputs.train_batches(
       args.task, {"inputs": args.inputs_length, "targets": args.targets_length},
@@ -333,7 +357,8 @@ def train(args: TrainArgs, *, model=None) -> TrainResult:
         break
       batch = next(it)
       tokens = int(np.sum(batch["decoder_target_tokens"] > 0))
-      params, opt_state, metrics = train_step(params, opt_state, batch, jnp.int32(step))
+      positions = loss_positions_bucket(batch, args.loss_positions_bucket)
+      params, opt_state, metrics = train_step(params, opt_state, batch, jnp.int32(step), positions)
       loss = float(metrics["loss"])
       grad_norm = float(metrics["grad_norm"])
       if not (math.isfinite(loss) and math.isfinite(grad_norm)):
@@ -469,6 +494,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--b2", type=float, default=d.b2, help="Adam second-moment decay")
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default=d.dtype,
                  help="activation dtype (parameters and optimizer state stay float32)")
+  p.add_argument("--loss_positions_bucket", type=int, default=d.loss_positions_bucket,
+                 help="compute logits only at the batch's weighted positions, rounded up to a "
+                 "multiple of this (one compilation per multiple seen); 0: at every position")
   p.add_argument("--seed", type=int, default=d.seed, help="initialisation and data order")
   p.add_argument("--save_every", type=int, default=d.save_every)
   p.add_argument("--keep", type=int, default=d.keep, help="checkpoints kept on disk")
@@ -496,7 +524,7 @@ def args_from_namespace(ns: argparse.Namespace) -> TrainArgs:
       shuffle_buffer_size=ns.shuffle_buffer_size, train_steps=ns.train_steps,
       learning_rate=ns.learning_rate, warmup_steps=ns.warmup_steps,
       end_lr_factor=ns.end_lr_factor, weight_decay=ns.weight_decay, clip_norm=ns.clip_norm,
-      b2=ns.b2, dtype=ns.dtype, seed=ns.seed, save_every=ns.save_every, keep=ns.keep,
+      b2=ns.b2, dtype=ns.dtype, loss_positions_bucket=ns.loss_positions_bucket, seed=ns.seed, save_every=ns.save_every, keep=ns.keep,
       log_every=ns.log_every, max_steps_per_run=ns.max_steps_per_run,
       time_budget_minutes=ns.time_budget_minutes, use_cached=ns.use_cached,
       cache_dirs=ns.cache_dir, module_imports=ns.module_import, progress=ns.progress)

@@ -51,7 +51,11 @@ class Transformer(nn.Module):
       max_decode_length: Optional[int] = None,
       prefill: bool = False,
       prefill_lengths: Optional[jax.Array] = None,
+      logit_indices: Optional[jax.Array] = None,
   ) -> jax.Array:
+    """logits [B, T, V]; with `logit_indices` (int [N], flat indices into B*T) only those
+    positions' logits [N, V]: the vocabulary projection and softcap are the largest part of
+    a small model's step, and a loss needs them only where it has weight."""
     del decoder_target_tokens
     cfg = self.config
     tokens = decoder_input_tokens.astype(jnp.int32)
@@ -77,6 +81,8 @@ class Transformer(nn.Module):
       x = Block(cfg, attn_type, name=f"layer_{i}")(
           x, positions, masks[attn_type], enable_dropout=enable_dropout, **cache_kwargs)
     x = RMSNorm(cfg.rms_norm_eps, name="final_norm")(x)
+    if logit_indices is not None:
+      x = jnp.take(x.reshape(batch * length, x.shape[-1]), logit_indices, axis=0)
     logits = embedder.decode(x)
     if cfg.final_logit_softcap is not None:
       logits = jnp.tanh(logits / cfg.final_logit_softcap) * cfg.final_logit_softcap

@@ -3,6 +3,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -112,6 +113,25 @@ def test_missing_cache_error_names_task_and_dirs(tmp_path, global_cache_dirs):
   with pytest.raises(cache_scripts.CacheNotFoundError, match=os.path.join(b, QUIZ)):
     seqio.get_dataset(QUIZ, LENGTHS, dataset_split="test", use_cached=True,
                       feature_converter=seqio.PassThroughFeatureConverter())
+
+
+def test_importing_gemma_tasks_alone_turns_the_checks_on(tmp_path):
+  """A user who imports only gemma_tasks (no cache_scripts) still gets the named error and the
+  fingerprint-checking reader; a fresh interpreter, so no earlier import of this session counts."""
+  code = textwrap.dedent(f"""
+      import sys, seqio, gemma_tasks
+      assert "cache_scripts" in sys.modules
+      seqio.add_global_cache_dirs([{str(tmp_path)!r}])
+      try:
+        seqio.get_mixture_or_task({QUIZ!r}).get_dataset(split="test", use_cached=True)
+      except AssertionError as e:
+        print(type(e).__name__, "|", e)
+      """)
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.startswith("CacheNotFoundError |"), out.stdout
+  assert os.path.join(str(tmp_path), QUIZ) in out.stdout
 
 
 def test_empty_cache_dir_list_is_explained(global_cache_dirs):

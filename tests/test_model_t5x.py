@@ -101,6 +101,39 @@ def test_loss_fn_gradients_and_dropout(model_and_params):
   np.testing.assert_allclose(c, m.eval_fn(params, BATCH)[0], rtol=1e-6)
 
 
+@pytest.mark.parametrize("positions", [4, 5, 8])
+def test_logits_only_at_weighted_positions_give_the_same_loss_and_gradients(model_and_params,
+                                                                           positions):
+  """max_loss_positions=K computes logits at the K positions of largest weight only: with all
+  4 weighted positions among them, loss, metrics and gradients equal the full computation
+  (also with label smoothing and z-loss, which read the whole vocabulary row)."""
+  for model in (model_and_params[0],
+                GemmaDecoderOnlyModel(CONFIG, label_smoothing=0.1, z_loss=1e-2)):
+    params = model_and_params[1]
+    full = jax.value_and_grad(model.loss_fn, has_aux=True)(params, BATCH, None)
+    some = jax.jit(jax.value_and_grad(
+        lambda p, b: model.loss_fn(p, b, None, max_loss_positions=positions), has_aux=True))(
+            params, BATCH)
+    (loss, metrics), grads = full
+    (loss_k, metrics_k), grads_k = some
+    np.testing.assert_allclose(loss_k, loss, rtol=1e-5)
+    for k in metrics:
+      np.testing.assert_allclose(metrics_k[k], metrics[k], rtol=1e-5, err_msg=k)
+    for g, g_k in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_k)):
+      np.testing.assert_allclose(g_k, g, rtol=1e-4, atol=1e-5)  # jit vs eager rounding
+
+
+def test_train_picks_loss_positions_per_batch():
+  from model.train import loss_positions_bucket
+  w = BATCH["decoder_loss_weights"]                      # 4 weighted positions of 16
+  assert loss_positions_bucket(BATCH, 4) == 4
+  assert loss_positions_bucket(BATCH, 3) == 6
+  assert loss_positions_bucket(BATCH, 16) is None         # no saving: every position
+  assert loss_positions_bucket(BATCH, 0) is None          # turned off
+  assert loss_positions_bucket({"decoder_target_tokens": BATCH["decoder_target_tokens"]}, 2) == 10
+  assert w.sum() == 4
+
+
 def test_packed_loss_counts_segments(model_and_params):
   m, params = model_and_params
   packed = {k: v.reshape(1, 16) for k, v in BATCH.items()}
