@@ -2,7 +2,7 @@
 
     python -m demo.run                          # default: <= 15 minutes on 2 CPU cores
     python -m demo.run --budget_minutes 45      # longer training, same pipeline
-    python -m demo.run --recipe                 # the quality recipe: 30 minutes of training
+    python -m demo.run --recipe --train_steps 3645   # the quality recipe (README: BLEU 18.61)
 
 Steps, each with its own progress output:
   1. cache  `gemma_en_de_libreoffice` and `gemma_quiz_qa` with the Beam pipeline
