@@ -252,25 +252,30 @@ class ShardedPreprocessTask(beam_utils.PreprocessTask):
       names = ",".join(os.path.basename(str(s)) for _, s in self.shards)
       self.shards = [(i, f"{names}[{i}::{min_source_shards}]") for i in range(min_source_shards)]
 
-  def keep_part(self, k: int, parts: int, claims_dir: Optional[str] = None) -> None:
+  def keep_part(self, k: int, parts: int, claims_dir: str) -> None:
     """Make this process part k of a `--workers` run.
 
-    Without `claims_dir`: emit only the source shards `i % parts == k`. With it, every part
-    lists every shard, its own (`i % parts == k`) first and then the others from the far end,
-    and emits a shard only if it claims it first (`parallel.claim_shard`): a part that starts
-    late (a child process imports TensorFlow for seconds) or gets the slow shards leaves the
-    rest to the others instead of finishing last.
+    Every part lists every shard, its own (`i % parts == k`) first and then the others from
+    the far end, and emits a shard only if it claims it first (`parallel.claim_shard`): a part
+    that starts late (a child process imports TensorFlow for seconds) or gets the slow shards
+    leaves the rest to the others instead of finishing last.
 
     `self.shards` stays the full list: seqio's `_emit_examples` reads shard i with
     `ShardInfo(i, len(self.shards))` and seeds its preprocessors from i, so each shard gives
     exactly the examples it gives in a one-process run, whichever part emits it.
     """
-    own = [s for s in self.shards if s[0] % parts == k]
-    if claims_dir is None:
-      self._part = own
-      return
-    self._part = own + [s for s in reversed(self.shards) if s[0] % parts != k]
+    self._part = ([s for s in self.shards if s[0] % parts == k]
+                  + [s for s in reversed(self.shards) if s[0] % parts != k])
     self._claims = (claims_dir, f"{self._task_name}.{self._split}")
+
+  def expand(self, pipeline):
+    part = getattr(self, "_part", None)
+    if part is None:
+      return super().expand(pipeline)
+    # seqio's two steps, over this part's claiming order; no reshuffle, so the order holds.
+    return (pipeline
+            | "create_shards" >> beam.Create(part, reshuffle=False)
+            | "emit_examples" >> beam.FlatMap(self._emit_examples))
 
   def _emit_examples(self, shard):
     claims = getattr(self, "_claims", None)
@@ -303,9 +308,9 @@ def _our_pieces_in_seqio_graph(min_source_shards: int, part: Optional[int] = Non
   of graph construction reuses seqio's whole pipeline (task selection, overwrite rules, shard
   counts, sinks, info/stats/COMPLETED writing) without copying it.
 
-  With `part` (a child process of a `--workers` run), each split keeps only that part's source
-  shards (`plans[task][split]`), or with `claims_dir` whichever shards it claims first, and
-  writes that part's share of the split's output shards:
+  With `part` (a child process of a `--workers` run), each split emits the source shards this
+  part claims first in `claims_dir` (`plans[task][split]` gives the count), and writes that
+  part's share of the split's output shards:
   `run_pipeline` reads `--min_shards`/`--max_shards` right after creating the `PreprocessTask`,
   so both are pinned to the share here (the caller restores them).
   """
@@ -472,7 +477,7 @@ def run_part(spec: dict) -> None:
   pipeline = beam.Pipeline(options=beam.options.pipeline_options.PipelineOptions(spec["options"]))
   with _seqio_flag_values(**spec["flag_values"]), \
       _our_pieces_in_seqio_graph(spec["min_source_shards"], part=k, plans=plans,
-                                 claims_dir=spec.get("claims_dir")):
+                                 claims_dir=spec["claims_dir"]):
     for t in spec["tasks"]:
       parts = next(iter(plans[t["name"]].values())).parts
       seqio.TaskRegistry.get(t["name"])._cache_dir = None  # pylint: disable=protected-access

@@ -524,7 +524,8 @@ def args_from_namespace(ns: argparse.Namespace) -> TrainArgs:
       shuffle_buffer_size=ns.shuffle_buffer_size, train_steps=ns.train_steps,
       learning_rate=ns.learning_rate, warmup_steps=ns.warmup_steps,
       end_lr_factor=ns.end_lr_factor, weight_decay=ns.weight_decay, clip_norm=ns.clip_norm,
-      b2=ns.b2, dtype=ns.dtype, loss_positions_bucket=ns.loss_positions_bucket, seed=ns.seed, save_every=ns.save_every, keep=ns.keep,
+      b2=ns.b2, dtype=ns.dtype, loss_positions_bucket=ns.loss_positions_bucket, seed=ns.seed,
+      save_every=ns.save_every, keep=ns.keep,
       log_every=ns.log_every, max_steps_per_run=ns.max_steps_per_run,
       time_budget_minutes=ns.time_budget_minutes, use_cached=ns.use_cached,
       cache_dirs=ns.cache_dir, module_imports=ns.module_import, progress=ns.progress)

@@ -310,3 +310,22 @@ def test_parts_claim_source_shards_so_each_is_emitted_once(tmp_path):
                     for ex in one_process._emit_examples(s))
   assert sorted(ex["question"] for _, ex in emitted[0] + emitted[1]) == expected
   assert len(expected) == task.num_input_examples("train")
+
+
+def test_part_pipeline_claims_in_its_order(tmp_path, monkeypatch):
+  """The Beam graph of a part walks `_part` in order (own shards first, then the others from the
+  far end), so two parts meet in the middle instead of racing for the same shards."""
+  import apache_beam as beam
+  import seqio
+  from cache_scripts import parallel
+  task = seqio.get_mixture_or_task(QUIZ)
+  pat = cache_tasks.ShardedPreprocessTask(task, "validation", min_source_shards=4)
+  pat.keep_part(1, 2, str(tmp_path))
+  asked = []
+  claim = parallel.claim_shard
+  monkeypatch.setattr(parallel, "claim_shard",
+                      lambda d, name: asked.append(int(name.rsplit(".", 1)[1])) or claim(d, name))
+  with beam.Pipeline(options=beam.options.pipeline_options.PipelineOptions(
+      ["--runner=FnApiRunner"])) as p:
+    _ = p | pat
+  assert asked == [1, 3, 2, 0]
