@@ -123,7 +123,9 @@ class GenerationOutput(NamedTuple):
   cache: dict
 
 
-def _apply(config: GemmaConfig, params, cache, tokens, advance):
+def apply_with_cache(config: GemmaConfig, params, cache, tokens, advance):
+  """One cached forward pass: tokens int [B, T] written at each row's `cache_index`, which moves
+  by `advance` [B] -> (float32 logits [B, T, V], updated cache)."""
   logits, mutated = Transformer(config).apply(
       {"params": params, "cache": cache}, tokens, decode=True, prefill_lengths=advance,
       mutable=["cache"])
@@ -138,7 +140,7 @@ def _generate(params, cache, tokens, lengths, rng, *, config, strategy, max_new_
   batch = tokens.shape[0]
   start = cache["layer_0"]["attn"]["cache_index"]
   cache_length = cache["layer_0"]["attn"]["cached_key"].shape[1]
-  logits, cache = _apply(config, params, cache, tokens, lengths)
+  logits, cache = apply_with_cache(config, params, cache, tokens, lengths)
   logits = jnp.take_along_axis(logits, jnp.maximum(lengths - 1, 0)[:, None, None], axis=1)[:, 0]
   # Each generated token but the last is written to the cache, so a row may produce as many
   # tokens as it has free slots.
@@ -173,7 +175,7 @@ def _generate(params, cache, tokens, lengths, rng, *, config, strategy, max_new_
     # shapes stay static. Skip the forward pass entirely once every row is finished.
     logits, cache = jax.lax.cond(
         jnp.any(feed > 0),
-        lambda c: _apply(config, params, c, token[:, None], feed),
+        lambda c: apply_with_cache(config, params, c, token[:, None], feed),
         lambda c: (jnp.zeros((batch, 1, vocab), jnp.float32), c),
         cache)
     return step + 1, logits[:, 0], cache, done, out, num, scores, buf, rng

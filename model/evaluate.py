@@ -4,7 +4,7 @@
         --split test                          # latest checkpoint; --step 400 for another one
 
 For a task, or every sub-task of a mixture separately, the Evaluator runs the task's
-postprocessor and metrics (BLEU, exact match) on greedy decodes from
+postprocessor and metrics (BLEU, exact match) on greedy (or `--beam_size N` beam search) decodes from
 `GemmaDecoderOnlyModel.predict_batch_with_aux` (and `score_batch` for score metrics). Results go to
 `--output_dir` (default `<checkpoint_dir>/eval_<split>`):
 
@@ -116,8 +116,9 @@ def _round_up(n: int, multiple: int) -> int:
 
 def make_predict_fn(model, params, *, batch_size: int = 32, max_decode_length: Optional[int] = None,
                     prompt_multiple: int = 64, stats: Optional[PredictStats] = None,
-                    progress: bool = True, desc: str = "decode"):
-  """seqio predict_with_aux_fn: greedy continuations of each example's prompt.
+                    progress: bool = True, desc: str = "decode", strategy=None):
+  """seqio predict_with_aux_fn: continuations of each example's prompt, greedy or with the
+  model's strategy unless `strategy` (e.g. `BeamSearch(num_beams=4)`) is given.
 
   The prompt of an example is BOS + `inputs` (where `decoder_causal_attention` is 1).
   Examples are decoded in batches of similar prompt length (sorted, widths rounded up to
@@ -159,8 +160,11 @@ def make_predict_fn(model, params, *, batch_size: int = 32, max_decode_length: O
         tokens[row, :len(prompts[i])] = prompts[i]
         causal[row, :len(prompts[i])] = 1
       batch = {"decoder_input_tokens": tokens, "decoder_causal_attention": causal}
+      decoder_params = {"max_decode_steps": max_new}
+      if strategy is not None:
+        decoder_params["strategy"] = strategy
       out, aux = model.predict_batch_with_aux(
-          params, batch, rng=jax.random.PRNGKey(0), decoder_params={"max_decode_steps": max_new})
+          params, batch, rng=jax.random.PRNGKey(0), decoder_params=decoder_params)
       out = np.asarray(out)[:, :max_new]
       scores = np.asarray(aux["scores"])
       for row, i in enumerate(chunk):
@@ -289,6 +293,8 @@ class EvalArgs:
   module_imports: List[str] = dataclasses.field(default_factory=list)
   baselines: bool = False
   progress: bool = True
+  beam_size: int = 1              # 1: the model's strategy (greedy); > 1: beam search
+  length_penalty: float = 0.6     # GNMT alpha of the beam ranking
 
 
 def _scalar(v) -> Any:
@@ -332,14 +338,20 @@ def evaluate(args: EvalArgs, *, model=None, params=None, step: Optional[int] = N
     raise ValueError(f"nothing to evaluate in {args.task!r} ({names}) on split {args.split!r}: "
                      "no sub-task has that split and a metric")
 
+  strategy = None
+  if args.beam_size > 1:
+    from model.beam_search import BeamSearch  # pylint: disable=g-import-not-at-top
+    strategy = BeamSearch(num_beams=args.beam_size, length_penalty=args.length_penalty)
   summary = {"task": args.task, "split": args.split, "step": step,
+             "decoding": (f"beam search, {args.beam_size} beams, length penalty "
+                          f"{args.length_penalty}" if strategy else "greedy"),
              "checkpoint_dir": os.path.abspath(args.checkpoint_dir), "tasks": {}}
   for task in evaluator.eval_tasks:
     # One Evaluator run per sub-task keeps its decode time and example count its own.
     stats = PredictStats()
     predict_with_aux = uniform_predictions(make_predict_fn(
         model, params, batch_size=args.batch_size, max_decode_length=args.max_decode_length,
-        stats=stats, progress=args.progress, desc=task.name))
+        stats=stats, progress=args.progress, desc=task.name, strategy=strategy))
     sub = _SingleTaskView(evaluator, task)
     t0 = time.time()
     metrics_future, _ = sub.evaluate(
@@ -430,6 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--max_decode_length", type=int, default=None,
                  help="cap on new tokens per example (default: the longest target of the "
                       "split)")
+  p.add_argument("--beam_size", type=int, default=d.beam_size,
+                 help="beam search with this many beams (1: greedy)")
+  p.add_argument("--length_penalty", type=float, default=d.length_penalty,
+                 help="beam search: rank by log p / ((5 + n) / 6) ** this")
   p.add_argument("--num_examples", type=int, default=None,
                  help="only the first N examples of each task")
   p.add_argument("--inputs_length", type=int, default=None,
@@ -453,7 +469,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       output_dir=ns.output_dir, batch_size=ns.batch_size, max_decode_length=ns.max_decode_length,
       num_examples=ns.num_examples, inputs_length=ns.inputs_length,
       targets_length=ns.targets_length, use_cached=ns.use_cached, cache_dirs=ns.cache_dir,
-      module_imports=ns.module_import, baselines=ns.baselines, progress=ns.progress)
+      module_imports=ns.module_import, baselines=ns.baselines, progress=ns.progress,
+      beam_size=ns.beam_size, length_penalty=ns.length_penalty)
   try:
     summary = evaluate(args)
   except (ValueError, FileNotFoundError, ImportError) as e:

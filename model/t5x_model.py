@@ -23,13 +23,14 @@ converter class and the vocabulary are resolved only when asked for.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Mapping, MutableMapping, Optional, Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
 
-from model import decoding
+from model import beam_search, decoding
 from model.config import STOP_IDS, GemmaConfig
 from model.transformer import Transformer
 
@@ -69,7 +70,7 @@ class GemmaDecoderOnlyModel(_Base):
     vocabulary: a seqio vocabulary (`gemma_tasks.vocab.GemmaVocabulary()`); only needed by
       callers that detokenize (the Evaluator); the model itself works on ids.
     optimizer_def: kept for T5X (`model.optimizer_def`); the trainer owns optimisation.
-    strategy: sampling strategy for `predict_batch` (default Greedy()).
+    strategy: sampling strategy for `predict_batch` (default Greedy()), or `BeamSearch(...)`.
     max_new_tokens: cap on generated tokens per example (default: the batch length).
     stop_ids / forbidden_ids: see `model.decoding.generate`.
     inputs_bidirectional_attention: PrefixLM attention over the prompt (T5X's flag; Gemma
@@ -89,7 +90,7 @@ class GemmaDecoderOnlyModel(_Base):
       module: Optional[Transformer] = None,
       vocabulary: Any = None,
       optimizer_def: Any = None,
-      strategy: decoding.SamplingStrategy = decoding.Greedy(),
+      strategy: Union[decoding.SamplingStrategy, beam_search.BeamSearch] = decoding.Greedy(),
       max_new_tokens: Optional[int] = None,
       stop_ids: Sequence[int] = STOP_IDS,
       forbidden_ids: Sequence[int] = (),
@@ -313,6 +314,9 @@ class GemmaDecoderOnlyModel(_Base):
 
     `num_decodes` > 1 samples that many continuations per row and returns the best, or all of
     them ([B, num_decodes, L], increasing score, as T5X) with `return_all_decodes`.
+    With a `BeamSearch` strategy the row's beams are those decodes (`num_decodes` > 1 sets the
+    beam size, as in T5X), ranked by length-normalised score; 'scores' stays the sum of
+    log-probabilities of the returned tokens.
     `decoder_params` may set 'decode_rng', 'max_decode_steps' or 'strategy'.
     """
     del flax_mutables
@@ -332,6 +336,9 @@ class GemmaDecoderOnlyModel(_Base):
     lengths = jnp.sum(causal, axis=-1)
     batch_size, length = prompts.shape
     max_new = min(int(max_steps or length), length)
+    if isinstance(strategy, beam_search.BeamSearch):
+      return self._predict_with_beams(params, prompts, lengths, strategy, num_decodes,
+                                      max_new, return_all_decodes)
     if num_decodes > 1:
       prompts = jnp.repeat(prompts, num_decodes, axis=0)
       lengths = jnp.repeat(lengths, num_decodes, axis=0)
@@ -350,3 +357,17 @@ class GemmaDecoderOnlyModel(_Base):
       if not return_all_decodes:
         tokens, scores = tokens[:, -1], scores[:, -1]
     return tokens, {"scores": scores}
+
+  def _predict_with_beams(self, params, prompts, lengths, strategy, num_decodes, max_new,
+                          return_all_decodes):
+    if num_decodes > 1:
+      strategy = dataclasses.replace(strategy, num_beams=num_decodes)
+    batch_size, length = prompts.shape
+    out = beam_search.beam_search(
+        self.config, params, prompts, prompt_lengths=lengths, beam=strategy,
+        max_new_tokens=max_new, stop_ids=self._stop_ids, forbidden_ids=self._forbidden_ids,
+        cache_length=length)
+    tokens = jnp.pad(out.tokens, ((0, 0), (0, 0), (0, length - max_new)))
+    if return_all_decodes:   # T5X order: increasing score, the best last
+      return tokens[:, ::-1], {"scores": out.scores[:, ::-1]}
+    return tokens[:, 0], {"scores": out.scores[:, 0]}

@@ -351,14 +351,16 @@ def train(args: TrainArgs, *, model=None) -> TrainResult:
   last_loss = None
   t_window = time.time()
   try:
+    batch = next(it) if step < last_stop else None
     while step < last_stop:
       if deadline and time.time() > deadline:
         stopped_early = True
         break
-      batch = next(it)
       tokens = int(np.sum(batch["decoder_target_tokens"] > 0))
       positions = loss_positions_bucket(batch, args.loss_positions_bucket)
       params, opt_state, metrics = train_step(params, opt_state, batch, jnp.int32(step), positions)
+      # The step runs asynchronously: read the next batch meanwhile, then wait for the loss.
+      batch = next(it) if step + 1 < last_stop else None
       loss = float(metrics["loss"])
       grad_norm = float(metrics["grad_norm"])
       if not (math.isfinite(loss) and math.isfinite(grad_norm)):

@@ -202,3 +202,35 @@ def test_module_import_registers_user_tasks(tmp_path, monkeypatch, random_checkp
   with pytest.raises(ImportError, match="--module_import 'no_such_tasks_module'"):
     evaluate.evaluate(evaluate.EvalArgs(checkpoint_dir=str(random_checkpoint), task="x",
                                         module_imports=["no_such_tasks_module"]))
+
+
+def test_beam_search_evaluation(random_checkpoint, toy_tasks, tmp_path):
+  from model import evaluate
+  from model.beam_search import BeamSearch
+  ende, _, _ = toy_tasks
+  model, params, _ = evaluate.load_checkpoint(str(random_checkpoint))
+  ev = _evaluator(ende, None)
+  beam = BeamSearch(num_beams=3, length_penalty=1.0)
+  fn = evaluate.uniform_predictions(evaluate.make_predict_fn(
+      model, params, batch_size=2, max_decode_length=5, progress=False, strategy=beam))
+  rows, aux = fn(ev.cached_model_datasets[ende])
+  assert sorted(i for i, _ in rows) == list(range(len(PAIRS)))
+  # Each row is the best beam of the model's own predict_batch on that example alone.
+  for index, ex in ev.cached_model_datasets[ende].as_numpy_iterator():
+    one = {k: v[None] for k, v in ex.items()}
+    direct, direct_aux = model.predict_batch_with_aux(
+        params, one, decoder_params={"strategy": beam, "max_decode_steps": 5})
+    got = dict(rows)[int(index)]
+    assert np.asarray(direct)[0, :5].tolist() == got[:5].tolist()
+    np.testing.assert_allclose(aux["scores"][[i for i, _ in rows].index(int(index))],
+                               direct_aux["scores"][0], rtol=1e-5)
+  # Through evaluate(): the summary says how it decoded.
+  summary = evaluate.evaluate(evaluate.EvalArgs(
+      checkpoint_dir=str(random_checkpoint), task=ende, split="test",
+      output_dir=str(tmp_path / "beam"), batch_size=2, max_decode_length=5, progress=False,
+      beam_size=3, length_penalty=1.0))
+  assert summary["decoding"] == "beam search, 3 beams, length penalty 1.0"
+  assert summary["tasks"][ende]["examples"] == len(PAIRS)
+  args = evaluate.build_parser().parse_args(
+      ["--checkpoint_dir", "x", "--task", "t", "--beam_size", "4", "--length_penalty", "0.8"])
+  assert (args.beam_size, args.length_penalty) == (4, 0.8)
