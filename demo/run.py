@@ -11,7 +11,8 @@ Steps, each with its own progress output:
   2. train  a small Gemma (RECIPE_MODEL) on the cached `gemma_en_de_libreoffice` with
             `model.train` (T5X-layout checkpoints in `<out>/model`), stopped by the time budget;
   3. eval   with `model.evaluate` (seqio.Evaluator) on the test splits: LibreOffice en->de (BLEU),
-            quiz and TriviaQA-open (exact match), next to the trivial baselines;
+            quiz and TriviaQA-open (exact match), next to the trivial baselines; greedy
+            decoding, or 4-beam search with --recipe (`--beam_size`);
   4. print  one table, write `<out>/results.json`, keep `<out>/model/learning_curve.png`.
 
 The model only ever sees the translation task: the QA rows show what a translation model

@@ -25,8 +25,8 @@ _EXPORTS = {
     "SamplingStrategy": "model.decoding", "Greedy": "model.decoding",
     "Temperature": "model.decoding", "TopK": "model.decoding", "TopP": "model.decoding",
     "generate": "model.decoding", "GenerationOutput": "model.decoding",
-    "BeamSearch": "model.beam_search", "beam_search": "model.beam_search",
-    "BeamOutput": "model.beam_search",
+    "BeamSearch": "model.beams", "beam_search": "model.beams",
+    "BeamOutput": "model.beams",
     # protocols and apps
     "GemmaDecoderOnlyModel": "model.t5x_model",
     "ChatSampler": "model.chat", "ChatTurn": "model.chat",

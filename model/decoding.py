@@ -205,6 +205,22 @@ def pad_prompts(prompts: Sequence[Sequence[int]],
   return tokens, lengths
 
 
+def prompt_arrays(prompts, prompt_lengths=None,
+                  cache_length: Optional[int] = None) -> Tuple[jax.Array, jax.Array]:
+  """(tokens int32 [B, P], lengths int32 [B]) from token lists (padded here; padding beyond a
+  fresh cache's `cache_length` is dropped) or from an array with its `prompt_lengths`."""
+  if prompt_lengths is None:
+    tokens, lengths = pad_prompts(prompts)
+    if cache_length is not None and tokens.shape[1] > cache_length:
+      if lengths.max() > cache_length:
+        raise ValueError(
+            f"a prompt of {lengths.max()} tokens does not fit cache_length={cache_length}")
+      tokens = tokens[:, :cache_length]   # drop padding that would not fit the cache
+  else:
+    tokens, lengths = prompts, prompt_lengths
+  return jnp.asarray(tokens, jnp.int32), jnp.asarray(lengths, jnp.int32)
+
+
 def generate(
     config: GemmaConfig,
     params,
@@ -234,17 +250,8 @@ def generate(
   >>> generate(cfg, params, [[2, 10]], max_new_tokens=3, stop_ids=()).num_tokens.tolist()
   [3]
   """
-  if prompt_lengths is None:
-    tokens, lengths = pad_prompts(prompts)
-    if cache_length is not None and cache is None and tokens.shape[1] > cache_length:
-      if lengths.max() > cache_length:
-        raise ValueError(
-            f"a prompt of {lengths.max()} tokens does not fit cache_length={cache_length}")
-      tokens = tokens[:, :cache_length]   # drop padding that would not fit the cache
-  else:
-    tokens, lengths = prompts, prompt_lengths
-  tokens = jnp.asarray(tokens, jnp.int32)
-  lengths = jnp.asarray(lengths, jnp.int32)
+  tokens, lengths = prompt_arrays(prompts, prompt_lengths,
+                                  cache_length if cache is None else None)
   if cache is None:
     cache = init_cache(config, tokens.shape[0], cache_length or tokens.shape[1] + max_new_tokens)
   if rng is None:

@@ -340,7 +340,7 @@ def evaluate(args: EvalArgs, *, model=None, params=None, step: Optional[int] = N
 
   strategy = None
   if args.beam_size > 1:
-    from model.beam_search import BeamSearch  # pylint: disable=g-import-not-at-top
+    from model.beams import BeamSearch  # pylint: disable=g-import-not-at-top
     strategy = BeamSearch(num_beams=args.beam_size, length_penalty=args.length_penalty)
   summary = {"task": args.task, "split": args.split, "step": step,
              "decoding": (f"beam search, {args.beam_size} beams, length penalty "

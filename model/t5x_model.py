@@ -30,7 +30,7 @@ from typing import Any, Mapping, MutableMapping, Optional, Sequence, Tuple, Unio
 import jax
 import jax.numpy as jnp
 
-from model import beam_search, decoding
+from model import beams, decoding
 from model.config import STOP_IDS, GemmaConfig
 from model.transformer import Transformer
 
@@ -90,7 +90,7 @@ class GemmaDecoderOnlyModel(_Base):
       module: Optional[Transformer] = None,
       vocabulary: Any = None,
       optimizer_def: Any = None,
-      strategy: Union[decoding.SamplingStrategy, beam_search.BeamSearch] = decoding.Greedy(),
+      strategy: Union[decoding.SamplingStrategy, beams.BeamSearch] = decoding.Greedy(),
       max_new_tokens: Optional[int] = None,
       stop_ids: Sequence[int] = STOP_IDS,
       forbidden_ids: Sequence[int] = (),
@@ -336,7 +336,7 @@ class GemmaDecoderOnlyModel(_Base):
     lengths = jnp.sum(causal, axis=-1)
     batch_size, length = prompts.shape
     max_new = min(int(max_steps or length), length)
-    if isinstance(strategy, beam_search.BeamSearch):
+    if isinstance(strategy, beams.BeamSearch):
       return self._predict_with_beams(params, prompts, lengths, strategy, num_decodes,
                                       max_new, return_all_decodes)
     if num_decodes > 1:
@@ -363,7 +363,7 @@ class GemmaDecoderOnlyModel(_Base):
     if num_decodes > 1:
       strategy = dataclasses.replace(strategy, num_beams=num_decodes)
     batch_size, length = prompts.shape
-    out = beam_search.beam_search(
+    out = beams.beam_search(
         self.config, params, prompts, prompt_lengths=lengths, beam=strategy,
         max_new_tokens=max_new, stop_ids=self._stop_ids, forbidden_ids=self._forbidden_ids,
         cache_length=length)

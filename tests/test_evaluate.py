@@ -206,7 +206,7 @@ def test_module_import_registers_user_tasks(tmp_path, monkeypatch, random_checkp
 
 def test_beam_search_evaluation(random_checkpoint, toy_tasks, tmp_path):
   from model import evaluate
-  from model.beam_search import BeamSearch
+  from model.beams import BeamSearch
   ende, _, _ = toy_tasks
   model, params, _ = evaluate.load_checkpoint(str(random_checkpoint))
   ev = _evaluator(ende, None)

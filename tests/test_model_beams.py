@@ -1,4 +1,4 @@
-"""Beam search (`model.beam_search`): exact on a tiny vocabulary, greedy at one beam, T5X API."""
+"""Beam search (`model.beams`): exact on a tiny vocabulary, greedy at one beam, T5X API."""
 import dataclasses
 import itertools
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from model import decoding
-from model.beam_search import BeamSearch, beam_search
+from model.beams import BeamSearch, beam_search
 from model.config import tiny_gemma2
 from model.t5x_model import GemmaDecoderOnlyModel
 from model.transformer import forward, init_params
@@ -137,3 +137,16 @@ def test_predict_batch_with_beams_follows_t5x(params):
   switched, _ = greedy_model.predict_batch_with_aux(
       params, batch, decoder_params={"strategy": BeamSearch(num_beams=3)})
   np.testing.assert_array_equal(switched, best)
+
+
+def test_package_exports_do_not_shadow_the_module():
+  # `from model import beams` (what the T5X model does) must give the module even after the
+  # lazy exports resolved `model.beam_search` (the function), in a fresh interpreter.
+  import subprocess
+  import sys
+  code = ("import inspect, model; f = model.beam_search; from model import beams; "
+          "from model.t5x_model import GemmaDecoderOnlyModel; "
+          "assert inspect.ismodule(beams) and f is beams.beam_search and "
+          "model.BeamSearch is beams.BeamSearch; print('ok')")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+  assert out.stdout.strip() == "ok", out.stderr[-2000:]

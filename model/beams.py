@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from model.config import STOP_IDS, GemmaConfig
-from model.decoding import TRACE_COUNT, apply_with_cache, pad_prompts
+from model.decoding import TRACE_COUNT, apply_with_cache, prompt_arrays
 from model.layers import NEG_INF
 from model.transformer import init_cache
 
@@ -181,17 +181,7 @@ def beam_search(
     max_new_tokens: the static size M of each beam's token buffer.
     cache_length: cache slots per row (default P + M); caps a row's budget like `generate`.
   """
-  if prompt_lengths is None:
-    tokens, lengths = pad_prompts(prompts)
-    if cache_length is not None and tokens.shape[1] > cache_length:
-      if lengths.max() > cache_length:
-        raise ValueError(
-            f"a prompt of {lengths.max()} tokens does not fit cache_length={cache_length}")
-      tokens = tokens[:, :cache_length]   # drop padding that would not fit the cache
-  else:
-    tokens, lengths = prompts, prompt_lengths
-  tokens = jnp.asarray(tokens, jnp.int32)
-  lengths = jnp.asarray(lengths, jnp.int32)
+  tokens, lengths = prompt_arrays(prompts, prompt_lengths, cache_length)
   cache = init_cache(config, tokens.shape[0], cache_length or tokens.shape[1] + max_new_tokens)
   return _beam_search(
       params, cache, tokens, lengths, config=config, beam=beam,
