@@ -218,9 +218,12 @@ def test_failed_part_process_leaves_no_completed_and_rerun_recovers(
   task_dir = out / FLAKY
   assert not (task_dir / "COMPLETED").exists()
   assert not list(task_dir.glob("part-*")) and not list(task_dir.glob("beam-temp-*"))
+  # Whether the failed run got as far as creating the task directory depends on how far the
+  # other part got before the crash; a leftover directory is cleaned, none is not an error.
+  left_over = task_dir.exists()
   import seqio
   seqio.TaskRegistry.remove(FLAKY)
   _register_quiz_like(FLAKY)
   report = cache_tasks.cache_tasks([FLAKY], str(out), min_shards=2, spot_check_examples=8)
   assert report.written == [FLAKY] and report.ok, report.summary()
-  assert report.cleaned == [str(task_dir)]
+  assert report.cleaned == ([str(task_dir)] if left_over else [])
