@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from model.config import STOP_IDS, GemmaConfig
-from model.decoding import TRACE_COUNT, apply_with_cache, prompt_arrays
+from model.decoding import TRACE_COUNT, apply_with_cache, prefill, prompt_arrays
 from model.layers import NEG_INF
 from model.transformer import init_cache
 
@@ -86,14 +86,10 @@ def _beam_search(params, cache, tokens, lengths, *, config, beam, max_new_tokens
   batch = tokens.shape[0]
   k = beam.num_beams
   steps = max_new_tokens
-  start = cache["layer_0"]["attn"]["cache_index"]
-  cache_length = cache["layer_0"]["attn"]["cached_key"].shape[1]
   # Prefill once per prompt, then copy the cache to the K beams of its row.
-  logits, cache = apply_with_cache(config, params, cache, tokens, lengths)
-  logits = jnp.take_along_axis(logits, jnp.maximum(lengths - 1, 0)[:, None, None], axis=1)[:, 0]
+  logits, cache, budget = prefill(config, params, cache, tokens, lengths, steps)
   logits = jnp.repeat(logits, k, axis=0)                                      # [B*K, V]
   cache = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), cache)
-  budget = jnp.minimum(steps, cache_length - (start + lengths))               # [B]
   stop_array = jnp.asarray(stop_ids, jnp.int32) if stop_ids else None
   forbidden = jnp.asarray(forbidden_ids, jnp.int32) if forbidden_ids else None
   vocab = logits.shape[-1]

@@ -132,19 +132,26 @@ def apply_with_cache(config: GemmaConfig, params, cache, tokens, advance):
   return logits, mutated["cache"]
 
 
+def prefill(config: GemmaConfig, params, cache, tokens, lengths, max_new_tokens: int):
+  """Writes each prompt (tokens [B, P], `lengths` [B] real tokens) into the cache ->
+  (logits float32 [B, V] after each prompt's last token, cache, budget int32 [B]).
+
+  Each generated token but the last is written to the cache, so a row's budget is
+  `max_new_tokens` capped by its free slots."""
+  start = cache["layer_0"]["attn"]["cache_index"]
+  cache_length = cache["layer_0"]["attn"]["cached_key"].shape[1]
+  logits, cache = apply_with_cache(config, params, cache, tokens, lengths)
+  logits = jnp.take_along_axis(logits, jnp.maximum(lengths - 1, 0)[:, None, None], axis=1)[:, 0]
+  return logits, cache, jnp.minimum(max_new_tokens, cache_length - (start + lengths))
+
+
 @functools.partial(jax.jit, static_argnames=(
     "config", "strategy", "max_new_tokens", "stop_ids", "forbidden_ids", "return_logits"))
 def _generate(params, cache, tokens, lengths, rng, *, config, strategy, max_new_tokens,
               stop_ids, forbidden_ids, return_logits):
   TRACE_COUNT["generate"] += 1
   batch = tokens.shape[0]
-  start = cache["layer_0"]["attn"]["cache_index"]
-  cache_length = cache["layer_0"]["attn"]["cached_key"].shape[1]
-  logits, cache = apply_with_cache(config, params, cache, tokens, lengths)
-  logits = jnp.take_along_axis(logits, jnp.maximum(lengths - 1, 0)[:, None, None], axis=1)[:, 0]
-  # Each generated token but the last is written to the cache, so a row may produce as many
-  # tokens as it has free slots.
-  budget = jnp.minimum(max_new_tokens, cache_length - (start + lengths))
+  logits, cache, budget = prefill(config, params, cache, tokens, lengths, max_new_tokens)
   stop_array = jnp.asarray(stop_ids, jnp.int32) if stop_ids else None
   forbidden = jnp.asarray(forbidden_ids, jnp.int32) if forbidden_ids else None
   vocab = logits.shape[-1]

@@ -362,7 +362,7 @@ class GemmaDecoderOnlyModel(_Base):
                           return_all_decodes):
     if num_decodes > 1:
       strategy = dataclasses.replace(strategy, num_beams=num_decodes)
-    batch_size, length = prompts.shape
+    length = prompts.shape[1]
     out = beams.beam_search(
         self.config, params, prompts, prompt_lengths=lengths, beam=strategy,
         max_new_tokens=max_new, stop_ids=self._stop_ids, forbidden_ids=self._forbidden_ids,
