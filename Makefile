@@ -5,7 +5,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
-.PHONY: test demo venv clean
+.PHONY: test test-t5x demo venv clean
+
+# T5X is not on PyPI: its wheels (built from its public sources) sit in ../shared/t5x. The T5X
+# tests run in a venv of their own, so `make test` keeps proving that nothing needs T5X.
+T5X_WHEELS ?= ../shared/t5x
+VENV_T5X ?= .venv-t5x
+PY_T5X := $(VENV_T5X)/bin/python
+STAMP_T5X := $(VENV_T5X)/.installed
 
 $(STAMP): setup.py constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +23,23 @@ $(STAMP): setup.py constraints.txt
 venv: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -rs tests
+
+$(STAMP_T5X): setup.py constraints.txt
+	test -x $(PY_T5X) || $(PYTHON) -m venv $(VENV_T5X)
+	$(PY_T5X) -m pip install -q --upgrade pip setuptools wheel
+	$(PY_T5X) -m pip install -q -c constraints.txt -e '.[test]'
+	$(PY_T5X) -m pip install -q --no-deps $(T5X_WHEELS)/*.whl
+	$(PY_T5X) -m pip install -q -c constraints.txt -r $(T5X_WHEELS)/requirements.txt
+	touch $(STAMP_T5X)
+
+# The gin files under the real t5x.train / t5x.eval / t5x.infer (tests marked `t5x`).
+test-t5x:
+	@if [ -d "$(T5X_WHEELS)" ]; then \
+	  $(MAKE) --no-print-directory $(STAMP_T5X) && $(PY_T5X) -m pytest -q -rs -m t5x tests; \
+	else \
+	  echo "test-t5x: skipped, $(T5X_WHEELS) (the T5X wheels) not found"; \
+	fi
 
 # Examples of every registered task, then the main job: Beam cache -> train -> evaluate.
 demo: $(STAMP)
@@ -24,4 +47,4 @@ demo: $(STAMP)
 	$(PY) -m demo.run
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) $(VENV_T5X) *.egg-info .pytest_cache

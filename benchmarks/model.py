@@ -5,7 +5,7 @@
 
 1. CPU matmul peak: a jitted float32 [n, n] @ [n, n] on this machine, best of `--runs`
    (FLOPs = 2 n^3). Everything below is measured against it in the same process.
-2. Training step: `GemmaDecoderOnlyModel.loss_fn` + AdamW (optax), jitted, on random tokens
+2. Training step: `GemmaDecoderOnlyModel.weighted_loss` + AdamW (optax), jitted, on random tokens
    [batch, seq], loss on every position. tokens/s = batch * seq / step time (median after
    warm-up). Then the same step on PrefixLM-shaped weights (`--prefix-lm-share` of each row,
    0.4 ~ en->de answers): logits at every position, only at the weighted ones (the trainer's
@@ -90,7 +90,7 @@ def bench_train(cfg, batch: int, seq: int, steps: int, answer_share: float = 1.0
   weights[:, seq - int(round(answer_share * seq)):] = 1
   batch_features["decoder_loss_weights"] = jnp.asarray(weights)
   loss_fn = functools.partial(
-      m.loss_fn, max_loss_positions=bucket_of({"decoder_loss_weights": weights},
+      m.weighted_loss, max_loss_positions=bucket_of({"decoder_loss_weights": weights},
                                               loss_positions_bucket))
 
   @jax.jit

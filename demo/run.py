@@ -91,7 +91,7 @@ def measure_step_seconds(args, steps: int = 12) -> float:
 
   @jax.jit
   def step(p, s, b):
-    (_, _), g = jax.value_and_grad(model.loss_fn, has_aux=True)(p, b, None,
+    (_, _), g = jax.value_and_grad(model.weighted_loss, has_aux=True)(p, b, None,
                                                                 max_loss_positions=positions)
     u, s = tx.update(g, s, p)
     return optax.apply_updates(p, u), s

@@ -188,6 +188,9 @@ class GemmaFeatureConverter(seqio.FeatureConverter, metaclass=abc.ABCMeta):
                         ) -> tf.data.Dataset:
     keys = list(self.TASK_FEATURES)
     task_feature_lengths = dict(task_feature_lengths)
+    # Unpacked, one example makes one row: keep the length that `unbatch` forgets, as seqio's
+    # per-example converters do (T5X's inference sizes its loop with `len(ds)`).
+    cardinality = int(ds.cardinality()) if not self.pack else tf.data.UNKNOWN_CARDINALITY
     if not all(isinstance(s, tf.TensorSpec) for s in ds.element_spec.values()):
       # e.g. the RaggedTensorSpec (ragged_rank 0) that an `unbatch` of ragged rows leaves:
       # `padded_batch` wants plain tensors, which is what this map hands on.
@@ -216,5 +219,7 @@ class GemmaFeatureConverter(seqio.FeatureConverter, metaclass=abc.ABCMeta):
         converted[key] = tensor
       return converted
 
-    ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.unbatch()
+    ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    if cardinality >= 0:
+      ds = ds.apply(tf.data.experimental.assert_cardinality(cardinality))
+    return ds

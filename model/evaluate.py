@@ -231,10 +231,21 @@ def load_checkpoint(checkpoint_dir: str, step: Optional[int] = None):
     step = steps[-1]
   elif step not in steps:
     raise FileNotFoundError(f"no checkpoint for step {step} in {path}; available: {steps}")
-  cfg = train.load_model_config(path)
+  cfg = _model_config(path)
   raw = t5x_checkpoints.restore_state_dict(t5x_checkpoints.checkpoint_path(path, step))
   params = jax.tree.map(jnp.asarray, raw["target"])
   return GemmaDecoderOnlyModel(cfg), params, step
+
+
+def _model_config(model_dir: str):
+  """The GemmaConfig of a `model.train` directory (model_config.json) or of a `t5x.train` one
+  (its operative config.gin)."""
+  from model import t5x_run_config, train  # pylint: disable=g-import-not-at-top
+  if not os.path.exists(os.path.join(model_dir, train.MODEL_CONFIG_FILE)):
+    gin_config = t5x_run_config.find_gin_config(model_dir)
+    if gin_config:
+      return t5x_run_config.gemma_config_from_gin(gin_config)
+  return train.load_model_config(model_dir)
 
 
 # -- baselines ---------------------------------------------------------------------------------

@@ -16,8 +16,14 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+from flax.linen import partitioning as nn_partitioning
 
+from model import partitioning as axes
 from model.config import LOCAL, GemmaConfig
+
+# Every parameter is declared with its logical axis names (`model.partitioning`): `init` then
+# also returns the `params_axes` collection that T5X's partitioner and our mesh code read.
+param_with_axes = nn_partitioning.param_with_axes
 
 # Added to masked attention logits. Finite (unlike -inf) so a row with every key masked
 # (padding queries) gives a uniform distribution instead of NaN.
@@ -33,7 +39,8 @@ class RMSNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    scale = self.param("scale", nn.initializers.zeros_init(), (x.shape[-1],), jnp.float32)
+    scale = param_with_axes("scale", nn.initializers.zeros_init(), (x.shape[-1],), jnp.float32,
+                            axes=(axes.EMBED,))
     x32 = x.astype(jnp.float32)
     normed = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
     return (normed * (1.0 + scale)).astype(x.dtype)
@@ -51,9 +58,9 @@ class Embedder(nn.Module):
   def setup(self):
     # std 1/sqrt(D): after the sqrt(D) input scaling, activations start at unit scale, and the
     # tied read-out gives unit-scale logits for normalised hidden states.
-    self.input_embedding = self.param(
+    self.input_embedding = param_with_axes(
         "input_embedding", nn.initializers.normal(stddev=self.embed_dim ** -0.5),
-        (self.vocab_size, self.embed_dim), jnp.float32)
+        (self.vocab_size, self.embed_dim), jnp.float32, axes=(axes.VOCAB, axes.EMBED))
 
   def encode(self, tokens: jax.Array) -> jax.Array:
     x = jnp.take(self.input_embedding, tokens, axis=0)
@@ -93,9 +100,10 @@ class FeedForward(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     init = nn.initializers.lecun_normal()
-    gate = self.param("gate", init, (self.embed_dim, self.hidden_dim), jnp.float32)
-    up = self.param("up", init, (self.embed_dim, self.hidden_dim), jnp.float32)
-    down = self.param("down", init, (self.hidden_dim, self.embed_dim), jnp.float32)
+    d, f = self.embed_dim, self.hidden_dim
+    gate = param_with_axes("gate", init, (d, f), jnp.float32, axes=(axes.EMBED, axes.MLP))
+    up = param_with_axes("up", init, (d, f), jnp.float32, axes=(axes.EMBED, axes.MLP))
+    down = param_with_axes("down", init, (f, d), jnp.float32, axes=(axes.MLP, axes.EMBED))
     h = jax.nn.gelu(x @ gate.astype(self.dtype), approximate=True) * (x @ up.astype(self.dtype))
     return h @ down.astype(self.dtype)
 
@@ -197,10 +205,13 @@ class Attention(nn.Module):
     scaling = nn.initializers.variance_scaling
     init_in = scaling(1.0, "fan_in", "truncated_normal", in_axis=0, out_axis=(1, 2))
     init_out = scaling(1.0, "fan_in", "truncated_normal", in_axis=(0, 1), out_axis=2)
-    wq = self.param("q", init_in, (d, n, h), jnp.float32).astype(dtype)
-    wk = self.param("k", init_in, (d, k, h), jnp.float32).astype(dtype)
-    wv = self.param("v", init_in, (d, k, h), jnp.float32).astype(dtype)
-    wo = self.param("o", init_out, (n, h, d), jnp.float32).astype(dtype)
+    q_axes = (axes.EMBED, axes.HEADS, axes.KV)
+    kv_axes = (axes.EMBED, axes.KV_HEADS, axes.KV)
+    wq = param_with_axes("q", init_in, (d, n, h), jnp.float32, axes=q_axes).astype(dtype)
+    wk = param_with_axes("k", init_in, (d, k, h), jnp.float32, axes=kv_axes).astype(dtype)
+    wv = param_with_axes("v", init_in, (d, k, h), jnp.float32, axes=kv_axes).astype(dtype)
+    wo = param_with_axes("o", init_out, (n, h, d), jnp.float32,
+                         axes=(axes.HEADS, axes.KV, axes.EMBED)).astype(dtype)
     window = cfg.sliding_window_size if self.attn_type == LOCAL else None
 
     batch, length = x.shape[:2]

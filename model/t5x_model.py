@@ -30,7 +30,7 @@ from typing import Any, Mapping, MutableMapping, Optional, Sequence, Tuple, Unio
 import jax
 import jax.numpy as jnp
 
-from model import beams, decoding
+from model import beams, decoding, t5x_metrics
 from model.config import STOP_IDS, GemmaConfig
 from model.transformer import Transformer
 
@@ -143,17 +143,20 @@ class GemmaDecoderOnlyModel(_Base):
       input_shapes: Mapping[str, Sequence[int]],
       input_types: Optional[Mapping[str, Any]] = None,
   ) -> dict:
-    """Fresh variables `{'params': ...}` for batches of `input_shapes['decoder_input_tokens']`.
+    """Fresh `{'params', 'params_axes'}` for batches of `input_shapes['decoder_input_tokens']`.
 
     >>> v = m.get_initial_variables(jax.random.PRNGKey(0), {'decoder_input_tokens': (2, 8)})
     >>> v['params'].keys()
     dict_keys(['embedder', 'layer_0', ..., 'final_norm'])
+    >>> v['params_axes']['embedder']['input_embedding_axes'].names
+    ('vocab', 'embed')
     """
     del input_types  # tokens are always int32 here
     shape = tuple(input_shapes["decoder_input_tokens"])
     init = jax.jit(functools.partial(self.module.init, enable_dropout=False))
     variables = init(rng, jnp.ones(shape, jnp.int32))
-    return {"params": variables["params"]}
+    # `params_axes`: the logical axis names T5X's partitioner shards by (`model.partitioning`).
+    return {"params": variables["params"], "params_axes": variables["params_axes"]}
 
   # -- training / evaluation loss ---------------------------------------------------------------
 
@@ -183,7 +186,7 @@ class GemmaDecoderOnlyModel(_Base):
       return batch["decoder_loss_weights"].astype(jnp.float32)
     return (batch["decoder_target_tokens"] > 0).astype(jnp.float32)
 
-  def loss_fn(
+  def weighted_loss(
       self,
       params,
       batch: Mapping[str, jax.Array],
@@ -193,6 +196,9 @@ class GemmaDecoderOnlyModel(_Base):
       max_loss_positions: Optional[int] = None,
   ) -> Tuple[jax.Array, Mapping[str, jax.Array]]:
     """Weighted next-token cross-entropy -> (loss scalar, metrics dict of scalars).
+
+    What our trainer differentiates; `loss_fn` (T5X's protocol) is the same loss with the
+    metrics as clu objects.
 
     metrics: 'loss', 'cross_ent_loss' (normalised like `loss`, without z-loss), 'z_loss',
     'accuracy' (weighted argmax accuracy), 'weight_sum' (sum of decoder_loss_weights),
@@ -204,7 +210,7 @@ class GemmaDecoderOnlyModel(_Base):
     long as at most K positions have weight; the trainer picks K per batch from the weights
     (`loss_positions_bucket`), so none is dropped.
 
-    >>> loss, metrics = m.loss_fn(params, batch, dropout_rng=None)   # a jit-able pure function
+    >>> loss, metrics = m.weighted_loss(params, batch, dropout_rng=None)   # jit-able, pure
     """
     targets = batch["decoder_target_tokens"]
     weights = self._weights(batch)
@@ -258,6 +264,23 @@ class GemmaDecoderOnlyModel(_Base):
         "num_examples": num_examples,
     }
     return loss, metrics
+
+  def loss_fn(
+      self,
+      params,
+      batch: Mapping[str, jax.Array],
+      dropout_rng: Optional[jax.Array],
+      flax_mutables=None,
+  ) -> Tuple[jax.Array, Mapping[str, Any]]:
+    """T5X's `loss_fn`: `weighted_loss` with its metrics as the clu `Metric` objects that T5X's
+    trainer merges across microbatches and steps (`model.t5x_metrics`).
+
+    >>> loss, metrics = m.loss_fn(params, batch, None)
+    >>> float(metrics['loss'].compute()) == float(loss)
+    True
+    """
+    loss, scalars = self.weighted_loss(params, batch, dropout_rng, flax_mutables=flax_mutables)
+    return loss, t5x_metrics.from_scalars(scalars)
 
   def eval_fn(self, params, batch, flax_mutables=None):
     """`loss_fn` without dropout."""

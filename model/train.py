@@ -309,7 +309,7 @@ def train(args: TrainArgs, *, model=None) -> TrainResult:
 
   def step_fn(params, opt_state, batch, step, max_loss_positions):
     rng = jax.random.fold_in(dropout_root, step) if use_dropout else None
-    loss_fn = functools.partial(model.loss_fn, max_loss_positions=max_loss_positions)
+    loss_fn = functools.partial(model.weighted_loss, max_loss_positions=max_loss_positions)
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, opt_state, params)

@@ -24,3 +24,8 @@ def global_cache_dirs():
   old = list(seqio.utils.get_global_cache_dirs())
   yield
   seqio.utils.set_global_cache_dirs(old)
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+      "markers", "t5x: runs the real T5X library (installed by `make test-t5x`; skipped without it)")

@@ -489,3 +489,30 @@ def test_accepts_ragged_rows_left_by_unbatch():
   ref = as_arrays(seqio.PrefixLMFeatureConverter(pack=True, bos_id=BOS_ID)(
       make_ds(examples), {"inputs": 2, "targets": 2}))
   assert_same(ours, ref)
+
+
+@pytest.mark.parametrize("family", ["prefix_lm", "lm", "enc_dec"])
+def test_unpacked_dataset_keeps_its_length_as_seqio_does(family):
+  """T5X's inference loop sizes itself with `len(ds)`: known in, known out (unpacked)."""
+  ours_cls, ref_cls, keys, lengths = {
+      "prefix_lm": (fc.GemmaPrefixLMFeatureConverter, seqio.PrefixLMFeatureConverter,
+                    ("inputs", "targets"), {"inputs": 4, "targets": 4}),
+      "lm": (fc.GemmaLMFeatureConverter, seqio.LMFeatureConverter, ("targets",),
+             {"targets": 4}),
+      "enc_dec": (fc.GemmaEncDecFeatureConverter, seqio.EncDecFeatureConverter,
+                  ("inputs", "targets"), {"inputs": 4, "targets": 4}),
+  }[family]
+  examples = [{"inputs": [5, 6], "targets": [7]}, {"inputs": [8], "targets": [9, 10]},
+              {"inputs": [3], "targets": [4]}]
+  ds = tf.data.Dataset.from_tensor_slices(
+      {k: tf.ragged.constant([ex[k] for ex in examples]) for k in keys}).map(
+          lambda ex: {k: v for k, v in ex.items()})
+  ds = ds.map(lambda ex: {k: tf.cast(v, tf.int32) for k, v in ex.items()})
+  assert int(ds.cardinality()) == 3
+  ref = ref_cls(pack=False, bos_id=BOS_ID)(ds, lengths)
+  ours = ours_cls(pack=False)(ds, lengths)
+  assert int(ours.cardinality()) == int(ref.cardinality()) == 3
+  assert len(ours) == 3 and len(list(ours)) == 3
+  assert_same(as_arrays(ours), as_arrays(ref))
+  # Packed rows are fewer than examples and not known in advance (seqio's are unknown too).
+  assert int(ours_cls(pack=True)(ds, lengths).cardinality()) < 0

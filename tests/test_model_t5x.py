@@ -47,9 +47,54 @@ def test_initial_variables(model_and_params):
   variables = m.get_initial_variables(jax.random.PRNGKey(0), {"decoder_input_tokens": (4, 16)},
                                       {"decoder_input_tokens": jnp.int32})
   params = variables["params"]
-  assert set(variables) == {"params"}
+  assert set(variables) == {"params", "params_axes"}
   assert params["embedder"]["input_embedding"].shape == (300, 64)
   assert set(params) == {"embedder", "final_norm", "layer_0", "layer_1"}
+
+
+def test_every_parameter_has_logical_axis_names(model_and_params):
+  """T5X's partitioner reads `params_axes`: one name per dimension of every parameter."""
+  from flax import traverse_util
+  from flax.linen import partitioning as nn_partitioning
+  m, _ = model_and_params
+  variables = m.get_initial_variables(jax.random.PRNGKey(0), {"decoder_input_tokens": (1, 8)})
+  names = {k: tuple(v) for k, v in traverse_util.flatten_dict(
+      nn_partitioning.get_axis_names(variables["params_axes"])).items()}
+  shapes = traverse_util.flatten_dict(variables["params"])
+  assert set(names) == set(shapes)
+  for key, shape in shapes.items():
+    assert len(names[key]) == len(shape.shape), key
+  assert names[("embedder", "input_embedding")] == ("vocab", "embed")
+  assert names[("layer_0", "attn", "q")] == ("embed", "heads", "kv")
+  assert names[("layer_0", "attn", "k")] == ("embed", "kv_heads", "kv")
+  assert names[("layer_0", "attn", "o")] == ("heads", "kv", "embed")
+  assert names[("layer_1", "mlp", "down")] == ("mlp", "embed")
+  assert names[("final_norm", "scale")] == ("embed",)
+
+
+def test_loss_fn_metrics_are_clu_metrics_equal_to_the_scalars(model_and_params):
+  """T5X merges clu metrics; computed, one step's equal `weighted_loss`'s scalars, and a
+  merged window weighs accuracy by tokens."""
+  from clu import metrics as clu_metrics
+  m, params = model_and_params
+  mz = GemmaDecoderOnlyModel(CONFIG, z_loss=1e-2)
+  loss, metrics = jax.jit(mz.loss_fn)(params, BATCH, None)
+  loss_s, scalars = mz.weighted_loss(params, BATCH, None)
+  np.testing.assert_allclose(loss, loss_s, rtol=1e-6)
+  assert all(isinstance(v, clu_metrics.Metric) for v in metrics.values())
+  for name, value in scalars.items():
+    np.testing.assert_allclose(metrics[name].compute(), value, rtol=1e-5, err_msg=name)
+  one_row = {k: v[:1] for k, v in BATCH.items()}
+  _, first = mz.loss_fn(params, one_row, None)
+  _, first_s = mz.weighted_loss(params, one_row, None)
+  second = {k: v[1:] for k, v in BATCH.items()}
+  _, other = mz.loss_fn(params, second, None)
+  _, other_s = mz.weighted_loss(params, second, None)
+  merged = first["accuracy"].merge(other["accuracy"]).compute()
+  expected = ((first_s["accuracy"] * first_s["weight_sum"] + other_s["accuracy"] *
+               other_s["weight_sum"]) / (first_s["weight_sum"] + other_s["weight_sum"]))
+  np.testing.assert_allclose(merged, expected, rtol=1e-6)
+  np.testing.assert_allclose(first["weight_sum"].merge(other["weight_sum"]).compute(), 4)
 
 
 def test_score_batch_is_the_sum_of_weighted_target_log_probs(model_and_params):
@@ -68,7 +113,7 @@ def test_loss_fn_matches_hand_computation(model_and_params):
   token_lp, logits = hand_log_probs(params, BATCH)
   w = BATCH["decoder_loss_weights"]
   ce = -(token_lp * w).sum() / w.sum()
-  loss, metrics = jax.jit(m.loss_fn)(params, BATCH, None)
+  loss, metrics = jax.jit(m.weighted_loss)(params, BATCH, None)
   np.testing.assert_allclose(loss, ce, rtol=1e-5)
   np.testing.assert_allclose(metrics["cross_ent_loss"], ce, rtol=1e-5)
   assert float(metrics["weight_sum"]) == 4 and int(metrics["num_examples"]) == 2
@@ -79,23 +124,23 @@ def test_loss_fn_matches_hand_computation(model_and_params):
   z = 1e-2
   mz = GemmaDecoderOnlyModel(CONFIG, z_loss=z)
   log_z = np.asarray(jax.nn.logsumexp(logits, -1))
-  loss_z, metrics_z = mz.loss_fn(params, BATCH, None)
+  loss_z, metrics_z = mz.weighted_loss(params, BATCH, None)
   np.testing.assert_allclose(metrics_z["z_loss"], z * (log_z ** 2 * w).sum() / w.sum(), rtol=1e-5)
   np.testing.assert_allclose(loss_z, ce + metrics_z["z_loss"], rtol=1e-5)
 
   summing = GemmaDecoderOnlyModel(CONFIG, loss_normalizing_factor=None)
-  summed, _ = summing.loss_fn(params, BATCH, None)
+  summed, _ = summing.weighted_loss(params, BATCH, None)
   np.testing.assert_allclose(summed, ce * 4, rtol=1e-5)
 
 
 def test_loss_fn_gradients_and_dropout(model_and_params):
   m, params = model_and_params
-  grads, _ = jax.grad(m.loss_fn, has_aux=True)(params, BATCH, None)
+  grads, _ = jax.grad(m.weighted_loss, has_aux=True)(params, BATCH, None)
   assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
   assert np.abs(grads["layer_0"]["attn"]["q"]).max() > 0
   md = GemmaDecoderOnlyModel(CONFIG.replace(dropout_rate=0.5))
-  a, _ = md.loss_fn(params, BATCH, jax.random.PRNGKey(0))
-  b, _ = md.loss_fn(params, BATCH, jax.random.PRNGKey(1))
+  a, _ = md.weighted_loss(params, BATCH, jax.random.PRNGKey(0))
+  b, _ = md.weighted_loss(params, BATCH, jax.random.PRNGKey(1))
   c, _ = md.eval_fn(params, BATCH)
   assert float(a) != float(b)
   np.testing.assert_allclose(c, m.eval_fn(params, BATCH)[0], rtol=1e-6)
@@ -110,9 +155,9 @@ def test_logits_only_at_weighted_positions_give_the_same_loss_and_gradients(mode
   for model in (model_and_params[0],
                 GemmaDecoderOnlyModel(CONFIG, label_smoothing=0.1, z_loss=1e-2)):
     params = model_and_params[1]
-    full = jax.value_and_grad(model.loss_fn, has_aux=True)(params, BATCH, None)
+    full = jax.value_and_grad(model.weighted_loss, has_aux=True)(params, BATCH, None)
     some = jax.jit(jax.value_and_grad(
-        lambda p, b: model.loss_fn(p, b, None, max_loss_positions=positions), has_aux=True))(
+        lambda p, b: model.weighted_loss(p, b, None, max_loss_positions=positions), has_aux=True))(
             params, BATCH)
     (loss, metrics), grads = full
     (loss_k, metrics_k), grads_k = some
@@ -139,8 +184,8 @@ def test_packed_loss_counts_segments(model_and_params):
   packed = {k: v.reshape(1, 16) for k, v in BATCH.items()}
   packed["decoder_segment_ids"] = np.array([[1] * 4 + [0] * 4 + [2] * 5 + [0] * 3])
   packed["decoder_positions"] = np.array([[0, 1, 2, 3, 0, 0, 0, 0, 0, 1, 2, 3, 4, 0, 0, 0]])
-  loss, metrics = m.loss_fn(params, packed, None)
-  np.testing.assert_allclose(loss, m.loss_fn(params, BATCH, None)[0], rtol=1e-5)
+  loss, metrics = m.weighted_loss(params, packed, None)
+  np.testing.assert_allclose(loss, m.weighted_loss(params, BATCH, None)[0], rtol=1e-5)
   assert int(metrics["num_examples"]) == 2
 
 

@@ -1,0 +1,67 @@
+"""Convert a Hugging Face Gemma checkpoint into a T5X checkpoint: `python -m model.import_hf`.
+
+    python -m model.import_hf --hf_dir gemma-2-2b --model_dir runs/gemma2_2b_init
+
+writes
+
+    runs/gemma2_2b_init/checkpoint_0/state    T5X's train state: the parameters and a fresh
+                                              optimizer state of `model.optim` (step 0)
+    runs/gemma2_2b_init/model_config.json     the GemmaConfig (from the HF config.json)
+
+so that `t5x.train` fine-tunes it (`--gin.INITIAL_CHECKPOINT_PATH=\\"runs/gemma2_2b_init/checkpoint_0\\"`,
+see `model/configs/gemma2_2b_finetune.gin`) and `model.evaluate` / `model.chat` open it.
+
+The optimizer state is the zero state of `optim.adamw_with_clipping`, whose layout does not
+depend on the learning-rate schedule: T5X restores it under any schedule the gin file sets.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Optional, Sequence
+
+
+def import_hf(hf_dir: str, model_dir: str) -> str:
+  """Writes `<model_dir>/checkpoint_0` from a `save_pretrained` directory; returns its path."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from model import optim, t5x_checkpoints, train  # pylint: disable=g-import-not-at-top
+  from model.checkpoints import load_hf_checkpoint  # pylint: disable=g-import-not-at-top
+
+  if t5x_checkpoints.all_steps(model_dir):
+    raise FileExistsError(f"{model_dir} already holds checkpoints "
+                          f"{t5x_checkpoints.all_steps(model_dir)}; choose an empty --model_dir")
+  cfg, params = load_hf_checkpoint(hf_dir)
+  params = jax.tree.map(jnp.asarray, params)
+  opt_state = optim.adamw_with_clipping(total_steps=1).init(params)
+  os.makedirs(model_dir, exist_ok=True)
+  with open(os.path.join(model_dir, train.MODEL_CONFIG_FILE), "w", encoding="utf-8") as f:
+    json.dump(train.config_to_json(cfg), f, indent=2, sort_keys=True)
+  manager = t5x_checkpoints.T5XCheckpointManager(model_dir, keep=None)
+  try:
+    manager.save(0, params, opt_state)
+  finally:
+    manager.close()
+  return t5x_checkpoints.checkpoint_path(model_dir, 0)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  p = argparse.ArgumentParser(prog="python -m model.import_hf", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--hf_dir", required=True,
+                 help="a GemmaForCausalLM / Gemma2ForCausalLM save_pretrained directory")
+  p.add_argument("--model_dir", required=True, help="where checkpoint_0 is written")
+  args = p.parse_args(argv)
+  try:
+    path = import_hf(args.hf_dir, args.model_dir)
+  except (FileNotFoundError, FileExistsError, ValueError) as e:
+    print(f"[import_hf] ERROR: {e}", file=sys.stderr)
+    return 2
+  print(f"[import_hf] wrote {path}", flush=True)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,83 @@
+"""The model shape of a `t5x.train` model directory, read from the `config.gin` T5X writes there.
+
+`model.train` records its `GemmaConfig` in `<model_dir>/model_config.json`; `t5x.train` records
+the whole operative gin config in `<model_dir>/config.gin`, where the shape reads
+
+    gemma_config.GemmaConfig.embed_dim = 128
+    gemma_config.GemmaConfig.dropout_rate = %DROPOUT_RATE
+    DROPOUT_RATE = 0.0
+
+This module parses that file with gin's own parser (nothing is imported or called, so neither
+T5X nor the run's modules are needed) and rebuilds the `GemmaConfig`, so `model.evaluate`,
+`model.chat` and friends open a T5X run directory like one of ours.
+
+>>> gemma_config_from_gin("runs/ende_t5x/config.gin").embed_dim
+128
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict
+
+from model.config import GemmaConfig
+
+CONFIG_GIN = "config.gin"
+_CONFIGURABLE = "GemmaConfig"
+
+
+class _Reference:
+  """A `%MACRO` or `@configurable` met while parsing (resolved afterwards, or refused)."""
+
+  def __init__(self, name: str, is_macro: bool):
+    self.name, self.is_macro = name, is_macro
+
+
+class _Delegate:
+  """gin's `ParserDelegate` protocol: keep references as data instead of resolving them."""
+
+  def configurable_reference(self, scoped_configurable_name, evaluate):
+    del evaluate
+    return _Reference(scoped_configurable_name, is_macro=False)
+
+  def macro(self, macro_name):
+    return _Reference(macro_name, is_macro=True)
+
+
+def gemma_config_from_gin(path: str) -> GemmaConfig:
+  """The `GemmaConfig` bound in a T5X operative config (`config.gin` of a T5X model dir)."""
+  from gin import config_parser  # pylint: disable=g-import-not-at-top
+  with open(path, encoding="utf-8") as f:
+    statements = list(config_parser.ConfigParser(f, _Delegate()))
+  macros: Dict[str, Any] = {}
+  fields: Dict[str, Any] = {}
+  for st in statements:
+    if not isinstance(st, config_parser.BindingStatement):
+      continue
+    if not st.arg_name:       # `NAME = value`: a macro
+      macros[st.selector] = st.value
+    elif st.selector.split(".")[-1] == _CONFIGURABLE and not st.scope:
+      fields[st.arg_name] = st.value
+  if not fields:
+    raise ValueError(f"{path} binds no GemmaConfig: is it the config.gin of a T5X run of "
+                     "gemma-seqio's gin files?")
+
+  def resolve(name, value, seen=()):
+    if isinstance(value, _Reference):
+      if not value.is_macro or value.name in seen or value.name not in macros:
+        raise ValueError(f"{path}: GemmaConfig.{name} = {value.name!r} cannot be read as a value")
+      return resolve(name, macros[value.name], seen + (value.name,))
+    return value
+
+  values = {k: resolve(k, v) for k, v in fields.items()}
+  if isinstance(values.get("attention_types"), list):
+    values["attention_types"] = tuple(values["attention_types"])
+  try:
+    return GemmaConfig(**values)
+  except TypeError as e:
+    raise ValueError(f"{path}: the GemmaConfig bindings do not make a GemmaConfig: {e}") from e
+
+
+def find_gin_config(model_dir: str):
+  """`<model_dir>/config.gin` if `model_dir` is a T5X run directory, else None."""
+  path = os.path.join(model_dir, CONFIG_GIN)
+  return path if os.path.isfile(path) else None
