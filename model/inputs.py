@@ -10,7 +10,7 @@ modules, cache directories, and the deterministic, resumable training stream.
 from __future__ import annotations
 
 import importlib
-from typing import Iterable, Mapping, Optional, Sequence
+from typing import Iterable, Mapping, Optional, Sequence, Tuple
 
 BOS_ID = 2
 # Examples shuffled before packing (on top of seqio's 1,000): ~1/3 of LibreOffice's 28,870.
@@ -61,7 +61,8 @@ def subtasks(name: str):
 def train_batches(task: str, task_feature_lengths: Mapping[str, int], *, batch_size: int,
                   seed: int, start_batch: int = 0, pack: bool = True, packing: str = "in_order",
                   use_cached: bool = False, split: str = "train",
-                  shuffle_buffer_size: Optional[int] = DEFAULT_SHUFFLE_BUFFER):
+                  shuffle_buffer_size: Optional[int] = DEFAULT_SHUFFLE_BUFFER,
+                  shard: Optional[Tuple[int, int]] = None):
   """An endless, shuffled, packed stream of model-feature batches; batch k is the same for a
   given (task, lengths, batch_size, seed) whatever `start_batch` is.
 
@@ -72,6 +73,9 @@ def train_batches(task: str, task_feature_lengths: Mapping[str, int], *, batch_s
   shuffle buffer is 1,000 examples, and the embedded sources are stored in file order (e.g.
   LibreOffice help file by help file), so without it a stretch of training sees one topic at a
   time and the loss jumps when the topic changes.
+
+  `shard=(index, count)` reads only that seqio shard of the source (`seqio.ShardInfo`): on a
+  multi-host mesh each process reads its own shards and feeds its own rows of every batch.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import gemma_tasks  # pylint: disable=g-import-not-at-top
@@ -81,8 +85,10 @@ def train_batches(task: str, task_feature_lengths: Mapping[str, int], *, batch_s
   lengths = dict(task_feature_lengths)
   # What seqio.get_dataset does, with an example-level shuffle between the task (or mixture)
   # and the converter.
+  import seqio  # pylint: disable=g-import-not-at-top
+  shard_info = seqio.ShardInfo(index=shard[0], num_shards=shard[1]) if shard else None
   ds = provider.get_dataset(lengths, split=split, use_cached=use_cached, shuffle=True, seed=seed,
-                            num_epochs=None, trim_output_features=True)
+                            num_epochs=None, trim_output_features=True, shard_info=shard_info)
   if shuffle_buffer_size:
     # A buffer larger than the split only delays the first batch (it is filled before the
     # first example comes out).

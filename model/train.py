@@ -81,6 +81,15 @@ class TrainArgs:
   cache_dirs: List[str] = dataclasses.field(default_factory=list)
   module_imports: List[str] = dataclasses.field(default_factory=list)
   progress: bool = True
+  # Beyond one device (`model.mesh`): the mesh, FSDP, the input shards that make up a batch
+  # (default: one per process), and the multi-host rendezvous.
+  mesh: str = ""
+  fsdp: bool = False
+  input_shards: Optional[int] = None
+  coordinator_address: Optional[str] = None
+  num_processes: Optional[int] = None
+  process_id: Optional[int] = None
+  jax_distributed: bool = False
 
 
 @dataclasses.dataclass
@@ -252,8 +261,15 @@ def train(args: TrainArgs, *, model=None) -> TrainResult:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
 
+  from model import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   from model import optim, t5x_checkpoints  # pylint: disable=g-import-not-at-top
   from model.t5x_model import GemmaDecoderOnlyModel  # pylint: disable=g-import-not-at-top
+
+  mesh_lib.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id,
+                                  auto=args.jax_distributed)
+  plan = mesh_lib.MeshPlan.create(mesh_lib.MeshConfig.parse(args.mesh, fsdp=args.fsdp))
+  primary = jax.process_index() == 0   # the one process that writes logs, JSON and curves
+  my_shards = _input_shards(args, plan)
 
   if args.train_steps < 1:
     raise ValueError(f"--train_steps must be >= 1, got {args.train_steps}")
@@ -281,8 +297,9 @@ def train(args: TrainArgs, *, model=None) -> TrainResult:
         f"task {args.task!r} uses a vocabulary of {vocab_size} ids but the model has "
         f"vocab_size={cfg.vocab_size}; set GEMMA_TOKENIZER_PATH to the tokenizer of the "
         "checkpoint (or --model_override vocab_size=...)")
-  _write_json(os.path.join(model_dir, MODEL_CONFIG_FILE), config_to_json(cfg))
-  _write_json(os.path.join(model_dir, TRAIN_ARGS_FILE), dataclasses.asdict(args))
+  if primary:
+    _write_json(os.path.join(model_dir, MODEL_CONFIG_FILE), config_to_json(cfg))
+    _write_json(os.path.join(model_dir, TRAIN_ARGS_FILE), dataclasses.asdict(args))
 
   model = model or GemmaDecoderOnlyModel(cfg)
   length = args.inputs_length + args.targets_length
@@ -294,15 +311,14 @@ def train(args: TrainArgs, *, model=None) -> TrainResult:
                          warmup_steps=args.warmup_steps, end_factor=args.end_lr_factor)
   root_rng = jax.random.PRNGKey(args.seed)
   init_rng, dropout_root = jax.random.split(root_rng)
+  # Created sharded on the mesh (one device: the plain arrays of before).
+  params, opt_state, param_sh, state_sh = plan.init(model, tx, init_rng, length)
   if hf_params is not None:
-    params = jax.tree.map(jnp.asarray, hf_params)
-  else:
-    params = model.get_initial_variables(init_rng, {"decoder_input_tokens": (1, length)})["params"]
-  opt_state = tx.init(params)
+    params = plan.place(hf_params, param_sh)
   if start_step:
     params, opt_state, start_step = ckpt.restore(params, opt_state, start_step)
-    params = jax.tree.map(jnp.asarray, params)
-    opt_state = jax.tree.map(jnp.asarray, opt_state)
+    params = plan.place(params, param_sh)
+    opt_state = plan.place(opt_state, state_sh)
   num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
 
   use_dropout = cfg.dropout_rate > 0
@@ -319,18 +335,29 @@ def train(args: TrainArgs, *, model=None) -> TrainResult:
   # Old params/state buffers are reused for the new ones (less memory, fewer copies).
   # One compilation per loss-position bucket (a handful: rows of one task carry similar shares
   # of target tokens).
-  train_step = jax.jit(step_fn, donate_argnums=(0, 1), static_argnums=(4,))
+  train_step = jax.jit(step_fn, donate_argnums=(0, 1), static_argnums=(4,),
+                       out_shardings=(param_sh, state_sh, plan.replicated))
 
-  ds = inputs.train_batches(
+  shard_count = args.input_shards or jax.process_count()
+  streams = [inputs.train_batches(
       args.task, {"inputs": args.inputs_length, "targets": args.targets_length},
-      batch_size=args.batch_size, seed=args.seed, start_batch=start_step, pack=args.pack,
-      packing=args.packing, use_cached=args.use_cached,
-      shuffle_buffer_size=args.shuffle_buffer_size)
-  it = ds.as_numpy_iterator()
+      batch_size=args.batch_size // shard_count, seed=args.seed, start_batch=start_step,
+      pack=args.pack, packing=args.packing, use_cached=args.use_cached,
+      shuffle_buffer_size=args.shuffle_buffer_size,
+      shard=(i, shard_count) if shard_count > 1 else None).as_numpy_iterator()
+             for i in my_shards]
 
-  writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
+  def next_local_batch():
+    """This process's rows: its input shards' batches, one after the other."""
+    parts = [next(s) for s in streams]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+  it = iter(next_local_batch, None)
+
+  writer = (tf.summary.create_file_writer(os.path.join(model_dir, "train")) if primary
+            else tf.summary.create_noop_writer())
   metrics_path = os.path.join(model_dir, METRICS_FILE)
-  if start_step:
+  if start_step and primary:
     # Drop rows a crashed run logged after its last checkpoint: they are recomputed now.
     _truncate_metrics(metrics_path, start_step)
 
@@ -356,9 +383,11 @@ def train(args: TrainArgs, *, model=None) -> TrainResult:
       if deadline and time.time() > deadline:
         stopped_early = True
         break
-      tokens = int(np.sum(batch["decoder_target_tokens"] > 0))
-      positions = loss_positions_bucket(batch, args.loss_positions_bucket)
-      params, opt_state, metrics = train_step(params, opt_state, batch, jnp.int32(step), positions)
+      tokens = int(np.sum(batch["decoder_target_tokens"] > 0)) * jax.process_count()
+      positions = _same_on_every_process(loss_positions_bucket(batch,
+                                                               args.loss_positions_bucket))
+      params, opt_state, metrics = train_step(params, opt_state, plan.global_batch(batch),
+                                              jnp.int32(step), positions)
       # The step runs asynchronously: read the next batch meanwhile, then wait for the loss.
       batch = next(it) if step + 1 < last_stop else None
       loss = float(metrics["loss"])
@@ -381,13 +410,14 @@ def train(args: TrainArgs, *, model=None) -> TrainResult:
         last_loss = row["loss"]
         bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_second']:.0f}",
                         refresh=False)
-        with open(metrics_path, "a", encoding="utf-8") as f:
-          f.write(json.dumps(row) + "\n")
-        with writer.as_default(step=step):
-          for k in ("loss", "accuracy", "grad_norm", "learning_rate", "tokens_per_second"):
-            tf.summary.scalar(f"train/{k}", row[k])
-        writer.flush()
-        if not args.progress:
+        if primary:
+          with open(metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+          with writer.as_default(step=step):
+            for k in ("loss", "accuracy", "grad_norm", "learning_rate", "tokens_per_second"):
+              tf.summary.scalar(f"train/{k}", row[k])
+          writer.flush()
+        if not args.progress and primary:
           print(f"[train] step {step}: loss {row['loss']:.4f} acc {row['accuracy']:.3f} "
                 f"{row['tokens_per_second']:.0f} tok/s", flush=True)
       if step % args.save_every == 0:
@@ -398,7 +428,7 @@ def train(args: TrainArgs, *, model=None) -> TrainResult:
     bar.close()
     writer.close()
     ckpt.close()
-    curve = _learning_curve(model_dir)
+    curve = _learning_curve(model_dir) if primary else None
   seconds = time.time() - t_start
   print(f"[train] step {step}/{args.train_steps} saved in {model_dir} "
         f"({seconds / 60:.1f} min{', stopped early' if stopped_early else ''})"
@@ -406,6 +436,36 @@ def train(args: TrainArgs, *, model=None) -> TrainResult:
   return TrainResult(step=step, loss=last_loss,
                      stopped_early=stopped_early or step < args.train_steps,
                      seconds=seconds, model_dir=model_dir)
+
+
+def _input_shards(args: TrainArgs, plan) -> List[int]:
+  """The input shards this process reads (their batches, stacked, are its rows of a batch).
+
+  A batch is made of `input_shards` equal parts (default: one per process), so a run gives
+  the same batches on any number of processes: 2 processes reading a shard each feed the rows
+  that one process reading both shards would.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  processes = jax.process_count()
+  count = args.input_shards or processes
+  if count % processes:
+    raise ValueError(f"--input_shards {count} must be a multiple of the {processes} processes")
+  if args.batch_size % count or args.batch_size % plan.data_size:
+    raise ValueError(f"--batch_size {args.batch_size} must be a multiple of --input_shards "
+                     f"({count}) and of the mesh's data axis ({plan.data_size})")
+  per_process = count // processes
+  return list(range(jax.process_index() * per_process, (jax.process_index() + 1) * per_process))
+
+
+def _same_on_every_process(value: Optional[int]) -> Optional[int]:
+  """A static argument every process must agree on (one compiled program): the largest."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  if jax.process_count() == 1:
+    return value
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  values = multihost_utils.process_allgather(np.asarray(-1 if value is None else value))
+  return None if (values < 0).any() else int(values.max())
 
 
 class _Window:
@@ -514,6 +574,19 @@ def build_parser() -> argparse.ArgumentParser:
                  help="module that registers your tasks (repeatable)")
   p.add_argument("--no_progress", dest="progress", action="store_false",
                  help="log lines instead of a progress bar")
+  g = p.add_argument_group("beyond one device (model.mesh)")
+  g.add_argument("--mesh", default=d.mesh, metavar="data=N,model=M",
+                 help="device mesh; default: every device on the data axis")
+  g.add_argument("--fsdp", action="store_true",
+                 help="also split every parameter and its optimizer state over the data axis")
+  g.add_argument("--input_shards", type=int, default=None,
+                 help="seqio shards that make up a batch (default: one per process)")
+  g.add_argument("--coordinator_address", default=None, metavar="HOST:PORT",
+                 help="multi-host: process 0's address (jax.distributed.initialize)")
+  g.add_argument("--num_processes", type=int, default=None)
+  g.add_argument("--process_id", type=int, default=None)
+  g.add_argument("--jax_distributed", action="store_true",
+                 help="multi-host from the environment JAX reads on TPU pods / SLURM")
   return p
 
 
@@ -530,7 +603,10 @@ def args_from_namespace(ns: argparse.Namespace) -> TrainArgs:
       save_every=ns.save_every, keep=ns.keep,
       log_every=ns.log_every, max_steps_per_run=ns.max_steps_per_run,
       time_budget_minutes=ns.time_budget_minutes, use_cached=ns.use_cached,
-      cache_dirs=ns.cache_dir, module_imports=ns.module_import, progress=ns.progress)
+      cache_dirs=ns.cache_dir, module_imports=ns.module_import, progress=ns.progress,
+      mesh=ns.mesh, fsdp=ns.fsdp, input_shards=ns.input_shards,
+      coordinator_address=ns.coordinator_address, num_processes=ns.num_processes,
+      process_id=ns.process_id, jax_distributed=ns.jax_distributed)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -67,7 +67,7 @@ def test_run_file_binds_under_real_t5x(name, monkeypatch):
     gin.parse_config_files_and_bindings([os.path.join(CONFIGS, name)],
                                         [f"{k} = {v}" for k, v in bindings.items()])
     assert gin.query_parameter("utils.RestoreCheckpointConfig.dtype") == "float32"
-    rules = gin.query_parameter("partitioning.PjitPartitioner.logical_axis_rules")
+    rules = gin.query_parameter("t5x_partitioner.PjitPartitioner.logical_axis_rules")
     built_rules = rules.scoped_configurable_fn()
     assert dict(built_rules)["heads"] == "model"
     assert built_rules in (partitioning.logical_axis_rules(),

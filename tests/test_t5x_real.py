@@ -295,14 +295,16 @@ def test_both_ways_same_bleu_on_the_same_examples(same_start, tmp_path):
 
 @pytest.fixture(scope="module")
 def partitioned_runs(ours, tmp_path_factory):
-  """t5x.train on 8 simulated CPU devices with 1, 2 and 4 model partitions."""
+  """t5x.train on 8 simulated CPU devices with 1, 2 and 4 model partitions (NUM_PARTITIONS:
+  `partitioning.PjitPartitioner.num_partitions` of our partitioner, which T5X's CPU mesh
+  would ignore)."""
   root = tmp_path_factory.mktemp("partitions")
   for parts in (1, 2, 4):
     run(t5x_cmd("train", "gemma_en_de_libreoffice_finetune.gin",
                 MODEL_DIR=q(root / f"p{parts}"), INITIAL_CHECKPOINT_PATH=q(ours / "checkpoint_4"),
                 TRAIN_STEPS=14, BATCH_SIZE=8,
-                **{"partitioning.PjitPartitioner.num_partitions": parts,
-                   "train/utils.DatasetConfig.seed": 0, "train.stats_period": 1,
+                NUM_PARTITIONS=parts,
+                **{"train/utils.DatasetConfig.seed": 0, "train.stats_period": 1,
                    "train.train_eval_dataset_cfg": None, "train.infer_eval_dataset_cfg": None}),
         str(root / f"p{parts}.log"), env=_env(devices=8))
   return root
@@ -314,9 +316,23 @@ def test_t5x_train_with_1_2_4_partitions_gives_the_same_losses(partitioned_runs)
   for p in (2, 4):
     np.testing.assert_allclose([losses[p][s] for s in steps], [losses[1][s] for s in steps],
                                rtol=1e-5, err_msg=f"{p} partitions")
-  log = (partitioned_runs / "p4.log").read_text()
-  # The embedding really was split over the 'model' axis of a (2, 4) mesh.
-  assert "PartitionSpec('model', None)" in log or "('model', None)" in log
+  # T5X's own account of the layout: the embedding split over 'model', the norms replicated.
+  info = (partitioned_runs / "p4" / "model-info.txt").read_text().splitlines()
+  embedding = [line for line in info if "embedder/input_embedding" in line]
+  assert embedding and all("('model', None)" in line for line in embedding), embedding
+
+
+def test_our_partitioner_honours_num_partitions_on_cpu(tmp_path):
+  """T5X's CPU mesh puts every device on 'model'; ours is (devices / n, n), as on TPU/GPU."""
+  code = ("from model import partitioning, t5x_partitioner\n"
+          "for n in (1, 2, 4, 8):\n"
+          "  p = t5x_partitioner.PjitPartitioner(num_partitions=n,\n"
+          "      logical_axis_rules=partitioning.logical_axis_rules())\n"
+          "  print(n, dict(p.mesh.shape))\n")
+  run([sys.executable, "-c", code], str(tmp_path / "mesh.log"), env=_env(devices=8))
+  lines = (tmp_path / "mesh.log").read_text()
+  for n in (1, 2, 4, 8):
+    assert f"{n} {{'data': {8 // n}, 'model': {n}}}" in lines, lines
 
 
 def test_a_sharded_checkpoint_restores_in_model_evaluate_on_one_device(partitioned_runs,

@@ -1,0 +1,37 @@
+"""T5X's `PjitPartitioner` with a ('data', 'model') mesh of `num_partitions` on CPU hosts too.
+
+T5X builds its mesh in `BasePjitPartitioner.mesh`; on CPU it ignores `num_partitions` and puts
+every local device on 'model' (`t5x.partitioning.get_cpu_mesh`), so a host with 8 CPU devices
+(or `--xla_force_host_platform_device_count=8`) always gets 8-way model parallelism, which a
+model with 4 heads cannot take. This subclass overrides only that property: on CPU the mesh is
+(devices / num_partitions, num_partitions), devices of one process kept together; on TPU and
+GPU it is T5X's `default_mesh`, unchanged.
+
+>>> PjitPartitioner(num_partitions=2, logical_axis_rules=logical_axis_rules()).mesh.shape
+{'data': 4, 'model': 2}                               # 8 CPU devices
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+from t5x import partitioning  # pylint: disable=import-error
+
+
+class PjitPartitioner(partitioning.PjitPartitioner):
+  """`t5x.partitioning.PjitPartitioner` whose CPU mesh honours `num_partitions`."""
+
+  @functools.cached_property
+  def mesh(self) -> jax.sharding.Mesh:
+    devices = jax.devices(self._backend)
+    if (devices[-1].platform != "cpu" or self._model_parallel_submesh
+        or self._ici_mesh_shape is not None):
+      return partitioning.default_mesh(self._num_partitions, self._model_parallel_submesh,
+                                       self._backend, self._ici_mesh_shape, self._dcn_mesh_shape)
+    parts = self._num_partitions or 1
+    if len(devices) % parts:
+      raise ValueError(f"num_partitions={parts} does not divide the {len(devices)} devices")
+    ordered = sorted(devices, key=lambda d: (d.process_index, d.id))
+    return jax.sharding.Mesh(np.asarray(ordered).reshape(len(devices) // parts, parts),
+                             ("data", "model"))
