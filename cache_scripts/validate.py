@@ -11,9 +11,9 @@ For one task directory:
 
 >>> report = validate_cache(seqio.get_mixture_or_task("gemma_quiz_qa"), "/tmp/c/gemma_quiz_qa")
 >>> report.ok, report.splits["validation"].examples, report.splits["validation"].spot_checked
-(True, 109, 64)
+(True, 108, 64)
 >>> print(report.summary())
-gemma_quiz_qa  validation: 109 examples, inputs 2,061 tokens, targets 412 tokens, 64/64 spot-checked
+gemma_quiz_qa  validation: 108 examples, inputs 2,726 tokens, targets 513 tokens, 64/64 spot-checked
 ...
 """
 from __future__ import annotations

@@ -46,7 +46,7 @@ def _load(split="validation"):
 
 
 def test_same_task_loads(cached_dir):
-  assert _load() == 109
+  assert _load() == 108
   meta = reader.read_metadata(str(cached_dir / NAME))
   import seqio
   assert meta["tasks"][NAME] == fingerprint.task_fingerprint(seqio.get_mixture_or_task(NAME))
@@ -83,7 +83,7 @@ def test_env_override_turns_refusal_into_warning(cached_dir, monkeypatch, caplog
   _register(prefix_question="Quiz: ")
   monkeypatch.setenv(reader.IGNORE_FINGERPRINT_ENV, "1")
   with caplog.at_level("WARNING"):
-    assert _load() == 109
+    assert _load() == 108
   assert "Ignored because" in caplog.text
 
 
