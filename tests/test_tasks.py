@@ -162,3 +162,13 @@ def test_embedded_qa_answers_are_scorable(name):
       assert any(normalised), f"{path}:{i}: {row}"
       if name == "quiz_qa":
         assert all(normalised), f"{path}:{i}: {row}"
+
+
+@pytest.mark.parametrize("command", [["show", "gemma_quiz_qa", "-n", "-1"],
+                                     ["show", "gemma_quiz_qa", "-n", "0"], ["demo", "-n", "-1"]])
+def test_cli_refuses_a_count_below_one(capsys, command):
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(command)
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err
+  assert f"argument -n: must be a whole number of at least 1, got {command[-1]!r}" in err
