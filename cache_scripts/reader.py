@@ -44,6 +44,7 @@ import json
 import logging
 import os
 import threading
+import weakref
 from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
@@ -62,8 +63,11 @@ ARRAY_RECORD_SUFFIX = ".array_record"
 _LOGGER = logging.getLogger(__name__)
 _lock = threading.Lock()
 _original: Dict[str, Any] = {}
-# (task name, id(task), cache dir) -> True once checked, so each get_dataset call does not rehash.
-_checked: Dict[tuple, bool] = {}
+# Task -> cache dirs whose fingerprint matched it, so each get_dataset call does not rehash. Keyed
+# by the task object itself, weakly: the mark goes with the object. An `id()` would outlive it,
+# and CPython hands a freed address (= id) to new objects, e.g. a task re-registered with other
+# preprocessors, which would then skip its check and read the stale cache.
+_checked: "weakref.WeakKeyDictionary[seqio.Task, set]" = weakref.WeakKeyDictionary()
 
 
 class CacheNotFoundError(AssertionError):
@@ -309,10 +313,9 @@ def _assert_cached(self) -> None:
 def _get_cached_source(self, split: str, file_shuffle_buffer_size: Optional[int] = None):
   self.assert_cached()
   cache_dir = self.cache_dir
-  key = (self.name, id(self), cache_dir)
-  if key not in _checked:
+  if cache_dir not in _checked.get(self, ()):
     check_fingerprint(self, cache_dir)
-    _checked[key] = True
+    _checked.setdefault(self, set()).add(cache_dir)
   file_shuffle_buffer_size = (
       file_shuffle_buffer_size
       or self._cache_dataset_placerholder.file_shuffle_buffer_size)  # pylint: disable=protected-access

@@ -111,3 +111,15 @@ def test_describe_follows_same_package_helpers():
   assert "def as_prompt" in text and "def choose_alias" in text and "def pick_alias" in text
   assert fingerprint.describe(functools.partial(preprocessors.qa, question_key="q")) != \
       fingerprint.describe(functools.partial(preprocessors.qa, question_key="x"))
+
+
+def test_reregistered_task_is_checked_even_when_it_gets_the_old_tasks_id(cached_dir, monkeypatch):
+  """The check is remembered per task object, not per `id()`: CPython gives a new object the
+  address (id) of a freed one, so a task re-registered with other preprocessors could inherit
+  the old task's "checked" mark and read the stale cache. Which address a new task gets is up to
+  the allocator, so the reuse is simulated: every object gets the same id in the reader."""
+  monkeypatch.setattr(reader, "id", lambda obj: 1, raising=False)
+  assert _load() == 108  # the registered task is checked (and remembered)
+  _register(prefix_question="Quiz: ")  # same name, other preprocessors, "same id"
+  with pytest.raises(cache_scripts.CacheFingerprintError, match=r"changed: preprocessor\[0\]"):
+    _load()
