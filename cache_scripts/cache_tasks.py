@@ -41,6 +41,7 @@ What this adds to seqio 0.0.20's `main()`, and why:
     deleted, emptied or cut, an info file cut short): such a cache in `--output_cache_dir` is
     removed and written again, and the report names what was wrong. After a run the size of
     every data file is added to `COMPLETED`, so that loading the cache can check it cheaply.
+  * An `--output_cache_dir` that cannot be a directory (under a regular file) is a one-line error.
   * After the run every written task is validated (`cache_scripts.validate`): `COMPLETED`,
     examples and tokens per split, record counts, and a spot check against on-the-fly examples.
   * Examples become `tf.train.Example`s through `cache_scripts.tfexample` (same bytes as
@@ -384,6 +385,23 @@ def cache_problems(task: seqio.Task, cache_dir: str) -> List[str]:
               cache_dir, split, reader.output_format_of(cache_dir, split), meta)]
 
 
+def make_output_dir(path: str) -> None:
+  """Creates `path`; a path that cannot be a directory is a `ValueError` saying why.
+
+  >>> make_output_dir("/tmp/notes.txt/cache")
+  ValueError: --output_cache_dir /tmp/notes.txt/cache: /tmp/notes.txt is a file, not a directory
+  """
+  try:
+    tf.io.gfile.makedirs(path)
+  except tf.errors.OpError as e:
+    parent = path.rstrip("/")
+    while parent and not tf.io.gfile.exists(parent):
+      parent = os.path.dirname(parent)
+    if parent and not tf.io.gfile.isdir(parent):
+      raise ValueError(f"--output_cache_dir {path}: {parent} is a file, not a directory") from None
+    raise ValueError(f"--output_cache_dir {path}: cannot create it ({e.message})") from None
+
+
 def _import_modules(modules: Sequence[str]) -> None:
   for m in modules:
     if m:
@@ -548,7 +566,7 @@ def cache_tasks(
     processes, options = workers, assemble_pipeline_options(pipeline_options, 1)
   report = RunReport(output_cache_dir=output_cache_dir, pipeline_options=options,
                      processes=processes)
-  tf.io.gfile.makedirs(output_cache_dir)
+  make_output_dir(output_cache_dir)
 
   names = select_tasks(tasks, excluded_tasks)
   if not names:

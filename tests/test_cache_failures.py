@@ -324,3 +324,16 @@ def test_truncated_info_file_names_the_file_and_the_fix(quiz_copy):
   message = str(err.value)
   assert f"{info}: not valid JSON" in message and _fix_command(quiz_copy) in message
 
+
+def test_output_cache_dir_under_a_file_is_a_clear_error(tmp_path):
+  blocker = tmp_path / "not_a_dir"
+  blocker.write_text("x")
+  with pytest.raises(ValueError, match=rf"--output_cache_dir {blocker}/cache: {blocker} is a "
+                                       r"file, not a directory"):
+    cache_tasks.cache_tasks([QUIZ], str(blocker / "cache"))
+  out = subprocess.run([sys.executable, "-m", "cache_scripts.cache_tasks", f"--tasks={QUIZ}",
+                        f"--output_cache_dir={blocker}/cache"], cwd=REPO, capture_output=True,
+                       text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  assert out.returncode == 1
+  assert f"ERROR: --output_cache_dir {blocker}/cache: {blocker} is a file" in out.stderr
+  assert "Traceback" not in out.stderr, out.stderr[-3000:]
