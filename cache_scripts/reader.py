@@ -10,10 +10,10 @@ caches without our metadata behave as before, apart from the clearer error):
   * `_get_cached_source`: before reading, the split's files are checked against what the cache
     says was written (`cache_scripts.integrity`: every shard present, with its recorded size);
     a deleted, emptied or cut shard or a cut `info.<split>.json` raises `CacheCorruptError`
-    naming the file and the command that rebuilds the cache. Then the fingerprint stored by `cache_scripts.cache_tasks` in
-    the cache's `COMPLETED` file is compared with the Task as registered now; a cache written with
-    another vocabulary, other preprocessors, other source data or other output features raises
-    `CacheFingerprintError` naming what changed. Then the data is read by `FastCachedDataSource`.
+    naming the file and the command that rebuilds the cache. Then the fingerprint stored by
+    `cache_scripts.cache_tasks` in the cache's `COMPLETED` file is compared with the Task as
+    registered now; a cache written with another vocabulary, other preprocessors, other source
+    data or other output features raises `CacheFingerprintError` naming what changed. Then the data is read by `FastCachedDataSource`.
 
 Typical use (plain seqio calls):
 
@@ -87,8 +87,7 @@ class CacheFingerprintError(ValueError):
 # Metadata
 # ---------------------------------------------------------------------------------------------
 
-def completed_contents(output_format: str, fingerprints: Mapping[str, Mapping[str, Any]],
-                       shard_bytes: Optional[Mapping[str, Mapping[str, int]]] = None) -> str:
+def completed_contents(output_format: str, fingerprints: Mapping[str, Mapping[str, Any]]) -> str:
   """The JSON text that `cache_tasks` writes into each task's `COMPLETED` file.
 
   `COMPLETED` is written last, after every shard, info and stats file, so keeping the metadata
@@ -98,15 +97,12 @@ def completed_contents(output_format: str, fingerprints: Mapping[str, Mapping[st
   ... # doctest: +ELLIPSIS
   {'gemma_seqio_cache': 1, 'output_format': 'tfrecord', 'seqio_version': '...', 'tasks': {'t': ...}}
   """
-  meta = {
+  return json.dumps({
       METADATA_KEY: 1,
       "output_format": output_format,
       "seqio_version": seqio.__version__,
       "tasks": {k: dict(v) for k, v in sorted(fingerprints.items())},
-  }
-  if shard_bytes is not None:
-    meta[integrity.SHARD_BYTES_KEY] = {k: dict(v) for k, v in shard_bytes.items()}
-  return json.dumps(meta, sort_keys=True)
+  }, sort_keys=True)
 
 
 def record_shard_bytes(cache_dir: str, splits) -> None:
