@@ -13,7 +13,8 @@ caches without our metadata behave as before, apart from the clearer error):
     naming the file and the command that rebuilds the cache. Then the fingerprint stored by
     `cache_scripts.cache_tasks` in the cache's `COMPLETED` file is compared with the Task as
     registered now; a cache written with another vocabulary, other preprocessors, other source
-    data or other output features raises `CacheFingerprintError` naming what changed. Then the data is read by `FastCachedDataSource`.
+    data or other output features raises `CacheFingerprintError` naming what changed. Then the
+    data is read by `FastCachedDataSource`.
 
 Typical use (plain seqio calls):
 
