@@ -28,6 +28,13 @@ INSTALL_REQUIRES = [
     "safetensors==0.8.0",
 ]
 
+# `gemma-seqio[dataflow]`: Beam's Google Cloud pieces for a real Dataflow submission
+# (cache_scripts.dataflow). Same Beam version as above; `pip install --dry-run -c constraints.txt`
+# resolves it next to every pin there without changing any of them.
+DATAFLOW_REQUIRES = [
+    "apache-beam[gcp]==2.77.0",
+]
+
 TEST_REQUIRES = [
     "pytest==9.2.0",
     "hypothesis==6.170.15",
@@ -54,7 +61,7 @@ setuptools.setup(
     },
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": TEST_REQUIRES},
+    extras_require={"test": TEST_REQUIRES, "dataflow": DATAFLOW_REQUIRES},
     entry_points={"console_scripts": [
         "gemma-tasks=gemma_tasks.__main__:main",
         "gemma-cache-tasks=cache_scripts.cache_tasks:console_main",

@@ -19,7 +19,8 @@ file). Searched:
 ...
 """
 from cache_scripts import reader
-from cache_scripts.reader import CacheFingerprintError, CacheNotFoundError, install, uninstall
+from cache_scripts.reader import (CacheCorruptError, CacheFingerprintError, CacheNotFoundError,
+                                  install, uninstall)
 
 
 def add_cache_dirs(cache_dirs):

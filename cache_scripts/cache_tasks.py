@@ -36,7 +36,12 @@ What this adds to seqio 0.0.20's `main()`, and why:
     `cache_scripts.fingerprint`), checked when the cache is loaded (`cache_scripts.reader`).
   * Failure handling: a task directory without `COMPLETED` (an interrupted or failed run) is
     removed before the task is written again, and `beam-temp-*` leftovers are removed when a
-    run fails. Already completed tasks are skipped (and listed as skipped) unless `--overwrite`.
+    run fails. Already completed tasks are skipped (and listed as skipped) unless `--overwrite`,
+    or unless their files are not what the cache recorded (`cache_scripts.integrity`: a shard
+    deleted, emptied or cut, an info file cut short): such a cache in `--output_cache_dir` is
+    removed and written again, and the report names what was wrong. After a run the size of
+    every data file is added to `COMPLETED`, so that loading the cache can check it cheaply.
+  * An `--output_cache_dir` that cannot be a directory (under a regular file) is a one-line error.
   * After the run every written task is validated (`cache_scripts.validate`): `COMPLETED`,
     examples and tokens per split, record counts, and a spot check against on-the-fly examples.
   * Examples become `tf.train.Example`s through `cache_scripts.tfexample` (same bytes as
@@ -81,6 +86,7 @@ from seqio.scripts import cache_tasks_main
 import tensorflow as tf
 
 from cache_scripts import fingerprint as fingerprint_lib
+from cache_scripts import integrity
 from cache_scripts import parallel
 from cache_scripts import reader
 from cache_scripts import tfexample
@@ -118,6 +124,7 @@ class RunReport:
   written: List[str] = dataclasses.field(default_factory=list)
   skipped: Dict[str, str] = dataclasses.field(default_factory=dict)
   cleaned: List[str] = dataclasses.field(default_factory=list)
+  repaired: Dict[str, List[str]] = dataclasses.field(default_factory=dict)  # dir -> problems
   validation: List[validate_lib.TaskReport] = dataclasses.field(default_factory=list)
   pipeline_options: List[str] = dataclasses.field(default_factory=list)
   processes: int = 1
@@ -132,6 +139,7 @@ class RunReport:
              f"in {self.seconds:.1f}s with {self.processes} process(es) x "
              f"{' '.join(self.pipeline_options)}"]
     lines += [f"  cleaned incomplete cache: {d}" for d in self.cleaned]
+    lines += [f"  rebuilt damaged cache: {d} ({'; '.join(p)})" for d, p in self.repaired.items()]
     lines += [f"  skipped {k}: {v}" for k, v in sorted(self.skipped.items())]
     lines += ["  " + line for r in self.validation for line in r.summary().splitlines()]
     lines.append("validation: " + ("OK" if self.ok else "FAILED") if self.validation
@@ -369,6 +377,31 @@ def _remove_beam_temp(task_dirs: Sequence[str]) -> None:
       tf.io.gfile.rmtree(tmp)
 
 
+def cache_problems(task: seqio.Task, cache_dir: str) -> List[str]:
+  """What `integrity` finds wrong with the files of every split of `task` at `cache_dir`."""
+  meta = reader.read_metadata(cache_dir)
+  return [problem for split in task.splits
+          for problem in integrity.split_problems(
+              cache_dir, split, reader.output_format_of(cache_dir, split), meta)]
+
+
+def make_output_dir(path: str) -> None:
+  """Creates `path`; a path that cannot be a directory is a `ValueError` saying why.
+
+  >>> make_output_dir("/tmp/notes.txt/cache")
+  ValueError: --output_cache_dir /tmp/notes.txt/cache: /tmp/notes.txt is a file, not a directory
+  """
+  try:
+    tf.io.gfile.makedirs(path)
+  except tf.errors.OpError as e:
+    parent = path.rstrip("/")
+    while parent and not tf.io.gfile.exists(parent):
+      parent = os.path.dirname(parent)
+    if parent and not tf.io.gfile.isdir(parent):
+      raise ValueError(f"--output_cache_dir {path}: {parent} is a file, not a directory") from None
+    raise ValueError(f"--output_cache_dir {path}: cannot create it ({e.message})") from None
+
+
 def _import_modules(modules: Sequence[str]) -> None:
   for m in modules:
     if m:
@@ -533,7 +566,7 @@ def cache_tasks(
     processes, options = workers, assemble_pipeline_options(pipeline_options, 1)
   report = RunReport(output_cache_dir=output_cache_dir, pipeline_options=options,
                      processes=processes)
-  tf.io.gfile.makedirs(output_cache_dir)
+  make_output_dir(output_cache_dir)
 
   names = select_tasks(tasks, excluded_tasks)
   if not names:
@@ -557,8 +590,19 @@ def cache_tasks(
       report.cleaned.append(out_dir)
       task._cache_dir = None  # pylint: disable=protected-access
     cached_at = task.cache_dir
+    damage = cache_problems(task, cached_at) if cached_at and not overwrite else []
+    if damage and cached_at == out_dir:
+      # Not "already cached": its files are not what was written. Derived data: write it again.
+      logging.warning("Rebuilding damaged cache of %s at %s: %s", name, out_dir, "; ".join(damage))
+      tf.io.gfile.rmtree(out_dir)
+      report.repaired[out_dir] = damage
+      task._cache_dir = None  # pylint: disable=protected-access
+      cached_at = None
     if cached_at and not overwrite and not ignore_other_caches:
-      report.skipped[name] = f"already cached at {cached_at} (use --overwrite to rebuild)"
+      report.skipped[name] = (
+          f"damaged cache at {cached_at} ({'; '.join(damage)}), outside --output_cache_dir; "
+          "rebuild it there or pass --ignore_other_caches" if damage else
+          f"already cached at {cached_at} (use --overwrite to rebuild)")
       logging.info("Skipping %s: %s", name, report.skipped[name])
       continue
     if cached_at and overwrite and cached_at != out_dir and not ignore_other_caches:
@@ -623,6 +667,8 @@ def cache_tasks(
         shutil.rmtree(claims_dir, ignore_errors=True)
     report.written += [name for name, _, _ in to_write]
     _remove_beam_temp([d for _, d, _ in to_write])
+    for name, out_dir, _ in to_write:
+      reader.record_shard_bytes(out_dir, seqio.TaskRegistry.get(name).splits)
 
   if validate:
     for name, out_dir, _ in to_write:

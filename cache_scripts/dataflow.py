@@ -13,8 +13,15 @@ vocabulary model and `split_sizes.json` (tests/test_cache_dataflow.py builds the
 wheel and checks that). From an installed wheel instead of a checkout, pass
 `--pipeline_options=--extra_package=/path/to/gemma_seqio-0.1.0-py3-none-any.whl`.
 
+Dataflow needs Beam's Google Cloud extras (`apache-beam[gcp]`: apitools, google-cloud-storage,
+google-auth, ...), which the pinned local stack does not install. They come with the extra
+
+    pip install -c constraints.txt -e '.[dataflow]'     # or: pip install 'gemma-seqio[dataflow]'
+
+and a real submission without them stops at once with that command (`missing_gcp_modules`).
+
 `--dry_run` prints the Beam options and exits, which is how the option assembly is tested here
-(nothing can reach Dataflow from this machine).
+(nothing can reach Dataflow from this machine); it also says on stderr if the extras are missing.
 
 Flink / Spark (portable runners) take the same job with other options, e.g.
     --pipeline_options=--runner=FlinkRunner,--flink_master=host:8081,--environment_type=LOOPBACK
@@ -25,6 +32,7 @@ DOCKER/PROCESS environments, install gemma-seqio into the worker image. On more 
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import sys
@@ -40,6 +48,11 @@ FLAGS = flags.FLAGS
 REPO_SETUP_PY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                              "setup.py")
 
+# Modules of apache-beam[gcp] that the Dataflow runner and gs:// paths need (top-level names).
+GCP_MODULES = ("apitools", "google.auth", "google.api_core", "google.cloud.storage")
+INSTALL_HINT = ("pip install -c constraints.txt -e '.[dataflow]' (in a gemma-seqio checkout), or "
+                "pip install 'gemma-seqio[dataflow]'")
+
 flags.DEFINE_string("project", None, "Google Cloud project.")
 flags.DEFINE_string("region", None, "Dataflow region, e.g. us-central1.")
 flags.DEFINE_string("temp_location", None, "gs:// directory for Beam temporary files.")
@@ -51,6 +64,28 @@ flags.DEFINE_string("job_name", None, "Dataflow job name (default: gemma-seqio-c
 flags.DEFINE_integer("max_num_workers", None, "Upper bound for Dataflow autoscaling.")
 flags.DEFINE_string("machine_type", None, "Worker machine type, e.g. n2-standard-4.")
 flags.DEFINE_boolean("dry_run", False, "Print the assembled Beam options and exit.")
+
+
+def missing_gcp_modules(modules: Sequence[str] = GCP_MODULES) -> List[str]:
+  """The modules of `apache-beam[gcp]` that cannot be imported here.
+
+  >>> missing_gcp_modules()      # the pinned local stack, without the [dataflow] extra
+  ['apitools', 'google.auth', 'google.api_core', 'google.cloud.storage']
+  """
+  missing = []
+  for name in modules:
+    try:
+      found = importlib.util.find_spec(name) is not None
+    except ImportError:  # a parent package is missing
+      found = False
+    if not found:
+      missing.append(name)
+  return missing
+
+
+def gcp_missing_message(missing: Sequence[str]) -> str:
+  return (f"the Dataflow runner needs apache-beam's gcp extras, which are not installed "
+          f"(missing: {', '.join(missing)}). Install them with:\n  {INSTALL_HINT}")
 
 
 def default_job_name(now: Optional[float] = None) -> str:
@@ -112,11 +147,17 @@ def main(argv):
       staging_location=FLAGS.staging_location, setup_file=FLAGS.setup_file,
       job_name=FLAGS.job_name, max_num_workers=FLAGS.max_num_workers,
       machine_type=FLAGS.machine_type, extra=FLAGS.pipeline_options)
+  missing = missing_gcp_modules()
   if FLAGS.dry_run:
     print("\n".join(options))
+    if missing:
+      print(f"NOTE: {gcp_missing_message(missing)}", file=sys.stderr)
     return 0
   if not str(FLAGS.output_cache_dir or "").startswith("gs://"):
     print("ERROR: on Dataflow --output_cache_dir must be a gs:// path", file=sys.stderr)
+    return 1
+  if missing:  # before Beam: it would fail later, after building the job, less clearly
+    print(f"ERROR: {gcp_missing_message(missing)}", file=sys.stderr)
     return 1
   FLAGS.pipeline_options = options
   return cache_tasks.main([])

@@ -7,10 +7,14 @@ caches without our metadata behave as before, apart from the clearer error):
     `AssertionError`, as seqio's own) naming the task, every directory searched and the command
     that builds the cache, instead of seqio's "'x' does not exist in any of the task cache
     directories."
-  * `_get_cached_source`: before reading, the fingerprint stored by `cache_scripts.cache_tasks` in
-    the cache's `COMPLETED` file is compared with the Task as registered now; a cache written with
-    another vocabulary, other preprocessors, other source data or other output features raises
-    `CacheFingerprintError` naming what changed. Then the data is read by `FastCachedDataSource`.
+  * `_get_cached_source`: before reading, the split's files are checked against what the cache
+    says was written (`cache_scripts.integrity`: every shard present, with its recorded size);
+    a deleted, emptied or cut shard or a cut `info.<split>.json` raises `CacheCorruptError`
+    naming the file and the command that rebuilds the cache. Then the fingerprint stored by
+    `cache_scripts.cache_tasks` in the cache's `COMPLETED` file is compared with the Task as
+    registered now; a cache written with another vocabulary, other preprocessors, other source
+    data or other output features raises `CacheFingerprintError` naming what changed. Then the
+    data is read by `FastCachedDataSource`.
 
 Typical use (plain seqio calls):
 
@@ -44,6 +48,7 @@ import json
 import logging
 import os
 import threading
+import weakref
 from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
@@ -53,17 +58,22 @@ import tensorflow as tf
 from seqio import utils as seqio_utils
 
 from cache_scripts import fingerprint as fingerprint_lib
+from cache_scripts import integrity
+from cache_scripts.integrity import CacheCorruptError  # noqa: F401  (part of this API)
 
 METADATA_KEY = "gemma_seqio_cache"
 IGNORE_FINGERPRINT_ENV = "GEMMA_SEQIO_IGNORE_CACHE_FINGERPRINT"
 PARSE_BATCH_SIZE = 256
-ARRAY_RECORD_SUFFIX = ".array_record"
+ARRAY_RECORD_SUFFIX = integrity.ARRAY_RECORD_SUFFIX
 
 _LOGGER = logging.getLogger(__name__)
 _lock = threading.Lock()
 _original: Dict[str, Any] = {}
-# (task name, id(task), cache dir) -> True once checked, so each get_dataset call does not rehash.
-_checked: Dict[tuple, bool] = {}
+# Task -> cache dirs whose fingerprint matched it, so each get_dataset call does not rehash. Keyed
+# by the task object itself, weakly: the mark goes with the object. An `id()` would outlive it,
+# and CPython hands a freed address (= id) to new objects, e.g. a task re-registered with other
+# preprocessors, which would then skip its check and read the stale cache.
+_checked: "weakref.WeakKeyDictionary[seqio.Task, set]" = weakref.WeakKeyDictionary()
 
 
 class CacheNotFoundError(AssertionError):
@@ -96,6 +106,23 @@ def completed_contents(output_format: str, fingerprints: Mapping[str, Mapping[st
   }, sort_keys=True)
 
 
+def record_shard_bytes(cache_dir: str, splits) -> None:
+  """Adds the size of every data file to our `COMPLETED` (for `integrity`'s check on open).
+
+  Run by `cache_tasks` once the files are final. `COMPLETED` is replaced by a rename, so it is
+  never seen half-written; if this step does not happen the cache is complete all the same and
+  is checked for missing shards only.
+  """
+  meta = read_metadata(cache_dir)
+  if meta is None:
+    return
+  meta[integrity.SHARD_BYTES_KEY] = integrity.shard_bytes(cache_dir, splits, meta["output_format"])
+  path = os.path.join(cache_dir, "COMPLETED")
+  with tf.io.gfile.GFile(path + ".tmp", "w") as f:
+    f.write(json.dumps(meta, sort_keys=True))
+  tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+
+
 def read_metadata(cache_dir: str) -> Optional[Dict[str, Any]]:
   """The metadata in `cache_dir/COMPLETED`, or None for a cache written by plain seqio.
 
@@ -124,12 +151,9 @@ def output_format_of(cache_dir: str, split: str) -> str:
 
 def shard_files(cache_dir: str, split: str, output_format: str) -> List[str]:
   """The data files of `split`, as the writer named them (matching info's `num_shards`)."""
-  with tf.io.gfile.GFile(seqio_utils.get_cached_info_path(cache_dir, split)) as f:
-    num_shards = json.load(f)["num_shards"]
-  if output_format == "arrayrecord":
-    prefix = os.path.join(cache_dir, split + ARRAY_RECORD_SUFFIX)
-  else:
-    prefix = seqio_utils.get_cached_tfrecord_prefix(cache_dir, split)
+  num_shards = integrity.read_json(seqio_utils.get_cached_info_path(cache_dir, split),
+                                   cache_dir)["num_shards"]
+  prefix = integrity.data_prefix(cache_dir, split, output_format)
   return sorted(tf.io.gfile.glob(f"{prefix}-*-of-*{num_shards}"))
 
 
@@ -221,10 +245,8 @@ class FastCachedDataSource(seqio.FileDataSource):
   def __init__(self, cache_dir: str, split: str, file_shuffle_buffer_size: Optional[int] = None,
                cycle_length: int = 16, block_length: int = 16,
                output_format: Optional[str] = None):
-    with tf.io.gfile.GFile(seqio_utils.get_cached_info_path(cache_dir, split)) as f:
-      info = json.load(f)
-    with tf.io.gfile.GFile(seqio_utils.get_cached_stats_path(cache_dir, split)) as f:
-      stats = json.load(f)
+    info = integrity.read_json(seqio_utils.get_cached_info_path(cache_dir, split), cache_dir)
+    stats = integrity.read_json(seqio_utils.get_cached_stats_path(cache_dir, split), cache_dir)
     self.output_format = output_format or output_format_of(cache_dir, split)
     self._features = {k: dict(v) for k, v in info["features"].items()}
     if version_lib.Version(info.get("seqio_version", "0.pre")) < version_lib.Version("0.0.0"):
@@ -250,8 +272,8 @@ class FastCachedDataSource(seqio.FileDataSource):
   @staticmethod
   def supports(cache_dir: str, split: str) -> bool:
     """True if every feature has rank <= 1 (the batched parse keeps them exact)."""
-    with tf.io.gfile.GFile(seqio_utils.get_cached_info_path(cache_dir, split)) as f:
-      features = json.load(f)["features"]
+    features = integrity.read_json(seqio_utils.get_cached_info_path(cache_dir, split),
+                                   cache_dir)["features"]
     return all(len(v["shape"] or []) <= 1 for v in features.values())
 
   def _parse_spec(self):
@@ -309,10 +331,12 @@ def _assert_cached(self) -> None:
 def _get_cached_source(self, split: str, file_shuffle_buffer_size: Optional[int] = None):
   self.assert_cached()
   cache_dir = self.cache_dir
-  key = (self.name, id(self), cache_dir)
-  if key not in _checked:
+  # Every time (a listing and a size query per shard): files can go between two loads.
+  integrity.check_split(cache_dir, split, output_format_of(cache_dir, split),
+                        read_metadata(cache_dir), task_name=self.name)
+  if cache_dir not in _checked.get(self, ()):
     check_fingerprint(self, cache_dir)
-    _checked[key] = True
+    _checked.setdefault(self, set()).add(cache_dir)
   file_shuffle_buffer_size = (
       file_shuffle_buffer_size
       or self._cache_dataset_placerholder.file_shuffle_buffer_size)  # pylint: disable=protected-access

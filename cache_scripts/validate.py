@@ -2,18 +2,20 @@
 
 For one task directory:
   * `COMPLETED` is present (and, for our caches, holds the metadata with the fingerprint);
-  * per split: `info.<split>.json` and `stats.<split>.json` exist, the number of data files is
-    the `num_shards` of the info file, and the number of records in them is the `examples` of the
-    stats file; the token counts come from the stats file;
+  * per split: `info.<split>.json` and `stats.<split>.json` exist and parse, every data file the
+    info file lists exists with the size `COMPLETED` recorded (`cache_scripts.integrity`), the
+    number of data files is the `num_shards` of the info file, and the number of records in them
+    is the `examples` of the stats file (a corrupt record is reported with its file); the token
+    counts come from the stats file;
   * spot check: the first N examples computed on the fly (source -> preprocessors up to the cache
     placeholder) are all found, feature by feature, in the cached split. The cache is shuffled,
     so this scans the cached split until every one is found.
 
 >>> report = validate_cache(seqio.get_mixture_or_task("gemma_quiz_qa"), "/tmp/c/gemma_quiz_qa")
 >>> report.ok, report.splits["validation"].examples, report.splits["validation"].spot_checked
-(True, 109, 64)
+(True, 108, 64)
 >>> print(report.summary())
-gemma_quiz_qa  validation: 109 examples, inputs 2,061 tokens, targets 412 tokens, 64/64 spot-checked
+gemma_quiz_qa  validation: 108 examples, inputs 2,726 tokens, targets 513 tokens, 64/64 spot-checked
 ...
 """
 from __future__ import annotations
@@ -21,7 +23,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
-import json
 import os
 from typing import Dict, List, Optional
 
@@ -30,6 +31,7 @@ import seqio
 import tensorflow as tf
 from seqio import utils as seqio_utils
 
+from cache_scripts import integrity
 from cache_scripts import reader
 
 
@@ -83,7 +85,7 @@ def _example_key(ex) -> str:
 
 
 def count_records(files: List[str], output_format: str) -> int:
-  """Records in the data files of one split."""
+  """Records in the data files of one split; a corrupt file is a `CacheCorruptError` naming it."""
   if output_format == "arrayrecord":
     from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
     total = 0
@@ -92,10 +94,14 @@ def count_records(files: List[str], output_format: str) -> int:
       total += r.num_records()
       r.close()
     return total
-  if not files:
-    return 0
-  return int(tf.data.TFRecordDataset(files).batch(4096).reduce(
-      np.int64(0), lambda c, b: c + tf.cast(tf.shape(b)[0], tf.int64)).numpy())
+  total = 0
+  for f in files:  # one at a time, so that a DataLossError can name its file
+    try:
+      total += int(tf.data.TFRecordDataset(f).batch(4096).reduce(
+          np.int64(0), lambda c, b: c + tf.cast(tf.shape(b)[0], tf.int64)).numpy())
+    except tf.errors.DataLossError as e:
+      raise integrity.CacheCorruptError(f"{f}: {e.message.strip()}") from None
+  return total
 
 
 def spot_check(task: seqio.Task, cache_dir: str, split: str, n: int) -> tuple:
@@ -139,24 +145,26 @@ def validate_cache(task: seqio.Task, cache_dir: str, *, spot_check_examples: int
     r = report.splits[split] = SplitReport()
     info_path = seqio_utils.get_cached_info_path(cache_dir, split)
     stats_path = seqio_utils.get_cached_stats_path(cache_dir, split)
-    if not (tf.io.gfile.exists(info_path) and tf.io.gfile.exists(stats_path)):
-      report.errors.append(f"{split}: missing {os.path.basename(info_path)} or "
-                           f"{os.path.basename(stats_path)}")
+    info, info_problem = integrity.load_json(info_path)
+    stats, stats_problem = integrity.load_json(stats_path)
+    if info_problem or stats_problem:
+      report.errors += [f"{split}: {p}" for p in (info_problem, stats_problem) if p]
       continue
-    with tf.io.gfile.GFile(stats_path) as f:
-      stats = json.load(f)
-    with tf.io.gfile.GFile(info_path) as f:
-      info = json.load(f)
     r.examples = int(stats.get("examples", 0))
     r.tokens = {k[: -len("_tokens")]: int(v) for k, v in stats.items()
                 if k.endswith("_tokens") and not k.endswith("_max_tokens")}
     fmt = report.output_format if report.output_format != "?" else \
         reader.output_format_of(cache_dir, split)
+    report.errors += [f"{split}: {p}" for p in integrity.split_problems(cache_dir, split, fmt, meta)]
     files = reader.shard_files(cache_dir, split, fmt)
     r.num_shards = len(files)
     if len(files) != info.get("num_shards"):
       report.errors.append(f"{split}: {len(files)} data files, info says {info.get('num_shards')}")
-    r.records = count_records(files, fmt)
+    try:
+      r.records = count_records(files, fmt)
+    except integrity.CacheCorruptError as e:
+      report.errors.append(f"{split}: {e}")
+      continue
     if r.records != r.examples:
       report.errors.append(f"{split}: {r.records} records in the files, stats say {r.examples}")
     if r.examples and spot_check_examples:

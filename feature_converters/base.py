@@ -184,8 +184,27 @@ class GemmaFeatureConverter(seqio.FeatureConverter, metaclass=abc.ABCMeta):
       unit = self.chunk_size(task_feature_lengths)
     return unit * max(1, -(-self._examples_per_call // unit))
 
+  def check_task_feature_lengths(self, task_feature_lengths: Mapping[str, int]) -> None:
+    """Every task feature needs a whole-number length of at least 1.
+
+    A length of 0 leaves no room for a single token: the packed converters would divide by
+    their chunk size (0) and the unpacked ones build zero-width rows that crashed the process.
+
+    >>> GemmaSeq2SeqFeatureConverter().check_task_feature_lengths({"inputs": 0, "targets": 0})
+    ValueError: GemmaSeq2SeqFeatureConverter: task feature 'inputs' has length 0; every task
+    feature needs a length of at least 1 (got {'inputs': 0, 'targets': 0})
+    """
+    for key in self.TASK_FEATURES:
+      length = task_feature_lengths[key]  # presence is checked by seqio before this
+      if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 1:
+        raise ValueError(
+            f"{type(self).__name__}: task feature {key!r} has length {length!r}; every task "
+            f"feature needs a length of at least 1 (got {dict(task_feature_lengths)})")
+
   def _convert_features(self, ds: tf.data.Dataset, task_feature_lengths: Mapping[str, int]
                         ) -> tf.data.Dataset:
+    # seqio's __call__ (not to be overridden) has checked that every feature has a length.
+    self.check_task_feature_lengths(task_feature_lengths)
     keys = list(self.TASK_FEATURES)
     task_feature_lengths = dict(task_feature_lengths)
     # Unpacked, one example makes one row: keep the length that `unbatch` forgets, as seqio's

@@ -11,6 +11,23 @@ import sys
 from typing import Optional, Sequence
 
 
+def _count(text: str) -> int:
+  """argparse type of -n: a whole number >= 1 (argparse names the option in its error).
+
+  >>> _count("3")
+  3
+  >>> _count("-1")
+  argparse.ArgumentTypeError: must be a whole number of at least 1, got '-1'
+  """
+  try:
+    value = int(text)
+  except ValueError:
+    value = 0
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+  return value
+
+
 def _is_tfds(task) -> bool:
   import seqio  # noqa: PLC0415 - heavy import only after argument parsing
   return isinstance(task.source, seqio.TfdsDataSource)
@@ -73,10 +90,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   show = sub.add_parser("show", help="examples of one task")
   show.add_argument("task")
   show.add_argument("--split", default="validation")
-  show.add_argument("-n", type=int, default=3)
+  show.add_argument("-n", type=_count, default=3, help="examples to show (>= 1)")
   show.set_defaults(fn=cmd_show)
   demo = sub.add_parser("demo", help="examples and counts of every task")
-  demo.add_argument("-n", type=int, default=2)
+  demo.add_argument("-n", type=_count, default=2, help="examples per task (>= 1)")
   demo.set_defaults(fn=cmd_demo)
   args = parser.parse_args(argv)
   try:

@@ -64,15 +64,27 @@ def token_f1(prediction: str, target: str) -> float:
 
 def exact_match(targets: Sequence[Union[str, Sequence[str]]],
                 predictions: Sequence[str]) -> Mapping[str, float]:
-  """Percentage of predictions equal to any alias after `normalize_answer`; also token F1."""
+  """Percentage of predictions equal to any alias after `normalize_answer`; also token F1.
+
+  Aliases that normalise to nothing ("]", "A", "The") are left out: kept, they would count an
+  empty or punctuation-only prediction as correct. An example left with no alias at all cannot be
+  scored and is an error naming it (fix the data rather than report a wrong score).
+
+  >>> exact_match([["]", "Moscow"]], [""])
+  {'exact_match': 0.0, 'f1': 0.0}
+  """
   if len(targets) != len(predictions):
     raise ValueError(f"exact_match: {len(targets)} targets vs {len(predictions)} predictions")
   if not targets:
     return {"exact_match": 0.0, "f1": 0.0}
   em = f1 = 0.0
-  for aliases, pred in zip(targets, predictions):
+  for i, (aliases, pred) in enumerate(zip(targets, predictions)):
     aliases = [aliases] if isinstance(aliases, str) else list(aliases)
+    scorable = [a for a in aliases if normalize_answer(a)]
+    if aliases and not scorable:
+      raise ValueError(f"exact_match: example {i}: no answer alias is left after normalisation "
+                       f"(aliases {aliases!r}); remove the example or give it a real answer")
     norm = normalize_answer(pred)
-    em += float(any(norm == normalize_answer(a) for a in aliases)) if aliases else 0.0
-    f1 += max((token_f1(pred, a) for a in aliases), default=0.0)
+    em += float(any(norm == normalize_answer(a) for a in scorable))
+    f1 += max((token_f1(pred, a) for a in scorable), default=0.0)
   return {"exact_match": 100.0 * em / len(targets), "f1": 100.0 * f1 / len(targets)}

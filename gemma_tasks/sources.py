@@ -12,6 +12,11 @@ Bad input never passes silently and never loses data:
   * a line that lacks a field -> `ValueError("pairs-0.jsonl.gz:17: missing field 'de' ...")`;
   * bytes that are not UTF-8 -> an error naming file, line and byte offset (or, with
     `invalid_utf8="replace"`, U+FFFD in their place, counted in a warning);
+  * a number that does not fit its field -> `ValueError("n.jsonl:2: field 'n' must be a whole
+    number, got 3.7")` (never truncated to 3), or "... is out of the int64 range" (`2**70`);
+  * a truncated or corrupt `.gz` -> `ValueError("pairs-0.jsonl.gz: truncated or corrupt gzip
+    file (after line 811): ...")`;
+  * a UTF-8 byte order mark at the start of a file (as some editors write) is skipped.
   * empty strings are kept as they are; the preprocessors decide what an empty field means.
 """
 from __future__ import annotations
@@ -23,6 +28,7 @@ import json
 import logging
 import os
 import random
+import zlib
 from typing import Iterator, Mapping, Optional, Sequence, Union
 
 import seqio
@@ -36,10 +42,35 @@ _SPECS = {
 }
 READ_BATCH = 256  # rows per generator step
 _LENGTH = "__length_of_"
+_INT64 = (-2**63, 2**63 - 1)
+_FLOAT32_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max, without importing numpy
+_BOM = b"\xef\xbb\xbf"
+# What gzip raises for a cut or damaged file: EOFError for a cut stream, BadGzipFile for a bad
+# header, zlib.error for damaged compressed data.
+_GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
 
 
 def _open(path: str):
   return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+
+
+def _lines(path: str) -> Iterator[bytes]:
+  """The raw lines of `path`; a byte order mark at the start is dropped, a damaged gzip stream
+  is a `ValueError` naming the file.
+
+  >>> next(_lines("bom.jsonl"))   # the file starts with EF BB BF
+  b'{"t": "first"}\\n'
+  """
+  with _open(path) as f:
+    n = 0
+    try:
+      for n, raw in enumerate(f, 1):
+        if n == 1 and raw.startswith(_BOM):
+          raw = raw[len(_BOM):]
+        yield raw
+    except _GZIP_ERRORS as e:
+      raise ValueError(f"{path}: truncated or corrupt gzip file (after line {n}): "
+                       f"{type(e).__name__}: {e}; re-copy or re-create it") from None
 
 
 def _convert(value, kind, where: str, field: str):
@@ -53,7 +84,16 @@ def _convert(value, kind, where: str, field: str):
     return value
   if isinstance(value, bool) or not isinstance(value, (int, float)):
     raise ValueError(f"{where}: field {field!r} must be a number, got {type(value).__name__}")
-  return kind(value)
+  if kind is int:
+    # int(3.7) would be 3: a fraction is an error, a whole float (3.0) is that integer.
+    if isinstance(value, float) and not value.is_integer():
+      raise ValueError(f"{where}: field {field!r} must be a whole number, got {value!r}")
+    if not _INT64[0] <= value <= _INT64[1]:
+      raise ValueError(f"{where}: field {field!r} is out of the int64 range, got {value!r}")
+    return int(value)
+  if abs(value) > _FLOAT32_MAX:  # TF would store it as inf (or fail without naming the line)
+    raise ValueError(f"{where}: field {field!r} is out of the float32 range, got {value!r}")
+  return float(value)
 
 
 def read_jsonl(path: str, fields: Mapping[str, type], *, invalid_utf8: str = "error",
@@ -63,42 +103,40 @@ def read_jsonl(path: str, fields: Mapping[str, type], *, invalid_utf8: str = "er
   With `shard`, only lines whose 0-based index i satisfies i % num_shards == index.
   """
   replaced = 0
-  with _open(path) as f:
-    for i, raw in enumerate(f):
-      if shard is not None and i % shard.num_shards != shard.index:
-        continue
-      where = f"{path}:{i + 1}"
-      try:
-        line = raw.decode("utf-8")
-      except UnicodeDecodeError as e:
-        if invalid_utf8 != "replace":
-          raise ValueError(
-              f"{where}: not valid UTF-8 at byte {e.start} ({raw[max(0, e.start - 10):e.end + 10]!r}); "
-              "fix the file or pass invalid_utf8='replace'") from None
-        line = raw.decode("utf-8", errors="replace")
-        replaced += 1
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-      if not isinstance(row, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
-      out = {}
-      for name, kind in fields.items():
-        if name not in row:
-          raise ValueError(f"{where}: missing field {name!r} (has {sorted(row)}) in {path}")
-        out[name] = _convert(row[name], kind, where, name)
-      yield out
+  for i, raw in enumerate(_lines(path)):
+    if shard is not None and i % shard.num_shards != shard.index:
+      continue
+    where = f"{path}:{i + 1}"
+    try:
+      line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+      if invalid_utf8 != "replace":
+        raise ValueError(
+            f"{where}: not valid UTF-8 at byte {e.start} ({raw[max(0, e.start - 10):e.end + 10]!r}); "
+            "fix the file or pass invalid_utf8='replace'") from None
+      line = raw.decode("utf-8", errors="replace")
+      replaced += 1
+    if not line.strip():
+      continue
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(row, dict):
+      raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    out = {}
+    for name, kind in fields.items():
+      if name not in row:
+        raise ValueError(f"{where}: missing field {name!r} (has {sorted(row)}) in {path}")
+      out[name] = _convert(row[name], kind, where, name)
+    yield out
   if replaced:
     logging.warning("%s: %d line(s) with invalid UTF-8 bytes replaced by U+FFFD", path, replaced)
 
 
 def count_lines(path: str) -> int:
   """Number of non-blank lines (= examples) in a JSONL file."""
-  with _open(path) as f:
-    return sum(1 for raw in f if raw.strip())
+  return sum(1 for raw in _lines(path) if raw.strip())
 
 
 class JsonlDataSource(seqio.DataSource):

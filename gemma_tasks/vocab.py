@@ -14,6 +14,12 @@
 [106, ...]                      # <start_of_turn> is one token, id 106
 >>> v.decode([106, *v.encode("user"), 107])
 '<start_of_turn>user<end_of_turn>'
+
+The file is loaded and checked at construction, so a wrong file fails there, naming its path:
+
+>>> GemmaVocabulary("/tmp/notes.txt")
+ValueError: /tmp/notes.txt: not a SentencePiece model (DecodeError: Error parsing message with type
+'sentencepiece.ModelProto')
 """
 from __future__ import annotations
 
@@ -38,6 +44,14 @@ _EXPECTED = {
 }
 
 
+def _file_size(path: str) -> int:
+  """Size of `path` in bytes (local files; other file systems count as non-empty)."""
+  try:
+    return os.path.getsize(path)
+  except OSError:
+    return 1
+
+
 def resolve_tokenizer_path(tokenizer_path: Optional[str] = None) -> str:
   """Argument, else $GEMMA_TOKENIZER_PATH, else the bundled model."""
   path = tokenizer_path or os.environ.get(ENV_VAR) or DEFAULT_MODEL_FILE
@@ -51,23 +65,36 @@ class GemmaVocabulary(seqio.SentencePieceVocabulary):
   """SentencePiece vocabulary with Gemma's ids: pad 0, eos 1, bos 2, unk 3, turns 106/107.
 
   Unlike seqio's default T5 layout (where BOS is absent and 0 doubles as the decoder start id),
-  `bos_id` is 2. The ids are checked when the model loads, so a tokenizer with another layout is
-  refused with a message naming the file and the mismatching piece.
+  `bos_id` is 2. The model is loaded (once per file and process, seqio caches it) and its ids
+  checked at construction, so a file that is not a SentencePiece model, or a tokenizer with
+  another layout, is refused there with a message naming the file (and the mismatching piece).
+
+  Equality is seqio's: two vocabularies are equal when their `__getstate__` is, which holds only
+  the constructor arguments (no load or check state), so using one does not change it.
   """
 
   def __init__(self, tokenizer_path: Optional[str] = None, *, use_fast_tokenizer: bool = False):
     super().__init__(resolve_tokenizer_path(tokenizer_path), use_fast_tokenizer=use_fast_tokenizer)
+    self.load_model()  # fail here, naming the file, rather than at the first encode
 
   def _model_context(self):
-    ctx = super()._model_context()
-    if not getattr(self, "_checked", False):
-      sp = ctx.tokenizer
-      for i, piece in _EXPECTED.items():
-        if sp.id_to_piece(i) != piece:
-          raise ValueError(
-              f"{self.sentencepiece_model_file}: id {i} is {sp.id_to_piece(i)!r}, expected {piece!r}; "
-              "not a Gemma tokenizer layout")
-      self._checked = True
+    if self._model is not None:
+      return self._model
+    path = self.sentencepiece_model_file
+    if not _file_size(path):
+      raise ValueError(f"{path}: empty file, not a SentencePiece model")
+    try:
+      ctx = super()._model_context()
+    except Exception as e:  # protobuf's DecodeError, SentencePiece's RuntimeError, ...
+      raise ValueError(f"{path}: not a SentencePiece model ({type(e).__name__}: {e})") from e
+    # Six lookups each time the model is (re)loaded: cheap, and no flag to keep in the state.
+    sp = ctx.tokenizer
+    for i, piece in _EXPECTED.items():
+      if i >= sp.get_piece_size() or sp.id_to_piece(i) != piece:
+        self._model = None
+        got = sp.id_to_piece(i) if i < sp.get_piece_size() else "missing"
+        raise ValueError(f"{path}: id {i} is {got!r}, expected {piece!r}; not a Gemma tokenizer "
+                         "layout")
     return ctx
 
   @property

@@ -91,6 +91,31 @@ def test_dry_run_prints_the_options(capsys):
   assert "gs://" in capsys.readouterr().err
 
 
+def test_submission_without_the_gcp_extras_says_what_to_install(capsys, monkeypatch):
+  from absl import flags
+  from absl.testing import flagsaver
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  ran = []
+  monkeypatch.setattr(cache_tasks, "main", lambda argv: ran.append(argv) or 0)
+  # This machine's pinned stack lacks apache-beam[gcp], as a fresh install does.
+  assert dataflow.missing_gcp_modules() == ["apitools", "google.auth", "google.api_core",
+                                            "google.cloud.storage"]
+  with flagsaver.flagsaver(project="p", region="us-central1", temp_location="gs://b/tmp",
+                           job_name="j", output_cache_dir="gs://b/cache"):
+    assert dataflow.main([]) == 1
+  err = capsys.readouterr().err
+  assert "ERROR: the Dataflow runner needs apache-beam's gcp extras" in err
+  assert "missing: apitools" in err and ".[dataflow]" in err and "gemma-seqio[dataflow]" in err
+  assert not ran  # stopped before the job was built
+  # With the extras present the job goes ahead.
+  monkeypatch.setattr(dataflow, "missing_gcp_modules", lambda: [])
+  with flagsaver.flagsaver(project="p", region="us-central1", temp_location="gs://b/tmp",
+                           job_name="j", output_cache_dir="gs://b/cache"):
+    assert dataflow.main([]) == 0
+  assert ran == [[]]
+
+
 EXPECTED_IN_PACKAGE = [
     "gemma_tasks/__init__.py", "gemma_tasks/tasks.py", "gemma_tasks/sources.py",
     "gemma_tasks/data/gemma_seqio_4k.model", "gemma_tasks/data/split_sizes.json",
@@ -134,6 +159,18 @@ def test_wheel_contains_tasks_and_data(built):
   assert len(data) == len(in_repo)
 
 
+def test_wheel_offers_the_dataflow_extra_at_the_pinned_beam_version(built):
+  """`pip install 'gemma-seqio[dataflow]'` brings apache-beam[gcp], same Beam as the pins."""
+  wheel = next(built.glob("gemma_seqio-*.whl"))
+  with zipfile.ZipFile(wheel) as z:
+    metadata = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+  assert "Provides-Extra: dataflow" in metadata
+  pinned = next(line for line in open(os.path.join(REPO, "constraints.txt"))
+                if line.startswith("apache-beam=="))
+  version = pinned.strip().split("==")[1]
+  assert f'Requires-Dist: apache-beam[gcp]=={version}; extra == "dataflow"' in metadata, metadata
+
+
 def test_sdist_contains_tasks_data_and_setup(built):
   sdists = list(built.glob("gemma_seqio-*.tar.gz"))
   assert len(sdists) == 1
@@ -155,4 +192,4 @@ def test_installed_wheel_registers_tasks_from_its_own_data(built, tmp_path):
                         env={**os.environ, "PYTHONPATH": str(target)}, capture_output=True,
                         text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert proc.stdout.split()[-1] == "109"
+  assert proc.stdout.split()[-1] == "108"

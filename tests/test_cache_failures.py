@@ -173,7 +173,7 @@ def test_plain_seqio_cache_loads_with_a_warning(tmp_path, temp_task_names, globa
   with caplog.at_level("WARNING"):
     n = sum(1 for _ in seqio.get_mixture_or_task(name).get_dataset(
         LENGTHS, "validation", use_cached=True, shuffle=False))
-  assert n == 109
+  assert n == 108
   assert "no gemma-seqio fingerprint" in caplog.text
   assert reader.read_metadata(str(tmp_path / name)) is None
 
@@ -227,3 +227,113 @@ def test_failed_part_process_leaves_no_completed_and_rerun_recovers(
   report = cache_tasks.cache_tasks([FLAKY], str(out), min_shards=2, spot_check_examples=8)
   assert report.written == [FLAKY] and report.ok, report.summary()
   assert report.cleaned == ([str(task_dir)] if left_over else [])
+
+
+# ---- damaged caches: shards deleted, emptied, cut or corrupted; info files cut -----------------
+
+@pytest.fixture(scope="module")
+def quiz_cache(tmp_path_factory):
+  """The real quiz task cached once (2 shards per split); tests damage copies of it."""
+  import seqio
+  old = list(seqio.utils.get_global_cache_dirs())
+  out = tmp_path_factory.mktemp("quiz_cache")
+  try:
+    report = cache_tasks.cache_tasks([QUIZ], str(out), min_shards=2, spot_check_examples=8)
+    assert report.ok, report.summary()
+  finally:
+    seqio.utils.set_global_cache_dirs(old)
+    seqio.get_mixture_or_task(QUIZ)._cache_dir = None
+  return out
+
+
+@pytest.fixture
+def quiz_copy(quiz_cache, tmp_path, global_cache_dirs):
+  """A private copy of the quiz cache, the only cache dir seqio searches."""
+  import shutil
+  import seqio
+  root = tmp_path / "cache"
+  shutil.copytree(quiz_cache, root)
+  seqio.utils.set_global_cache_dirs([str(root)])
+  seqio.get_mixture_or_task(QUIZ)._cache_dir = None
+  yield root
+  seqio.get_mixture_or_task(QUIZ)._cache_dir = None
+
+
+def _count_cached(split="train"):
+  import seqio
+  task = seqio.get_mixture_or_task(QUIZ)
+  task._cache_dir = None
+  return sum(1 for _ in task.get_dataset(LENGTHS, split, use_cached=True, shuffle=False))
+
+
+def _damage(path, how):
+  data = path.read_bytes()
+  if how == "deleted":
+    path.unlink()
+  elif how == "emptied":
+    path.write_bytes(b"")
+  elif how == "cut":
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _fix_command(root):
+  return f"python -m cache_scripts.cache_tasks --tasks={QUIZ} --output_cache_dir={root} --overwrite"
+
+
+@pytest.mark.parametrize("how", ["deleted", "emptied", "cut"])
+def test_damaged_shard_is_refused_on_open(quiz_copy, how):
+  assert _count_cached() == 960
+  shard = quiz_copy / QUIZ / "train.tfrecord-00001-of-00002"
+  _damage(shard, how)
+  with pytest.raises(reader.CacheCorruptError) as err:
+    _count_cached()
+  message = str(err.value)
+  said = {"deleted": "is missing", "emptied": "has 0 bytes", "cut": "bytes were written"}[how]
+  assert str(shard) in message and said in message, message
+  assert _fix_command(quiz_copy) in message
+  assert _count_cached("validation") == 108  # the other splits still load
+
+
+@pytest.mark.parametrize("how", ["deleted", "emptied", "cut"])
+def test_validation_reports_a_damaged_shard(quiz_copy, how):
+  import seqio
+  from cache_scripts import validate
+  _damage(quiz_copy / QUIZ / "train.tfrecord-00000-of-00002", how)
+  report = validate.validate_cache(seqio.get_mixture_or_task(QUIZ), str(quiz_copy / QUIZ),
+                                   spot_check_examples=0)
+  assert not report.ok
+  assert any("train.tfrecord-00000-of-00002" in e for e in report.errors), report.errors
+
+
+def test_cache_tasks_rebuilds_a_damaged_cache_instead_of_skipping_it(quiz_copy):
+  _damage(quiz_copy / QUIZ / "train.tfrecord-00001-of-00002", "emptied")
+  report = cache_tasks.cache_tasks([QUIZ], str(quiz_copy), min_shards=2, spot_check_examples=8)
+  assert QUIZ not in report.skipped, report.summary()
+  assert report.written == [QUIZ] and report.ok, report.summary()
+  assert f"rebuilt damaged cache: {quiz_copy / QUIZ}" in report.summary()
+  assert "train.tfrecord-00001-of-00002" in report.summary()
+  assert report.validation[0].splits["train"].records == 960
+  assert _count_cached() == 960
+
+
+def test_truncated_info_file_names_the_file_and_the_fix(quiz_copy):
+  info = quiz_copy / QUIZ / "info.train.json"
+  info.write_bytes(info.read_bytes()[:100])
+  with pytest.raises(reader.CacheCorruptError) as err:
+    _count_cached()
+  message = str(err.value)
+  assert f"{info}: not valid JSON" in message and _fix_command(quiz_copy) in message
+
+
+def test_output_cache_dir_under_a_file_is_a_clear_error(tmp_path):
+  blocker = tmp_path / "not_a_dir"
+  blocker.write_text("x")
+  with pytest.raises(ValueError, match=rf"--output_cache_dir {blocker}/cache: {blocker} is a "
+                                       r"file, not a directory"):
+    cache_tasks.cache_tasks([QUIZ], str(blocker / "cache"))
+  out = subprocess.run([sys.executable, "-m", "cache_scripts.cache_tasks", f"--tasks={QUIZ}",
+                        f"--output_cache_dir={blocker}/cache"], cwd=REPO, capture_output=True,
+                       text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  assert out.returncode == 1
+  assert f"ERROR: --output_cache_dir {blocker}/cache: {blocker} is a file" in out.stderr
+  assert "Traceback" not in out.stderr, out.stderr[-3000:]

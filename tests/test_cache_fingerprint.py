@@ -46,7 +46,7 @@ def _load(split="validation"):
 
 
 def test_same_task_loads(cached_dir):
-  assert _load() == 109
+  assert _load() == 108
   meta = reader.read_metadata(str(cached_dir / NAME))
   import seqio
   assert meta["tasks"][NAME] == fingerprint.task_fingerprint(seqio.get_mixture_or_task(NAME))
@@ -83,7 +83,7 @@ def test_env_override_turns_refusal_into_warning(cached_dir, monkeypatch, caplog
   _register(prefix_question="Quiz: ")
   monkeypatch.setenv(reader.IGNORE_FINGERPRINT_ENV, "1")
   with caplog.at_level("WARNING"):
-    assert _load() == 109
+    assert _load() == 108
   assert "Ignored because" in caplog.text
 
 
@@ -111,3 +111,15 @@ def test_describe_follows_same_package_helpers():
   assert "def as_prompt" in text and "def choose_alias" in text and "def pick_alias" in text
   assert fingerprint.describe(functools.partial(preprocessors.qa, question_key="q")) != \
       fingerprint.describe(functools.partial(preprocessors.qa, question_key="x"))
+
+
+def test_reregistered_task_is_checked_even_when_it_gets_the_old_tasks_id(cached_dir, monkeypatch):
+  """The check is remembered per task object, not per `id()`: CPython gives a new object the
+  address (id) of a freed one, so a task re-registered with other preprocessors could inherit
+  the old task's "checked" mark and read the stale cache. Which address a new task gets is up to
+  the allocator, so the reuse is simulated: every object gets the same id in the reader."""
+  monkeypatch.setattr(reader, "id", lambda obj: 1, raising=False)
+  assert _load() == 108  # the registered task is checked (and remembered)
+  _register(prefix_question="Quiz: ")  # same name, other preprocessors, "same id"
+  with pytest.raises(cache_scripts.CacheFingerprintError, match=r"changed: preprocessor\[0\]"):
+    _load()

@@ -188,7 +188,7 @@ def test_arrayrecord_output_is_written_and_loads(tmp_path, workers):
     task._cache_dir = None
   fly = collections.Counter(_key(e) for e in task.get_dataset(
       LENGTHS, "test", use_cached=False, shuffle=False).as_numpy_iterator())
-  assert from_cache == fly and sum(fly.values()) == 131
+  assert from_cache == fly and sum(fly.values()) == 132
 
 
 def test_unsupported_output_format_is_refused(tmp_path):

@@ -516,3 +516,53 @@ def test_unpacked_dataset_keeps_its_length_as_seqio_does(family):
   assert_same(as_arrays(ours), as_arrays(ref))
   # Packed rows are fewer than examples and not known in advance (seqio's are unknown too).
   assert int(ours_cls(pack=True)(ds, lengths).cardinality()) < 0
+
+
+# ---- lengths that leave no room (issue: segfault / ZeroDivisionError) -------------------------
+
+@pytest.mark.parametrize("make", [
+    lambda: fc.GemmaSeq2SeqFeatureConverter(),
+    lambda: fc.GemmaSeq2SeqFeatureConverter(truncate=True),
+    lambda: fc.GemmaPrefixLMFeatureConverter(pack=True),
+    lambda: fc.GemmaPrefixLMFeatureConverter(pack=False),
+    lambda: fc.GemmaEncDecFeatureConverter(pack=True),
+    lambda: fc.GemmaLMFeatureConverter(pack=True),
+])
+def test_zero_lengths_are_a_clear_error(make):
+  converter = make()
+  keys = tuple(converter.TASK_FEATURES)
+  ds = make_ds([{k: [5, 6, 1] for k in keys}], keys=keys)
+  with pytest.raises(ValueError, match=rf"{type(converter).__name__}: task feature "
+                                       rf"'{keys[0]}' has length 0; .* at least 1"):
+    converter(ds, {k: 0 for k in keys})
+
+
+def test_missing_or_non_integer_length_is_a_clear_error():
+  ds = make_ds([{"inputs": [5], "targets": [6]}])
+  with pytest.raises(ValueError, match=r"missing features .*'targets'"):  # seqio's check
+    fc.GemmaPrefixLMFeatureConverter(pack=True)(ds, {"inputs": 8})
+  with pytest.raises(ValueError, match=r"task feature 'inputs' has length 8.5; .* at least 1"):
+    fc.GemmaPrefixLMFeatureConverter(pack=True)(ds, {"inputs": 8.5, "targets": 8})
+
+
+def test_zero_lengths_through_seqio_get_dataset_in_a_fresh_interpreter():
+  """Was a segfault (rc 139) of the whole interpreter; now a ValueError naming the feature."""
+  import os
+  import subprocess
+  import sys
+  import textwrap
+  code = textwrap.dedent("""
+      import seqio, gemma_tasks, feature_converters as fc
+      for kw in ({}, {"truncate": True}):
+        try:
+          seqio.get_dataset("gemma_quiz_qa", {"inputs": 0, "targets": 0}, dataset_split="validation",
+                            shuffle=False, feature_converter=fc.GemmaSeq2SeqFeatureConverter(**kw))
+        except ValueError as e:
+          print("ValueError |", e)
+      """)
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo,
+                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  lines = out.stdout.splitlines()
+  assert len(lines) == 2 and all("task feature 'inputs' has length 0" in l for l in lines), out.stdout

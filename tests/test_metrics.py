@@ -43,3 +43,17 @@ def test_postprocessors_strip_template():
   ex = {"answers": [b"Paris", "City of Light"]}
   assert postprocessors.qa_answers(b"Paris<end_of_turn>", example=ex, is_target=True) == ["Paris", "City of Light"]
   assert postprocessors.qa_answers(b"Paris<end_of_turn>", example=ex, is_target=False) == "Paris"
+
+
+@pytest.mark.parametrize("pred", ["", "]", "the", "a ."])
+def test_aliases_that_normalise_to_empty_match_nothing(pred):
+  """An alias like "]" or "A" normalises to "" and would count an empty prediction as right."""
+  out = metrics.exact_match([["]", "Moscow"], ["A", "The letter A"]], [pred, pred])
+  assert out == {"exact_match": 0.0, "f1": 0.0}
+  assert metrics.exact_match([["]", "Moscow"]], ["moscow"])["exact_match"] == 100.0
+
+
+def test_example_without_a_scorable_alias_is_an_error():
+  with pytest.raises(ValueError, match=r"example 1: no answer alias is left after normalisation "
+                                       r"\(aliases \['\]', 'the'\]\)"):
+    metrics.exact_match([["Paris"], ["]", "the"]], ["Paris", ""])

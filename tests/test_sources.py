@@ -99,3 +99,61 @@ def test_missing_files_and_bad_config(tmp_path):
     src.list_shards("train")
   with pytest.raises(ValueError, match="unsupported field types"):
     sources.JsonlDataSource({"train": "x"}, fields={"t": dict})
+
+
+@pytest.mark.parametrize("value,message", [
+    ("3.7", r"n.jsonl:2: field 'n' must be a whole number, got 3.7"),
+    ("1e30", r"n.jsonl:2: field 'n' is out of the int64 range"),
+    (str(2**70), r"n.jsonl:2: field 'n' is out of the int64 range"),
+    ("true", r"n.jsonl:2: field 'n' must be a number, got bool"),
+])
+def test_int_field_refuses_fractions_and_overflow_naming_file_and_line(tmp_path, value, message):
+  p = _write(tmp_path / "n.jsonl", ['{"n": 3}', '{"n": %s}' % value])
+  with pytest.raises(ValueError, match=message):
+    list(sources.read_jsonl(p, {"n": int}))
+  # Also through the TF dataset (the error reaches the reader with its text).
+  src = sources.JsonlDataSource({"train": p}, fields={"n": int})
+  with pytest.raises(tf.errors.OpError, match=message):
+    _read(src)
+
+
+def test_int_field_keeps_whole_numbers_and_int64_limits(tmp_path):
+  p = _write(tmp_path / "n.jsonl", ['{"n": 3.0}', '{"n": %d}' % (2**63 - 1), '{"n": %d}' % -2**63])
+  assert _read(sources.JsonlDataSource({"train": p}, fields={"n": int})) == [
+      {"n": 3}, {"n": 2**63 - 1}, {"n": -2**63}]
+
+
+def test_float_field_out_of_float32_range_names_file_and_line(tmp_path):
+  p = _write(tmp_path / "f.jsonl", ['{"x": 0.5}', '{"x": 1e300}'])
+  with pytest.raises(ValueError, match=r"f.jsonl:2: field 'x' is out of the float32 range"):
+    list(sources.read_jsonl(p, {"x": float}))
+
+
+def test_truncated_gzip_names_the_file(tmp_path):
+  full = _write(tmp_path / "full.jsonl.gz", [json.dumps({"t": f"line {i}" * 20}) for i in range(500)],
+                gz=True)
+  data = open(full, "rb").read()
+  cut = tmp_path / "cut.jsonl.gz"
+  cut.write_bytes(data[: len(data) // 2])
+  with pytest.raises(ValueError, match=r"cut.jsonl.gz: truncated or corrupt gzip file \(after line \d+"):
+    list(sources.read_jsonl(str(cut), {"t": str}))
+  with pytest.raises(ValueError, match=r"cut.jsonl.gz: truncated or corrupt gzip file"):
+    sources.count_lines(str(cut))
+  src = sources.JsonlDataSource({"train": str(cut)}, fields={"t": str})
+  with pytest.raises(tf.errors.OpError, match=r"cut.jsonl.gz: truncated or corrupt gzip file"):
+    _read(src)
+  not_gzip = _write(tmp_path / "plain.jsonl.gz", ['{"t": "x"}'])  # named .gz, not gzipped
+  with pytest.raises(ValueError, match=r"plain.jsonl.gz: truncated or corrupt gzip file"):
+    list(sources.read_jsonl(not_gzip, {"t": str}))
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_utf8_byte_order_mark_is_accepted(tmp_path, gz):
+  p = _write(tmp_path / ("bom.jsonl" + (".gz" if gz else "")),
+             [b'\xef\xbb\xbf{"t": "first"}\n', b'{"t": "second"}\n'], gz=gz)
+  assert list(sources.read_jsonl(p, {"t": str})) == [{"t": "first"}, {"t": "second"}]
+  assert sources.count_lines(p) == 2
+  # Only at the start of the file: elsewhere U+FEFF is not whitespace JSON accepts.
+  q = _write(tmp_path / "mid.jsonl", [b'{"t": "first"}\n', b'\xef\xbb\xbf{"t": "second"}\n'])
+  with pytest.raises(ValueError, match=r"mid.jsonl:2: not valid JSON"):
+    list(sources.read_jsonl(q, {"t": str}))

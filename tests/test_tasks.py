@@ -143,3 +143,32 @@ def test_cli_list_and_show(capsys):
   assert "formatted  inputs: '<start_of_turn>user\\n" in out and "ids        inputs (" in out
   assert cli.main(["show", "gemma_quiz_q"]) == 2
   assert "Closest registered names: gemma_quiz_qa" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["quiz_qa", "trivia_qa_open"])
+def test_embedded_qa_answers_are_scorable(name):
+  """Every example has an alias that survives normalisation; the quiz (built from bsdgames'
+  `[a|b]`/`{x}` syntax) has no alias that normalises to nothing, such as a stray "]"."""
+  from gemma_tasks import metrics  # noqa: PLC0415
+  with open(os.path.join(sources.DATA_DIR, "split_sizes.json")) as f:
+    sizes = json.load(f)
+  for split in ("train", "validation", "test"):
+    path = os.path.join(sources.DATA_DIR, f"{name}.{split}.jsonl.gz")
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+      rows = [json.loads(line) for line in f]
+    assert len(rows) == sizes[f"{name}.{split}"], path
+    for i, row in enumerate(rows, 1):
+      normalised = [metrics.normalize_answer(a) for a in row["answers"]]
+      assert any(normalised), f"{path}:{i}: {row}"
+      if name == "quiz_qa":
+        assert all(normalised), f"{path}:{i}: {row}"
+
+
+@pytest.mark.parametrize("command", [["show", "gemma_quiz_qa", "-n", "-1"],
+                                     ["show", "gemma_quiz_qa", "-n", "0"], ["demo", "-n", "-1"]])
+def test_cli_refuses_a_count_below_one(capsys, command):
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(command)
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err
+  assert f"argument -n: must be a whole number of at least 1, got {command[-1]!r}" in err

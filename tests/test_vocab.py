@@ -82,3 +82,48 @@ def test_bundled_model_is_reproducible(tmp_path, monkeypatch):
   tv.main()
   assert (tmp_path / "gemma_seqio_4k.model").read_bytes() == open(vocab.DEFAULT_MODEL_FILE, "rb").read()
   assert spm.SentencePieceProcessor(model_file=str(tmp_path / "gemma_seqio_4k.model")).get_piece_size() == 4096
+
+
+def test_equality_does_not_change_after_use(v, temp_task_names):
+  """Two vocabularies of the same file compare equal before and after either is used, so a user
+  task built with `GemmaVocabulary()` mixes with a built-in task (seqio compares them)."""
+  import pickle  # noqa: PLC0415
+  import seqio  # noqa: PLC0415
+  import gemma_tasks  # noqa: F401,PLC0415  (registers the built-in tasks)
+  from gemma_tasks import builders, sources  # noqa: PLC0415
+  fresh = vocab.GemmaVocabulary()
+  v.encode("used")  # one used, one not
+  assert fresh == v and v == fresh
+  fresh.encode("now both used")
+  assert fresh == v
+  assert pickle.loads(pickle.dumps(v)) == v  # gin deep-copies vocabularies
+  name, mix = "gemma_test_vocab_user_quiz", "gemma_test_vocab_user_mix"
+  temp_task_names.extend([name, mix])
+  builtin = seqio.get_mixture_or_task("gemma_quiz_qa")
+  builtin.output_features["targets"].vocabulary.encode("used")
+  builders.add_qa_task(name, sources.embedded("quiz_qa", ("train",), fields={
+      "question": str, "answers": list}), vocabulary=vocab.GemmaVocabulary())
+  seqio.MixtureRegistry.add(mix, [(name, 1.0), ("gemma_quiz_qa", 1.0)])
+  assert seqio.get_mixture_or_task(mix).output_features["targets"].vocabulary == v
+
+
+@pytest.mark.parametrize("content,what", [
+    (b"", "empty file"),
+    (b"this is a text file, not a model\n" * 20, "not a SentencePiece model"),
+    (b'{"vocab": {"a": 1}}', "not a SentencePiece model"),
+])
+def test_non_sentencepiece_file_fails_at_construction_naming_the_path(tmp_path, content, what):
+  path = tmp_path / "tokenizer.model"
+  path.write_bytes(content)
+  with pytest.raises(ValueError, match=f"{path}: {what}"):
+    vocab.GemmaVocabulary(str(path))
+
+
+def test_wrong_layout_fails_at_construction(tmp_path):
+  proto = model_pb2.ModelProto.FromString(open(vocab.DEFAULT_MODEL_FILE, "rb").read())
+  proto.pieces[2].piece = "<s>"
+  bad = tmp_path / "t5like.model"
+  bad.write_bytes(proto.SerializeToString())
+  with pytest.raises(ValueError, match=r"t5like.model: id 2 is '<s>', expected '<bos>'"):
+    vocab.GemmaVocabulary(str(bad))
+

@@ -13,6 +13,11 @@ Why these settings (mirroring the real Gemma tokenizer where it matters):
     ~3,700 learned pieces for the two languages of the embedded data (the trainer prints tokens per
     word on held-out LibreOffice text so the choice can be checked).
   * One thread, no input shuffling, a fixed sample of the corpora: the same bytes every run.
+  * The quiz questions are read from `tools/vocab_corpus/quiz_qa.train.before-2026-11-30.jsonl.gz`,
+    the quiz train split as it was when the bundled model was trained. The split was rebuilt on
+    2026-11-30 from the corrected bsdgames extraction (27 records had been split wrongly); training
+    on it would move 113 piece ids and so invalidate every checkpoint and cache made with the
+    bundled model, for 15 changed questions. The frozen copy keeps the model reproducible as is.
 """
 import gzip
 import json
@@ -23,6 +28,11 @@ import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2 as model_pb2
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "gemma_tasks", "data")
+FROZEN = os.path.join(os.path.dirname(__file__), "vocab_corpus")
+# name in the fields below -> the file actually read (see the module docstring for why).
+FROZEN_INPUTS = {
+    "quiz_qa.train.jsonl.gz": os.path.join(FROZEN, "quiz_qa.train.before-2026-11-30.jsonl.gz"),
+}
 OUT_PREFIX = os.path.join(DATA, "gemma_seqio_4k")
 VOCAB_SIZE = 4096
 SPECIALS = (["<mask>", "<2mass>", "[@BOS@]"] + [f"<unused{i}>" for i in range(99)]
@@ -30,7 +40,7 @@ SPECIALS = (["<mask>", "<2mass>", "[@BOS@]"] + [f"<unused{i}>" for i in range(99
 
 
 def _rows(name):
-  with gzip.open(os.path.join(DATA, name), "rt", encoding="utf-8") as f:
+  with gzip.open(FROZEN_INPUTS.get(name, os.path.join(DATA, name)), "rt", encoding="utf-8") as f:
     for line in f:
       yield json.loads(line)
 
