@@ -116,7 +116,7 @@ def _round_up(n: int, multiple: int) -> int:
 
 def make_predict_fn(model, params, *, batch_size: int = 32, max_decode_length: Optional[int] = None,
                     prompt_multiple: int = 64, stats: Optional[PredictStats] = None,
-                    progress: bool = True, desc: str = "decode", strategy=None):
+                    progress: bool = True, desc: str = "decode", strategy=None, plan=None):
   """seqio predict_with_aux_fn: continuations of each example's prompt, greedy or with the
   model's strategy unless `strategy` (e.g. `BeamSearch(num_beams=4)`) is given.
 
@@ -126,6 +126,9 @@ def make_predict_fn(model, params, *, batch_size: int = 32, max_decode_length: O
   room for as many new tokens as the longest `targets` in the dataset (T5X's
   `max_decode_length`), capped by `max_decode_length`. Returns ([(index, tokens)], {'scores': [...]}) with tokens rows of
   one width.
+
+  With a `plan` (`model.mesh.MeshPlan`) each batch is split over the mesh's 'data' axis (so
+  `batch_size` must be a multiple of it) and decoded on all its devices at once.
   """
   import jax  # pylint: disable=g-import-not-at-top
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
@@ -160,13 +163,16 @@ def make_predict_fn(model, params, *, batch_size: int = 32, max_decode_length: O
         tokens[row, :len(prompts[i])] = prompts[i]
         causal[row, :len(prompts[i])] = 1
       batch = {"decoder_input_tokens": tokens, "decoder_causal_attention": causal}
+      if plan is not None:
+        batch = plan.replicate_batch(batch)
       decoder_params = {"max_decode_steps": max_new}
       if strategy is not None:
         decoder_params["strategy"] = strategy
       out, aux = model.predict_batch_with_aux(
           params, batch, rng=jax.random.PRNGKey(0), decoder_params=decoder_params)
-      out = np.asarray(out)[:, :max_new]
-      scores = np.asarray(aux["scores"])
+      to_host = plan.to_host if plan is not None else np.asarray
+      out = to_host(out)[:, :max_new]
+      scores = to_host(aux["scores"])
       for row, i in enumerate(chunk):
         results[i] = (out[row], float(scores[row]))
         stats.generated_tokens += int(np.sum(out[row] > 0))
@@ -181,7 +187,7 @@ def make_predict_fn(model, params, *, batch_size: int = 32, max_decode_length: O
   return predict_with_aux_fn
 
 
-def make_score_fn(model, params, *, batch_size: int = 32):
+def make_score_fn(model, params, *, batch_size: int = 32, plan=None):
   """seqio score_fn: log p(targets | inputs) summed over target tokens, per example."""
   import jax  # pylint: disable=g-import-not-at-top
   score = jax.jit(lambda p, b: model.score_batch(p, b))
@@ -196,7 +202,10 @@ def make_score_fn(model, params, *, batch_size: int = 32):
       if n < batch_size:  # one shape for every batch
         feats = {k: np.concatenate([v, np.zeros((batch_size - n,) + v.shape[1:], v.dtype)])
                  for k, v in feats.items()}
-      scores = np.asarray(score(params, feats))[:n]
+      if plan is not None:
+        scores = plan.to_host(score(params, plan.replicate_batch(feats)))[:n]
+      else:
+        scores = np.asarray(score(params, feats))[:n]
       out.extend((int(i), float(s)) for i, s in zip(indices, scores))
     return out
 
@@ -306,6 +315,8 @@ class EvalArgs:
   progress: bool = True
   beam_size: int = 1              # 1: the model's strategy (greedy); > 1: beam search
   length_penalty: float = 0.6     # GNMT alpha of the beam ranking
+  mesh: str = ""                  # `model.mesh`: e.g. "data=8"; "" = one device
+  fsdp: bool = False
 
 
 def _scalar(v) -> Any:
@@ -331,6 +342,14 @@ def evaluate(args: EvalArgs, *, model=None, params=None, step: Optional[int] = N
 
   if model is None:
     model, params, step = load_checkpoint(args.checkpoint_dir, args.step)
+  plan = None
+  if args.mesh or args.fsdp:
+    from model import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+    plan = mesh_lib.MeshPlan.create(mesh_lib.MeshConfig.parse(args.mesh, fsdp=args.fsdp))
+    if args.batch_size % plan.data_size:
+      raise ValueError(f"--batch_size {args.batch_size} must be a multiple of the mesh's data "
+                       f"axis ({plan.data_size})")
+    params = plan.place(params, plan.param_shardings_for(model))
   step = -1 if step is None else int(step)
   output_dir = args.output_dir or os.path.join(args.checkpoint_dir, f"eval_{args.split}")
   os.makedirs(output_dir, exist_ok=True)
@@ -362,13 +381,13 @@ def evaluate(args: EvalArgs, *, model=None, params=None, step: Optional[int] = N
     stats = PredictStats()
     predict_with_aux = uniform_predictions(make_predict_fn(
         model, params, batch_size=args.batch_size, max_decode_length=args.max_decode_length,
-        stats=stats, progress=args.progress, desc=task.name, strategy=strategy))
+        stats=stats, progress=args.progress, desc=task.name, strategy=strategy, plan=plan))
     sub = _SingleTaskView(evaluator, task)
     t0 = time.time()
     metrics_future, _ = sub.evaluate(
         compute_metrics=True, step=step, predict_fn=without_aux(predict_with_aux),
         predict_with_aux_fn=predict_with_aux,
-        score_fn=make_score_fn(model, params, batch_size=args.batch_size))
+        score_fn=make_score_fn(model, params, batch_size=args.batch_size, plan=plan))
     metrics = {k: _scalar(v) for k, v in (metrics_future.result() or {}).get(task.name, {}).items()}
     entry = {"metrics": metrics, "examples": stats.examples or _count(evaluator, task),
              "decode_seconds": round(stats.seconds, 2),
@@ -469,6 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--module_import", action="append", default=[],
                  help="module that registers your tasks (repeatable)")
   p.add_argument("--no_progress", dest="progress", action="store_false")
+  p.add_argument("--mesh", default=d.mesh, metavar="data=N,model=M",
+                 help="decode on a device mesh (batches split over 'data'); default one device")
+  p.add_argument("--fsdp", action="store_true", help="also split parameters over 'data'")
   return p
 
 
@@ -481,7 +503,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       num_examples=ns.num_examples, inputs_length=ns.inputs_length,
       targets_length=ns.targets_length, use_cached=ns.use_cached, cache_dirs=ns.cache_dir,
       module_imports=ns.module_import, baselines=ns.baselines, progress=ns.progress,
-      beam_size=ns.beam_size, length_penalty=ns.length_penalty)
+      beam_size=ns.beam_size, length_penalty=ns.length_penalty, mesh=ns.mesh, fsdp=ns.fsdp)
   try:
     summary = evaluate(args)
   except (ValueError, FileNotFoundError, ImportError) as e:

@@ -86,9 +86,11 @@ class MeshPlan:
     devices = list(devices if devices is not None else jax.devices())
     model = config.model
     data = config.data or len(devices) // model
-    if data * model != len(devices):
+    if data * model > len(devices) or (data * model < len(devices) and jax.process_count() > 1):
       raise ValueError(f"--mesh data={data},model={model} needs {data * model} devices; "
                        f"this job has {len(devices)}")
+    # One process may use fewer devices than it has (e.g. data=1: one device).
+    devices = sorted(devices, key=lambda d: (d.process_index, d.id))[:data * model]
     # Devices of one process side by side: each process's batch rows are contiguous.
     ordered = sorted(devices, key=lambda d: (d.process_index, d.id))
     mesh = Mesh(np.asarray(ordered).reshape(data, model), (DATA, MODEL))
@@ -116,6 +118,13 @@ class MeshPlan:
     return jax.tree.map(
         lambda spec: NamedSharding(self.mesh, partitioning.to_mesh_axes(tuple(spec), self.rules)),
         names, is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+  def param_shardings_for(self, model) -> Any:
+    """Parameter shardings of a `GemmaDecoderOnlyModel` (its `params_axes`, nothing computed)."""
+    variables = jax.eval_shape(
+        lambda r: model.module.init(r, jax.numpy.ones((1, 1), jax.numpy.int32)),
+        jax.random.PRNGKey(0))
+    return self.param_shardings(variables["params_axes"])
 
   def state_shardings(self, tx, params_shape, param_shardings) -> Any:
     """Optimizer state placed like the parameters it mirrors (Adam's mu, nu), counts replicated."""

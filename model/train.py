@@ -370,7 +370,7 @@ def train(args: TrainArgs, *, model=None) -> TrainResult:
         f"{num_params / 1e6:.2f}M params, {args.batch_size} x {length} tokens per step, "
         f"steps {start_step} -> {last_stop} of {args.train_steps}"
         + (f" (resumed from checkpoint_{start_step})" if start_step else ""), flush=True)
-  bar = tqdm(total=args.train_steps, initial=start_step, disable=not args.progress,
+  bar = tqdm(total=args.train_steps, initial=start_step, disable=not (args.progress and primary),
              dynamic_ncols=True, desc="train", mininterval=1.0, file=sys.stdout)
   step = start_step
   window = _Window()

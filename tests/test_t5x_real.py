@@ -345,6 +345,25 @@ def test_a_sharded_checkpoint_restores_in_model_evaluate_on_one_device(partition
   assert one["target/embedder/input_embedding"].shape == (4096, 128)
 
 
+def test_a_checkpoint_of_our_sharded_trainer_restores_in_t5x_eval(tmp_path):
+  """`model.train` on a (4, 2) mesh with FSDP writes each shard; t5x.eval restores it."""
+  sys.path.insert(0, REPO)
+  from demo import run as demo_run  # noqa: PLC0415
+  overrides = [f"--model_override={k}={v}" for k, v in demo_run.RECIPE_MODEL["model_overrides"].items()]
+  run([sys.executable, "-m", "model.train", "--task", TASK, "--model_dir", str(tmp_path / "ours"),
+       "--preset", demo_run.RECIPE_MODEL["preset"], *overrides, "--inputs_length", "96",
+       "--targets_length", "96", "--batch_size", "8", "--train_steps", "2", "--save_every", "2",
+       "--mesh", "data=4,model=2", "--fsdp", "--no_progress"],
+      str(tmp_path / "train.log"), env=_env(devices=8))
+  run(t5x_cmd("eval", "gemma_en_de_libreoffice_eval.gin",
+              CHECKPOINT_PATH=q(tmp_path / "ours" / "checkpoint_2"),
+              EVAL_OUTPUT_DIR=q(tmp_path / "eval"),
+              **{"utils.DatasetConfig.batch_size": 8, "seqio.Evaluator.num_examples": 8}),
+      str(tmp_path / "eval.log"))
+  rows = t5x_eval_metrics(tmp_path / "eval")
+  assert rows[-1]["step"] == 2 and 0 <= rows[-1]["bleu"] <= 100
+
+
 # -- a real Gemma's gin file -----------------------------------------------------------------------
 
 def test_gemma2_2b_gin_fine_tunes_an_imported_hf_checkpoint(tmp_path):
