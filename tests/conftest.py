@@ -24,3 +24,20 @@ def global_cache_dirs():
   old = list(seqio.utils.get_global_cache_dirs())
   yield
   seqio.utils.set_global_cache_dirs(old)
+
+
+@pytest.fixture
+def flip_a_bit():
+  """Damages a checkpoint: flips one bit in the middle of the largest file under
+  `<step_dir>/state`; returns that file's path."""
+  def flip(step_dir):
+    state = os.path.join(str(step_dir), "state")
+    files = [os.path.join(r, n) for r, _, names in os.walk(state) for n in names]
+    victim = max(files, key=os.path.getsize)
+    with open(victim, "rb") as f:
+      data = bytearray(f.read())
+    data[len(data) // 2] ^= 0x01
+    with open(victim, "wb") as f:
+      f.write(bytes(data))
+    return victim
+  return flip
