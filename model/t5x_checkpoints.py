@@ -133,8 +133,9 @@ def latest_step(model_dir: str) -> Optional[int]:
 def newest_complete(model_dir: str) -> Tuple[Optional[int], str]:
   """(newest complete step or None, a note naming newer incomplete checkpoints, or '').
 
-  >>> newest_complete("/tmp/run")     # checkpoint_10 complete, checkpoint_15/state/_METADATA gone
-  (10, 'checkpoint_15 is incomplete (no state/_METADATA); using checkpoint_10, the newest complete checkpoint')
+  >>> step, note = newest_complete("/tmp/run")   # checkpoint_15/state/_METADATA is gone
+  >>> step, note
+  (10, 'checkpoint_15 is incomplete (no state/_METADATA); using checkpoint_10, the newest ...')
   """
   step = latest_step(model_dir)
   newer = [s for s in incomplete_steps(model_dir) if step is None or s > step]

@@ -191,8 +191,10 @@ def _check_resume_args(model_dir: str, args: TrainArgs) -> None:
 def _keep_recorded_model_flags(model_dir: str, args: TrainArgs) -> TrainArgs:
   """`args` with the new-run-only flags as the run recorded them, saying which were ignored.
 
-  >>> _keep_recorded_model_flags("runs/a", TrainArgs(task="t", model_dir="runs/a", dtype="bfloat16"))
+  >>> args = TrainArgs(task="t", model_dir="runs/a", dtype="bfloat16")   # the run is float32
+  >>> _keep_recorded_model_flags("runs/a", args).dtype
   [train] resuming: --dtype 'bfloat16' ignored, the run's 'float32' is kept (...)
+  'float32'
   """
   path = os.path.join(model_dir, TRAIN_ARGS_FILE)
   if not os.path.exists(path):
@@ -290,7 +292,8 @@ def train(args: TrainArgs, *, model=None) -> TrainResult:
   inputs.import_modules(args.module_imports)
   inputs.add_cache_dirs(args.cache_dirs)
 
-  from model import t5x_checkpoints, train_checks, vocab_record  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from model import t5x_checkpoints, train_checks, vocab_record
 
   # Everything that can be wrong with the flags, the task or the model dir is found before
   # anything is created: a refused run leaves no directory and no checkpoint manager behind.
