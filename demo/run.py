@@ -135,17 +135,45 @@ def results_table(rows: List[dict]) -> str:
   return "\n".join([fmt(head)] + [fmt(b) for b in body])
 
 
+DEFAULT_BUDGET_MINUTES = 15.0
+RECIPE_BUDGET_MINUTES = 45.0
+RECIPE_TRAIN_MINUTES = 30.0
+EVAL_RESERVE = 0.3   # share of the budget kept for evaluation (~2,000 decodes and baselines)
+
+
+def plan_minutes(budget_minutes: Optional[float], recipe: bool,
+                 elapsed_minutes: float = 0.0) -> tuple:
+  """(whole budget, training minutes) of a run. An explicit `--budget_minutes` always wins;
+  `--recipe` only changes the defaults (45 minutes in all, 30 of them training).
+
+  >>> plan_minutes(None, recipe=True)
+  (45.0, 30.0)
+  >>> plan_minutes(15, recipe=True)          # the explicit budget, training gets what is left
+  (15.0, 10.5)
+  >>> plan_minutes(None, recipe=False, elapsed_minutes=2)
+  (15.0, 8.5)
+  """
+  if budget_minutes is not None and not budget_minutes > 0:
+    raise ValueError(f"--budget_minutes must be > 0, got {budget_minutes}")
+  if recipe and budget_minutes is None:
+    return RECIPE_BUDGET_MINUTES, RECIPE_TRAIN_MINUTES
+  budget = DEFAULT_BUDGET_MINUTES if budget_minutes is None else float(budget_minutes)
+  return budget, max(1.0, budget * (1 - EVAL_RESERVE) - elapsed_minutes)
+
+
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
       prog="python -m demo.run",
       description="End-to-end demo: Beam caching -> training -> seqio evaluation -> one table.",
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   p.add_argument("--out", default="demo_out", help="everything is written here")
-  p.add_argument("--budget_minutes", type=float, default=15.0,
+  p.add_argument("--budget_minutes", type=float, default=None,
                  help="wall-clock budget of the whole job; training gets what caching and "
-                      "evaluation leave")
+                      f"evaluation leave (default: {DEFAULT_BUDGET_MINUTES:g}, "
+                      f"{RECIPE_BUDGET_MINUTES:g} with --recipe)")
   p.add_argument("--recipe", action="store_true",
-                 help="the quality recipe: 30 minutes of training and the full test split")
+                 help=f"the quality recipe: {RECIPE_TRAIN_MINUTES:g} minutes of training (unless "
+                      "--budget_minutes says otherwise) and 4-beam decoding")
   p.add_argument("--train_steps", type=int, default=None,
                  help="schedule length (default: from the budget, at the measured step time)")
   p.add_argument("--translation_eval_examples", type=int, default=None,
@@ -177,7 +205,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   ns = build_parser().parse_args(argv)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   t_start = time.time()
-  budget = 60 * (45.0 if ns.recipe and ns.budget_minutes == 15.0 else ns.budget_minutes)
+  try:
+    plan_minutes(ns.budget_minutes, ns.recipe)   # a bad budget stops before any work
+  except ValueError as e:
+    print(f"[demo] ERROR: {e}", file=sys.stderr, flush=True)
+    return 2
   out = os.path.abspath(ns.out)
   os.makedirs(out, exist_ok=True)
   cache_dir = os.path.abspath(ns.cache_dir) if ns.cache_dir else os.path.join(out, "cache")
@@ -195,11 +227,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
   # 2. train: what is left of the budget minus a reserve for evaluation (decoding ~2,000
   # test examples and the baselines).
-  eval_reserve = 0.3 * budget
-  if ns.recipe:
-    train_minutes = 30.0
-  else:
-    train_minutes = max(1.0, (budget - (time.time() - t_start) - eval_reserve) / 60)
+  _, train_minutes = plan_minutes(ns.budget_minutes, ns.recipe, (time.time() - t_start) / 60)
   args = train.TrainArgs(
       task=TRANSLATION_TASK, model_dir=model_dir, train_steps=1, save_every=100, keep=2,
       log_every=10, time_budget_minutes=train_minutes, use_cached=use_cached,

@@ -228,6 +228,30 @@ def prompt_arrays(prompts, prompt_lengths=None,
   return jnp.asarray(tokens, jnp.int32), jnp.asarray(lengths, jnp.int32)
 
 
+def fit_to_cache(tokens: jax.Array, lengths: jax.Array, cache: dict) -> jax.Array:
+  """`tokens` [B, P] cut to the width every row's free cache slots can take.
+
+  The prompt block is written with `dynamic_update_slice` at each row's `cache_index`; a block
+  that runs past the cache end is not cut but shifted back, overwriting earlier slots. Padding
+  past the free slots is therefore dropped, and a prompt whose real tokens do not fit is refused.
+
+  >>> cache = generate(cfg, params, [[2] * 8], max_new_tokens=1, cache_length=20).cache
+  >>> fit_to_cache(jnp.zeros((1, 16), jnp.int32), jnp.array([3]), cache).shape   # 12 free
+  (1, 12)
+  """
+  attn = cache["layer_0"]["attn"]
+  free = attn["cached_key"].shape[1] - np.asarray(attn["cache_index"]).reshape(-1)
+  lengths = np.asarray(lengths).reshape(-1)
+  too_long = np.flatnonzero(lengths > free)
+  if too_long.size:
+    row = int(too_long[0])
+    raise ValueError(f"prompt row {row} has {int(lengths[row])} tokens but its cache has only "
+                     f"{int(free[row])} free slots (cache_length="
+                     f"{attn['cached_key'].shape[1]}); start a new cache or a larger one")
+  width = int(free.min())
+  return tokens[:, :width] if tokens.shape[1] > width else tokens
+
+
 def generate(
     config: GemmaConfig,
     params,
@@ -261,6 +285,8 @@ def generate(
                                   cache_length if cache is None else None)
   if cache is None:
     cache = init_cache(config, tokens.shape[0], cache_length or tokens.shape[1] + max_new_tokens)
+  else:
+    tokens = fit_to_cache(tokens, lengths, cache)
   if rng is None:
     rng = jax.random.PRNGKey(0)
   return _generate(

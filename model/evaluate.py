@@ -214,30 +214,54 @@ def make_score_fn(model, params, *, batch_size: int = 32, plan=None):
 
 # -- checkpoint loading ------------------------------------------------------------------------
 
+def run_dir(checkpoint_dir: str) -> Tuple[str, Optional[int]]:
+  """(model dir, step named by the path or None) of a `--checkpoint_dir`.
+
+  >>> run_dir("runs/ende/checkpoint_400")
+  ('/.../runs/ende', 400)
+  """
+  from model import t5x_checkpoints  # pylint: disable=g-import-not-at-top
+  path = os.path.abspath(checkpoint_dir)
+  name = os.path.basename(path)
+  if name.startswith(t5x_checkpoints.CHECKPOINT_PREFIX + "_") and name.split("_")[-1].isdigit():
+    return os.path.dirname(path), int(name.split("_")[-1])
+  return path, None
+
+
 def load_checkpoint(checkpoint_dir: str, step: Optional[int] = None):
   """(GemmaDecoderOnlyModel, params, step) from a `model.train` directory.
 
   `checkpoint_dir` is the model dir (latest step, or `step`) or one `checkpoint_<step>` dir.
+  Without a step, an incomplete latest checkpoint is skipped for the newest complete one (the
+  skip is reported on stderr); a damaged one (checksum mismatch) is refused.
   """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from model import t5x_checkpoints, train  # pylint: disable=g-import-not-at-top
   from model.t5x_model import GemmaDecoderOnlyModel  # pylint: disable=g-import-not-at-top
 
-  path = os.path.abspath(checkpoint_dir)
-  name = os.path.basename(path)
-  if name.startswith(t5x_checkpoints.CHECKPOINT_PREFIX + "_") and name.split("_")[-1].isdigit():
-    if step is not None and int(name.split("_")[-1]) != step:
+  path, path_step = run_dir(checkpoint_dir)
+  if path_step is not None:
+    if step is not None and path_step != step:
       raise ValueError(f"--step {step} contradicts the checkpoint path {checkpoint_dir}")
-    step = int(name.split("_")[-1])
-    path = os.path.dirname(path)
+    step = path_step
+  for p in (os.path.abspath(checkpoint_dir), path):
+    if os.path.exists(p) and not os.path.isdir(p):
+      raise FileNotFoundError(f"--checkpoint_dir {checkpoint_dir!r}: {p} is a file, not a "
+                              "model.train directory")
   if not os.path.isdir(path):
     raise FileNotFoundError(f"--checkpoint_dir {checkpoint_dir!r} does not exist")
   steps = t5x_checkpoints.all_steps(path)
+  if step in t5x_checkpoints.incomplete_steps(path):
+    raise t5x_checkpoints.IncompleteCheckpointError(
+        f"{t5x_checkpoints.checkpoint_path(path, step)} is incomplete (no "
+        f"{t5x_checkpoints.STATE_KEY}/{t5x_checkpoints.METADATA_FILE}); complete ones: {steps}")
   if not steps:
     raise FileNotFoundError(f"no checkpoint_<step>/state directory in {path}")
   if step is None:
-    step = steps[-1]
+    step, note = t5x_checkpoints.newest_complete(path)
+    if note:
+      print(f"[evaluate] {note}", file=sys.stderr, flush=True)
   elif step not in steps:
     raise FileNotFoundError(f"no checkpoint for step {step} in {path}; available: {steps}")
   cfg = _model_config(path)
@@ -317,6 +341,21 @@ class EvalArgs:
   length_penalty: float = 0.6     # GNMT alpha of the beam ranking
   mesh: str = ""                  # `model.mesh`: e.g. "data=8"; "" = one device
   fsdp: bool = False
+  allow_vocabulary_change: bool = False
+
+
+def check_args(args: EvalArgs) -> None:
+  """Refuses flags that would fail deep inside the evaluation (a batch of 0 rows, ...).
+
+  >>> check_args(EvalArgs(checkpoint_dir="d", task="t", batch_size=0))
+  Traceback (most recent call last):
+  ValueError: --batch_size must be >= 1, got 0
+  """
+  for name in ("batch_size", "beam_size", "max_decode_length", "num_examples", "inputs_length",
+               "targets_length"):
+    value = getattr(args, name)
+    if value is not None and value < 1:
+      raise ValueError(f"--{name} must be >= 1, got {value}")
 
 
 def _scalar(v) -> Any:
@@ -335,12 +374,18 @@ def evaluate(args: EvalArgs, *, model=None, params=None, step: Optional[int] = N
   `model`/`params`/`step` may be passed directly (then `checkpoint_dir` is only where the
   outputs go by default).
   """
-  from model import inputs  # pylint: disable=g-import-not-at-top
+  check_args(args)
+  from model import inputs, vocab_record  # pylint: disable=g-import-not-at-top
   inputs.import_modules(args.module_imports)
   inputs.add_cache_dirs(args.cache_dirs)
   import seqio  # pylint: disable=g-import-not-at-top
 
   if model is None:
+    # The vocabulary first: a mismatch is refused before the parameters are read.
+    note = vocab_record.check(run_dir(args.checkpoint_dir)[0], vocab_record.describe(args.task),
+                              args.allow_vocabulary_change)
+    if note:
+      print(f"[evaluate] {note}", file=sys.stderr, flush=True)
     model, params, step = load_checkpoint(args.checkpoint_dir, args.step)
   plan = None
   if args.mesh or args.fsdp:
@@ -491,6 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--mesh", default=d.mesh, metavar="data=N,model=M",
                  help="decode on a device mesh (batches split over 'data'); default one device")
   p.add_argument("--fsdp", action="store_true", help="also split parameters over 'data'")
+  p.add_argument("--allow_vocabulary_change", action="store_true",
+                 help="evaluate although the task's vocabulary differs from the one the "
+                      "checkpoint was trained with (<checkpoint_dir>/vocabulary.json)")
   return p
 
 
@@ -503,7 +551,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       num_examples=ns.num_examples, inputs_length=ns.inputs_length,
       targets_length=ns.targets_length, use_cached=ns.use_cached, cache_dirs=ns.cache_dir,
       module_imports=ns.module_import, baselines=ns.baselines, progress=ns.progress,
-      beam_size=ns.beam_size, length_penalty=ns.length_penalty, mesh=ns.mesh, fsdp=ns.fsdp)
+      beam_size=ns.beam_size, length_penalty=ns.length_penalty, mesh=ns.mesh, fsdp=ns.fsdp,
+      allow_vocabulary_change=ns.allow_vocabulary_change)
   try:
     summary = evaluate(args)
   except (ValueError, FileNotFoundError, ImportError) as e:

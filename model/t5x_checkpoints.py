@@ -22,6 +22,13 @@ where the train state is `FlaxOptimTrainState.state_dict()` of an `OptaxWrapper`
 Writes are atomic: orbax writes into `checkpoint_<step>.orbax-checkpoint-tmp-*` and renames it
 when complete, so a crash mid-write never leaves a directory that looks like a checkpoint.
 Only the last `keep` checkpoints stay on disk.
+
+Damage after the write is caught too: each save records the SHA-256 of its files in
+`checkpoint_<step>/checksums.json` (`model.checkpoint_checksums`; T5X ignores the extra file),
+and a restore refuses a checkpoint whose files differ, naming the file. A checkpoint whose
+`state/_METADATA` is missing (a copy cut short, files deleted) is incomplete: `all_steps` leaves
+it out, so the newest complete checkpoint is the one resumed or evaluated (`newest_complete`
+says which was skipped).
 """
 from __future__ import annotations
 
@@ -31,9 +38,19 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
+from model import checkpoint_checksums
+
 CHECKPOINT_PREFIX = "checkpoint"  # t5x.checkpoints_utils.get_checkpoint_prefix()
 STATE_KEY = "state"               # t5x.checkpoints._STATE_KEY
+METADATA_FILE = "_METADATA"       # orbax writes it last into state/: its PyTree structure
+INCOMPLETE_PREFIX = "incomplete_"  # incomplete checkpoints set aside by `set_aside` (kept)
 _STEP_DIR = re.compile(rf"^{CHECKPOINT_PREFIX}_(\d+)$")
+
+CorruptCheckpointError = checkpoint_checksums.CorruptCheckpointError
+
+
+class IncompleteCheckpointError(FileNotFoundError):
+  """A checkpoint_<step> directory without a complete `state/` (no `state/_METADATA`)."""
 
 
 def state_dict(params, opt_state, step: int) -> dict:
@@ -77,25 +94,72 @@ def from_state_dict(params_template, opt_state_template, restored: dict) -> Tupl
   return params, opt_state, step
 
 
+def is_complete(step_dir: str) -> bool:
+  """Whether `checkpoint_<step>` has its `state/_METADATA` (orbax cannot read the state without)."""
+  return os.path.isfile(os.path.join(step_dir, STATE_KEY, METADATA_FILE))
+
+
+def _step_dirs(model_dir: str) -> dict:
+  """{step: path} of every `checkpoint_<step>` directory, complete or not."""
+  if not os.path.isdir(model_dir):
+    return {}
+  out = {}
+  for name in os.listdir(model_dir):
+    m = _STEP_DIR.match(name)
+    if m and os.path.isdir(os.path.join(model_dir, name)):
+      out[int(m.group(1))] = os.path.join(model_dir, name)
+  return out
+
+
 def all_steps(model_dir: str) -> list:
   """Steps of the complete checkpoints in `model_dir`, ascending (temporary dirs excluded).
 
   >>> all_steps("/tmp/run")   # has checkpoint_5, checkpoint_10, checkpoint_15.orbax-checkpoint-tmp-1
   [5, 10]
   """
-  if not os.path.isdir(model_dir):
-    return []
-  steps = []
-  for name in os.listdir(model_dir):
-    m = _STEP_DIR.match(name)
-    if m and os.path.isdir(os.path.join(model_dir, name, STATE_KEY)):
-      steps.append(int(m.group(1)))
-  return sorted(steps)
+  return sorted(step for step, path in _step_dirs(model_dir).items() if is_complete(path))
+
+
+def incomplete_steps(model_dir: str) -> list:
+  """Steps of `checkpoint_<step>` directories that cannot be restored (no `state/_METADATA`)."""
+  return sorted(step for step, path in _step_dirs(model_dir).items() if not is_complete(path))
 
 
 def latest_step(model_dir: str) -> Optional[int]:
   steps = all_steps(model_dir)
   return steps[-1] if steps else None
+
+
+def newest_complete(model_dir: str) -> Tuple[Optional[int], str]:
+  """(newest complete step or None, a note naming newer incomplete checkpoints, or '').
+
+  >>> step, note = newest_complete("/tmp/run")   # checkpoint_15/state/_METADATA is gone
+  >>> step, note
+  (10, 'checkpoint_15 is incomplete (no state/_METADATA); using checkpoint_10, the newest ...')
+  """
+  step = latest_step(model_dir)
+  newer = [s for s in incomplete_steps(model_dir) if step is None or s > step]
+  if not newer:
+    return step, ""
+  names = ", ".join(f"{CHECKPOINT_PREFIX}_{s}" for s in newer)
+  verb = "is" if len(newer) == 1 else "are"
+  using = (f"using {CHECKPOINT_PREFIX}_{step}, the newest complete checkpoint" if step is not None
+           else "no complete checkpoint is left")
+  return step, f"{names} {verb} incomplete (no {STATE_KEY}/{METADATA_FILE}); {using}"
+
+
+def set_aside(model_dir: str, step: int) -> str:
+  """Renames an incomplete `checkpoint_<step>` to `incomplete_checkpoint_<step>` (kept, not
+  deleted: it may hold something worth recovering) so a new save of that step can happen;
+  returns the new path. Orbax and T5X only look at names starting with `checkpoint_`."""
+  src = checkpoint_path(model_dir, step)
+  dst = os.path.join(model_dir, INCOMPLETE_PREFIX + os.path.basename(src))
+  n = 1
+  while os.path.exists(dst):
+    n += 1
+    dst = os.path.join(model_dir, f"{INCOMPLETE_PREFIX}{os.path.basename(src)}.{n}")
+  os.rename(src, dst)
+  return dst
 
 
 def checkpoint_path(model_dir: str, step: int) -> str:
@@ -121,13 +185,14 @@ class T5XCheckpointManager:
         item_handlers={STATE_KEY: ocp.PyTreeCheckpointHandler(use_ocdbt=True)})
 
   def all_steps(self) -> list:
-    return sorted(self._manager.all_steps())
+    """Complete checkpoints only (orbax's own list also has directories missing their state)."""
+    return all_steps(self.model_dir)
 
   def latest_step(self) -> Optional[int]:
-    return self._manager.latest_step()
+    return latest_step(self.model_dir)
 
   def save(self, step: int, params, opt_state) -> None:
-    """Writes `checkpoint_<step>` (a no-op if that step is already saved)."""
+    """Writes `checkpoint_<step>` and its checksums (a no-op if that step is already saved)."""
     if step in self._manager.all_steps():
       return
     ocp = self._ocp
@@ -135,6 +200,7 @@ class T5XCheckpointManager:
     self._manager.save(step, args=ocp.args.Composite(**{STATE_KEY: ocp.args.PyTreeSave(sd)}),
                        force=True)
     self._manager.wait_until_finished()
+    checkpoint_checksums.write(checkpoint_path(self.model_dir, step))
 
   def restore(self, params_template, opt_state_template=None, step: Optional[int] = None):
     """(params, opt_state, step) of `step` (default: the latest). Templates give the structure.
@@ -144,10 +210,16 @@ class T5XCheckpointManager:
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint_<step> directory in {self.model_dir}")
-    if step not in self._manager.all_steps():
+    if step not in self.all_steps():
       raise FileNotFoundError(f"no checkpoint for step {step} in {self.model_dir}; "
                               f"available: {self.all_steps()}")
-    raw = restore_state_dict(checkpoint_path(self.model_dir, step))
+    try:
+      raw = restore_state_dict(checkpoint_path(self.model_dir, step))
+    except CorruptCheckpointError as e:
+      earlier = [s for s in self.all_steps() if s < step]
+      hint = (f"; move {checkpoint_path(self.model_dir, step)} out of {self.model_dir} to use "
+              f"checkpoint_{earlier[-1]} instead" if earlier else "")
+      raise CorruptCheckpointError(f"{e}{hint}") from None
     return from_state_dict(params_template, opt_state_template, raw)
 
   def close(self):
@@ -155,7 +227,8 @@ class T5XCheckpointManager:
 
 
 def restore_state_dict(path: str) -> dict:
-  """The raw T5X state dict (numpy leaves) of one `checkpoint_<step>` directory.
+  """The raw T5X state dict (numpy leaves) of one `checkpoint_<step>` directory, after checking
+  that it is complete and that its files match the checksums written with it.
 
   >>> sd = restore_state_dict("/tmp/run/checkpoint_10")
   >>> int(sd['state']['step']), sorted(sd['target'])[:2]
@@ -163,13 +236,25 @@ def restore_state_dict(path: str) -> dict:
   """
   import jax  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  state_dir = os.path.join(os.path.abspath(path), STATE_KEY)
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  step_dir = os.path.abspath(path)
+  state_dir = os.path.join(step_dir, STATE_KEY)
   if not os.path.isdir(state_dir):
     raise FileNotFoundError(f"{path} is not a T5X orbax checkpoint (no '{STATE_KEY}/' inside)")
-  from etils import epath  # pylint: disable=g-import-not-at-top
-  with ocp.PyTreeCheckpointer(use_ocdbt=True) as ckptr:
-    metadata = ckptr.metadata(epath.Path(state_dir))
-    tree = metadata.item_metadata.tree if hasattr(metadata, "item_metadata") else metadata.tree
+  if not is_complete(step_dir):
+    raise IncompleteCheckpointError(
+        f"{path} is incomplete: {os.path.join(state_dir, METADATA_FILE)} is missing, so its "
+        "state cannot be read")
+  checkpoint_checksums.verify(step_dir)
+  # The item handler, not a Checkpointer: a Checkpointer looks for step metadata
+  # (_CHECKPOINT_METADATA) inside state/, where T5X's layout never has it, and warns each time.
+  handler = ocp.PyTreeCheckpointHandler(use_ocdbt=True)
+  try:
+    metadata = handler.metadata(epath.Path(state_dir))
+    tree = metadata.tree if hasattr(metadata, "tree") else metadata
     # numpy leaves: no device placement, no sharding warnings, works on any host.
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-    return ckptr.restore(state_dir, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+    return handler.restore(epath.Path(state_dir),
+                           args=ocp.args.PyTreeRestore(restore_args=restore_args))
+  finally:
+    handler.close()

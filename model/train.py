@@ -14,11 +14,17 @@ What it does, in order:
     uninterrupted run would have seen (the stream is a pure function of the seed; the
     consumed batches are skipped);
   * stops on a NaN/inf loss or gradient without saving, so the last good checkpoint stays;
+  * on SIGINT (Ctrl-C) or SIGTERM (preemption) finishes the current step, saves it and exits
+    (code 130 / 143), saying where it saved;
+  * refuses bad flags, a file as `--model_dir`, an unknown task or preset before creating
+    anything (`model.train_checks`); skips an incomplete latest checkpoint (saying so) and
+    refuses a damaged one (`model.t5x_checkpoints`); refuses to resume with another vocabulary
+    (`model.vocab_record`, `--allow_vocabulary_change` to override);
   * shows a progress bar (loss, tokens/s), writes TensorBoard scalars to `<model_dir>/train`,
     `train_metrics.jsonl` and, at the end, `learning_curve.png`.
 
-`<model_dir>/model_config.json` (the GemmaConfig) and `train_args.json` make the directory
-self-describing: `model.evaluate --checkpoint_dir <model_dir>` needs nothing else.
+`<model_dir>/model_config.json` (the GemmaConfig), `train_args.json` and `vocabulary.json` make
+the directory self-describing: `model.evaluate --checkpoint_dir <model_dir>` needs nothing else.
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ import functools
 import json
 import math
 import os
+import signal
 import sys
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence
@@ -36,6 +43,10 @@ TRAIN_ARGS_FILE = "train_args.json"
 MODEL_CONFIG_FILE = "model_config.json"
 METRICS_FILE = "train_metrics.jsonl"
 CURVE_FILE = "learning_curve.png"
+
+# Flags that only shape a new run: a resumed run keeps the model it has (model_config.json), so
+# these are kept as recorded rather than written down as if they had been used.
+_NEW_RUN_ONLY = ("preset", "model_overrides", "init_from_hf", "dtype")
 
 # Arguments that decide which batches and which updates a step sees: a resumed run must use
 # the same values, or it would not continue the run it claims to continue.
@@ -81,6 +92,7 @@ class TrainArgs:
   cache_dirs: List[str] = dataclasses.field(default_factory=list)
   module_imports: List[str] = dataclasses.field(default_factory=list)
   progress: bool = True
+  allow_vocabulary_change: bool = False
   # Beyond one device (`model.mesh`): the mesh, FSDP, the input shards that make up a batch
   # (default: one per process), and the multi-host rendezvous.
   mesh: str = ""
@@ -99,6 +111,7 @@ class TrainResult:
   stopped_early: bool        # --max_steps_per_run / --time_budget_minutes hit before train_steps
   seconds: float
   model_dir: str
+  interrupted: Optional[str] = None   # 'SIGINT' / 'SIGTERM' when a signal stopped the run
 
 
 # -- model configuration ------------------------------------------------------------------------
@@ -184,6 +197,40 @@ def _check_resume_args(model_dir: str, args: TrainArgs) -> None:
                      "same settings or use a new --model_dir")
 
 
+def _keep_recorded_model_flags(model_dir: str, args: TrainArgs) -> TrainArgs:
+  """`args` with the new-run-only flags as the run recorded them, saying which were ignored.
+
+  >>> args = TrainArgs(task="t", model_dir="runs/a", dtype="bfloat16")   # the run is float32
+  >>> _keep_recorded_model_flags("runs/a", args).dtype
+  [train] resuming: --dtype 'bfloat16' ignored, the run's 'float32' is kept (...)
+  'float32'
+  """
+  path = os.path.join(model_dir, TRAIN_ARGS_FILE)
+  if not os.path.exists(path):
+    return args
+  with open(path, encoding="utf-8") as f:
+    saved = json.load(f)
+  now = dataclasses.asdict(args)
+  kept = {k: saved[k] for k in _NEW_RUN_ONLY if k in saved and saved[k] != now[k]}
+  if kept:
+    flags = "; ".join(f"--{k} {now[k]!r} ignored, the run's {v!r} is kept"
+                      for k, v in sorted(kept.items()))
+    print(f"[train] resuming: {flags} (they only shape a new run; the model is "
+          f"{MODEL_CONFIG_FILE} of {model_dir})", flush=True)
+  return dataclasses.replace(args, **kept)
+
+
+def _first_batch(it, args: TrainArgs):
+  """The first batch of the stream, or a clear error when the task yields nothing."""
+  try:
+    return next(it)
+  except StopIteration:
+    raise ValueError(
+        f"task {args.task!r} has no examples in its 'train' split at inputs_length="
+        f"{args.inputs_length}, targets_length={args.targets_length} (empty source, or every "
+        "example filtered out): nothing to train on") from None
+
+
 def loss_positions_bucket(batch: Mapping[str, Any], bucket: int) -> Optional[int]:
   """How many positions the loss needs logits for: the batch's weighted positions rounded up
   to a multiple of `bucket` (None = all; `bucket` 0 turns the saving off).
@@ -254,36 +301,33 @@ def train(args: TrainArgs, *, model=None) -> TrainResult:
   inputs.import_modules(args.module_imports)
   inputs.add_cache_dirs(args.cache_dirs)
 
+  # pylint: disable-next=g-import-not-at-top
+  from model import t5x_checkpoints, train_checks, vocab_record
+
+  # Everything that can be wrong with the flags, the task or the model dir is found before
+  # anything is created: a refused run leaves no directory and no checkpoint manager behind.
+  train_checks.check_args(args)
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  import optax  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-
   from model import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
-  from model import optim, t5x_checkpoints  # pylint: disable=g-import-not-at-top
-  from model.t5x_model import GemmaDecoderOnlyModel  # pylint: disable=g-import-not-at-top
-
   mesh_lib.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id,
                                   auto=args.jax_distributed)
   plan = mesh_lib.MeshPlan.create(mesh_lib.MeshConfig.parse(args.mesh, fsdp=args.fsdp))
   primary = jax.process_index() == 0   # the one process that writes logs, JSON and curves
   my_shards = _input_shards(args, plan)
-
-  if args.train_steps < 1:
-    raise ValueError(f"--train_steps must be >= 1, got {args.train_steps}")
-  if args.batch_size < 1:
-    raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}")
   model_dir = os.path.abspath(args.model_dir)
-  os.makedirs(model_dir, exist_ok=True)
-  ckpt = t5x_checkpoints.T5XCheckpointManager(model_dir, keep=args.keep)
-  start_step = ckpt.latest_step() or 0
+  train_checks.check_model_dir(model_dir)
+  inputs.subtasks(args.task)   # an unknown name raises here, with close matches
+  start_step, skipped_note = t5x_checkpoints.newest_complete(model_dir)
+  start_step = start_step or 0
+  vocab = vocab_record.describe(args.task)
+  vocab_note = ""
 
   # Model config: the checkpoint's when resuming, else preset / HF checkpoint + overrides.
   hf_params = None
   if start_step:
     _check_resume_args(model_dir, args)
+    vocab_note = vocab_record.check(model_dir, vocab, args.allow_vocabulary_change)
+    args = _keep_recorded_model_flags(model_dir, args)
     cfg = load_model_config(model_dir)
   elif args.init_from_hf:
     from model.checkpoints import load_hf_checkpoint  # pylint: disable=g-import-not-at-top
@@ -297,10 +341,62 @@ def train(args: TrainArgs, *, model=None) -> TrainResult:
         f"task {args.task!r} uses a vocabulary of {vocab_size} ids but the model has "
         f"vocab_size={cfg.vocab_size}; set GEMMA_TOKENIZER_PATH to the tokenizer of the "
         "checkpoint (or --model_override vocab_size=...)")
+
+  # This process's rows of every batch: its input shards' batches, one after the other.
+  shard_count = args.input_shards or jax.process_count()
+  streams = [inputs.train_batches(
+      args.task, {"inputs": args.inputs_length, "targets": args.targets_length},
+      batch_size=args.batch_size // shard_count, seed=args.seed, start_batch=start_step,
+      pack=args.pack, packing=args.packing, use_cached=args.use_cached,
+      shuffle_buffer_size=args.shuffle_buffer_size,
+      shard=(i, shard_count) if shard_count > 1 else None).as_numpy_iterator()
+             for i in my_shards]
+  it = streams[0] if len(streams) == 1 else _stacked(streams)
+  last_stop = args.train_steps
+  if args.max_steps_per_run:
+    last_stop = min(last_stop, start_step + args.max_steps_per_run)
+  batch = _first_batch(it, args) if start_step < last_stop else None
+
+  # From here on the run dir is written (by the first process; orbax has every process write
+  # its own shards of a checkpoint).
+  os.makedirs(model_dir, exist_ok=True)
   if primary:
+    if skipped_note:
+      print(f"[train] {skipped_note}", flush=True)
+    for bad in t5x_checkpoints.incomplete_steps(model_dir):
+      if bad > start_step:   # this run will save that step again: keep the old one aside
+        moved = t5x_checkpoints.set_aside(model_dir, bad)
+        print(f"[train] moved the incomplete checkpoint_{bad} to {moved}", flush=True)
+    if vocab_note:
+      print(f"[train] {vocab_note}", flush=True)
+      vocab_record.record(model_dir, vocab, replaced=vocab_record.recorded(model_dir))
+    elif not start_step or vocab_record.recorded(model_dir) is None:
+      vocab_record.record(model_dir, vocab)
     _write_json(os.path.join(model_dir, MODEL_CONFIG_FILE), config_to_json(cfg))
     _write_json(os.path.join(model_dir, TRAIN_ARGS_FILE), dataclasses.asdict(args))
+  ckpt = t5x_checkpoints.T5XCheckpointManager(model_dir, keep=args.keep)
+  try:
+    return _run(args, cfg, model, ckpt, it, batch, start_step, last_stop, hf_params, t_start,
+                plan, primary)
+  finally:
+    ckpt.close()
 
+
+def _run(args: TrainArgs, cfg, model, ckpt, it, batch, start_step: int, last_stop: int,
+         hf_params, t_start: float, plan, primary: bool) -> TrainResult:
+  """The training loop of `train`, once the run dir, the checkpoints and the data are ready."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+
+  from model import optim, t5x_checkpoints  # pylint: disable=g-import-not-at-top
+  from model.interrupts import StopRequests  # pylint: disable=g-import-not-at-top
+  from model.t5x_model import GemmaDecoderOnlyModel  # pylint: disable=g-import-not-at-top
+
+  model_dir = ckpt.model_dir
   model = model or GemmaDecoderOnlyModel(cfg)
   length = args.inputs_length + args.targets_length
   tx = optim.adamw_with_clipping(
@@ -338,22 +434,6 @@ def train(args: TrainArgs, *, model=None) -> TrainResult:
   train_step = jax.jit(step_fn, donate_argnums=(0, 1), static_argnums=(4,),
                        out_shardings=(param_sh, state_sh, plan.replicated))
 
-  shard_count = args.input_shards or jax.process_count()
-  streams = [inputs.train_batches(
-      args.task, {"inputs": args.inputs_length, "targets": args.targets_length},
-      batch_size=args.batch_size // shard_count, seed=args.seed, start_batch=start_step,
-      pack=args.pack, packing=args.packing, use_cached=args.use_cached,
-      shuffle_buffer_size=args.shuffle_buffer_size,
-      shard=(i, shard_count) if shard_count > 1 else None).as_numpy_iterator()
-             for i in my_shards]
-
-  def next_local_batch():
-    """This process's rows: its input shards' batches, one after the other."""
-    parts = [next(s) for s in streams]
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-  it = iter(next_local_batch, None)
-
   writer = (tf.summary.create_file_writer(os.path.join(model_dir, "train")) if primary
             else tf.summary.create_noop_writer())
   metrics_path = os.path.join(model_dir, METRICS_FILE)
@@ -361,15 +441,13 @@ def train(args: TrainArgs, *, model=None) -> TrainResult:
     # Drop rows a crashed run logged after its last checkpoint: they are recomputed now.
     _truncate_metrics(metrics_path, start_step)
 
-  last_stop = args.train_steps
-  if args.max_steps_per_run:
-    last_stop = min(last_stop, start_step + args.max_steps_per_run)
   deadline = t_start + 60 * args.time_budget_minutes if args.time_budget_minutes else None
 
-  print(f"[train] {args.task}: {cfg.num_layers} layers, d={cfg.embed_dim}, "
-        f"{num_params / 1e6:.2f}M params, {args.batch_size} x {length} tokens per step, "
-        f"steps {start_step} -> {last_stop} of {args.train_steps}"
-        + (f" (resumed from checkpoint_{start_step})" if start_step else ""), flush=True)
+  if primary:
+    print(f"[train] {args.task}: {cfg.num_layers} layers, d={cfg.embed_dim}, "
+          f"{num_params / 1e6:.2f}M params, {args.batch_size} x {length} tokens per step, "
+          f"steps {start_step} -> {last_stop} of {args.train_steps}"
+          + (f" (resumed from checkpoint_{start_step})" if start_step else ""), flush=True)
   bar = tqdm(total=args.train_steps, initial=start_step, disable=not (args.progress and primary),
              dynamic_ncols=True, desc="train", mininterval=1.0, file=sys.stdout)
   step = start_step
@@ -377,65 +455,80 @@ def train(args: TrainArgs, *, model=None) -> TrainResult:
   stopped_early = False
   last_loss = None
   t_window = time.time()
-  try:
-    batch = next(it) if step < last_stop else None
-    while step < last_stop:
-      if deadline and time.time() > deadline:
-        stopped_early = True
-        break
-      tokens = int(np.sum(batch["decoder_target_tokens"] > 0)) * jax.process_count()
-      positions = _same_on_every_process(loss_positions_bucket(batch,
-                                                               args.loss_positions_bucket))
-      params, opt_state, metrics = train_step(params, opt_state, plan.global_batch(batch),
-                                              jnp.int32(step), positions)
-      # The step runs asynchronously: read the next batch meanwhile, then wait for the loss.
-      batch = next(it) if step + 1 < last_stop else None
-      loss = float(metrics["loss"])
-      grad_norm = float(metrics["grad_norm"])
-      if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-        saved = ckpt.latest_step()
-        where = (f"the last good checkpoint is {t5x_checkpoints.checkpoint_path(model_dir, saved)}"
-                 if saved else "no checkpoint was written yet")
-        raise TrainingDiverged(
-            f"loss became {loss} (gradient norm {grad_norm}) at step {step + 1}; stopped without "
-            f"saving; {where}. Try a lower --learning_rate, more --warmup_steps, a lower "
-            f"--clip_norm or --dtype float32.")
-      step += 1
-      window.add(loss, float(metrics["accuracy"]), grad_norm, tokens)
-      bar.update(1)
-      if step % args.log_every == 0 or step == last_stop:
-        now = time.time()
-        row = window.flush(step, now - t_window, float(lr_fn(step - 1)))
-        t_window = now
-        last_loss = row["loss"]
-        bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_second']:.0f}",
-                        refresh=False)
-        if primary:
-          with open(metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
-          with writer.as_default(step=step):
-            for k in ("loss", "accuracy", "grad_norm", "learning_rate", "tokens_per_second"):
-              tf.summary.scalar(f"train/{k}", row[k])
-          writer.flush()
-        if not args.progress and primary:
-          print(f"[train] step {step}: loss {row['loss']:.4f} acc {row['accuracy']:.3f} "
-                f"{row['tokens_per_second']:.0f} tok/s", flush=True)
-      if step % args.save_every == 0:
+  # SIGINT/SIGTERM end the loop after the current step; the step is saved below.
+  with StopRequests() as stop:
+    try:
+      while step < last_stop:
+        if deadline and time.time() > deadline:
+          stopped_early = True
+          break
+        if _any_process(stop.requested):   # SIGINT/SIGTERM: save this step below, return
+          break
+        tokens = int(np.sum(batch["decoder_target_tokens"] > 0)) * jax.process_count()
+        # One compiled program for all processes: they agree on the static argument.
+        positions = _same_on_every_process(loss_positions_bucket(batch,
+                                                                 args.loss_positions_bucket))
+        params, opt_state, metrics = train_step(params, opt_state, plan.global_batch(batch),
+                                                jnp.int32(step), positions)
+        # The step runs asynchronously: read the next batch meanwhile, then wait for the loss.
+        batch = next(it) if step + 1 < last_stop else None
+        loss = float(metrics["loss"])
+        grad_norm = float(metrics["grad_norm"])
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+          saved = ckpt.latest_step()
+          where = ("the last good checkpoint is "
+                   f"{t5x_checkpoints.checkpoint_path(model_dir, saved)}"
+                   if saved else "no checkpoint was written yet")
+          raise TrainingDiverged(
+              f"loss became {loss} (gradient norm {grad_norm}) at step {step + 1}; stopped without "
+              f"saving; {where}. Try a lower --learning_rate, more --warmup_steps, a lower "
+              f"--clip_norm or --dtype float32.")
+        step += 1
+        window.add(loss, float(metrics["accuracy"]), grad_norm, tokens)
+        bar.update(1)
+        if step % args.log_every == 0 or step == last_stop:
+          now = time.time()
+          row = window.flush(step, now - t_window, float(lr_fn(step - 1)))
+          t_window = now
+          last_loss = row["loss"]
+          bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_second']:.0f}",
+                          refresh=False)
+          if primary:
+            with open(metrics_path, "a", encoding="utf-8") as f:
+              f.write(json.dumps(row) + "\n")
+            with writer.as_default(step=step):
+              for k in ("loss", "accuracy", "grad_norm", "learning_rate", "tokens_per_second"):
+                tf.summary.scalar(f"train/{k}", row[k])
+            writer.flush()
+          if not args.progress and primary:
+            print(f"[train] step {step}: loss {row['loss']:.4f} acc {row['accuracy']:.3f} "
+                  f"{row['tokens_per_second']:.0f} tok/s", flush=True)
+        if step % args.save_every == 0:
+          ckpt.save(step, params, opt_state)
+      if step > start_step or not ckpt.latest_step():
         ckpt.save(step, params, opt_state)
-    if step > start_step or not ckpt.latest_step():
-      ckpt.save(step, params, opt_state)
-  finally:
-    bar.close()
-    writer.close()
-    ckpt.close()
-    curve = _learning_curve(model_dir) if primary else None
+    finally:
+      bar.close()
+      writer.close()
+      curve = _learning_curve(model_dir) if primary else None
   seconds = time.time() - t_start
+  if stop.requested:
+    print(f"[train] {stop.requested} received: stopped at step {step} and saved "
+          f"{t5x_checkpoints.checkpoint_path(model_dir, step)}; run the same command to resume",
+          flush=True)
   print(f"[train] step {step}/{args.train_steps} saved in {model_dir} "
         f"({seconds / 60:.1f} min{', stopped early' if stopped_early else ''})"
         + (f"; learning curve: {curve}" if curve else ""), flush=True)
   return TrainResult(step=step, loss=last_loss,
                      stopped_early=stopped_early or step < args.train_steps,
-                     seconds=seconds, model_dir=model_dir)
+                     seconds=seconds, model_dir=model_dir, interrupted=stop.requested)
+
+
+def _stacked(streams):
+  """Batches of several input shards, stacked row-wise into one."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  for parts in zip(*streams):
+    yield {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def _input_shards(args: TrainArgs, plan) -> List[int]:
@@ -448,7 +541,7 @@ def _input_shards(args: TrainArgs, plan) -> List[int]:
   import jax  # pylint: disable=g-import-not-at-top
   processes = jax.process_count()
   count = args.input_shards or processes
-  if count % processes:
+  if count < 1 or count % processes:
     raise ValueError(f"--input_shards {count} must be a multiple of the {processes} processes")
   if args.batch_size % count or args.batch_size % plan.data_size:
     raise ValueError(f"--batch_size {args.batch_size} must be a multiple of --input_shards "
@@ -466,6 +559,14 @@ def _same_on_every_process(value: Optional[int]) -> Optional[int]:
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   values = multihost_utils.process_allgather(np.asarray(-1 if value is None else value))
   return None if (values < 0).any() else int(values.max())
+
+
+def _any_process(flag) -> bool:
+  """True on every process if it is true on one (a stop request must stop all of them)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_count() == 1:
+    return bool(flag)
+  return _same_on_every_process(1 if flag else 0) == 1
 
 
 class _Window:
@@ -574,6 +675,9 @@ def build_parser() -> argparse.ArgumentParser:
                  help="module that registers your tasks (repeatable)")
   p.add_argument("--no_progress", dest="progress", action="store_false",
                  help="log lines instead of a progress bar")
+  p.add_argument("--allow_vocabulary_change", action="store_true",
+                 help="resume although the task's vocabulary differs from the one the run was "
+                      "trained with (recorded in <model_dir>/vocabulary.json)")
   g = p.add_argument_group("beyond one device (model.mesh)")
   g.add_argument("--mesh", default=d.mesh, metavar="data=N,model=M",
                  help="device mesh; default: every device on the data axis")
@@ -604,22 +708,27 @@ def args_from_namespace(ns: argparse.Namespace) -> TrainArgs:
       log_every=ns.log_every, max_steps_per_run=ns.max_steps_per_run,
       time_budget_minutes=ns.time_budget_minutes, use_cached=ns.use_cached,
       cache_dirs=ns.cache_dir, module_imports=ns.module_import, progress=ns.progress,
-      mesh=ns.mesh, fsdp=ns.fsdp, input_shards=ns.input_shards,
-      coordinator_address=ns.coordinator_address, num_processes=ns.num_processes,
-      process_id=ns.process_id, jax_distributed=ns.jax_distributed)
+      allow_vocabulary_change=ns.allow_vocabulary_change, mesh=ns.mesh, fsdp=ns.fsdp,
+      input_shards=ns.input_shards, coordinator_address=ns.coordinator_address,
+      num_processes=ns.num_processes, process_id=ns.process_id,
+      jax_distributed=ns.jax_distributed)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   ns = build_parser().parse_args(argv)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   try:
-    train(args_from_namespace(ns))
+    result = train(args_from_namespace(ns))
   except TrainingDiverged as e:
     print(f"[train] ERROR: {e}", file=sys.stderr, flush=True)
     return 1
   except (ValueError, FileNotFoundError, ImportError) as e:
     print(f"[train] ERROR: {e}", file=sys.stderr, flush=True)
     return 2
+  if result.interrupted:
+    # The shell's convention for "ended by signal N" (130 for Ctrl-C, 143 for SIGTERM), so a
+    # scheduler sees an unfinished run; the checkpoint is on disk all the same.
+    return 128 + int(signal.Signals[result.interrupted])
   return 0
 
 

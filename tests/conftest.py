@@ -26,6 +26,23 @@ def global_cache_dirs():
   seqio.utils.set_global_cache_dirs(old)
 
 
+@pytest.fixture
+def flip_a_bit():
+  """Damages a checkpoint: flips one bit in the middle of the largest file under
+  `<step_dir>/state`; returns that file's path."""
+  def flip(step_dir):
+    state = os.path.join(str(step_dir), "state")
+    files = [os.path.join(r, n) for r, _, names in os.walk(state) for n in names]
+    victim = max(files, key=os.path.getsize)
+    with open(victim, "rb") as f:
+      data = bytearray(f.read())
+    data[len(data) // 2] ^= 0x01
+    with open(victim, "wb") as f:
+      f.write(bytes(data))
+    return victim
+  return flip
+
+
 def pytest_configure(config):
   config.addinivalue_line(
       "markers", "t5x: runs the real T5X library (installed by `make test-t5x`; skipped without it)")

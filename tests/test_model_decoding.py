@@ -124,3 +124,19 @@ def test_repeated_call_with_same_shapes_does_not_recompile(params):
   assert decoding.TRACE_COUNT["generate"] == traces
   generate(CONFIG, params, other, **dict(kw, max_new_tokens=6))   # a new static: one more trace
   assert decoding.TRACE_COUNT["generate"] == traces + 1
+
+
+def test_continuing_a_cache_with_list_prompts_equals_one_prompt(params):
+  """Prompts continuing a cache are padded to a multiple of 16; that padding must not run past
+  the free slots (the cache write would be clamped and overwrite earlier slots)."""
+  first, more = [2, 17, 99, 205, 41, 7, 8, 9], [30, 31, 32]
+  head = generate(CONFIG, params, [first], max_new_tokens=1, stop_ids=(), cache_length=20)
+  # 8 cached tokens + 3 new ones padded to 16 would need 24 of 20 slots.
+  cont = generate(CONFIG, params, [more], max_new_tokens=4, stop_ids=(), cache=head.cache)
+  whole = generate(CONFIG, params, [first + more], max_new_tokens=4, stop_ids=(),
+                   cache_length=20)
+  assert cont.tokens.tolist() == whole.tokens.tolist()
+  np.testing.assert_allclose(cont.scores, whole.scores, rtol=1e-5, atol=1e-5)
+  # A continuation whose real tokens do not fit is refused, naming the numbers.
+  with pytest.raises(ValueError, match=r"13 tokens .* 12 free"):
+    generate(CONFIG, params, [list(range(3, 16))], max_new_tokens=1, cache=head.cache)
