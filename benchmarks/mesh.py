@@ -65,7 +65,7 @@ def run(preset: str, steps: int, batch_size: int, length: int):
       times.append(time.perf_counter() - t0)
     rows.append((name, max(per_device.values()), total, losses, float(np.median(times[2:]))))
   reference = np.asarray(rows[0][3])
-  print(f"{preset}: {cfg.num_params() / 1e6:.2f}M parameters, batch {batch_size} x {length}, "
+  print(f"{preset}: {cfg.num_params / 1e6:.2f}M parameters, batch {batch_size} x {length}, "
         f"{steps} steps, {jax.device_count()} simulated CPU devices\n")
   print(f"| mesh | bytes on the fullest device | share of the total | max rel. loss diff "
         f"| median step |")

@@ -200,7 +200,9 @@ class T5XCheckpointManager:
     self._manager.save(step, args=ocp.args.Composite(**{STATE_KEY: ocp.args.PyTreeSave(sd)}),
                        force=True)
     self._manager.wait_until_finished()
-    checkpoint_checksums.write(checkpoint_path(self.model_dir, step))
+    import jax  # pylint: disable=g-import-not-at-top
+    if jax.process_index() == 0:   # one writer; the save above has waited for every process
+      checkpoint_checksums.write(checkpoint_path(self.model_dir, step))
 
   def restore(self, params_template, opt_state_template=None, step: Optional[int] = None):
     """(params, opt_state, step) of `step` (default: the latest). Templates give the structure.
