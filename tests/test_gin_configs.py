@@ -6,16 +6,7 @@ import os
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = os.path.join(REPO, "model", "configs")
-
-try:
-  import t5x  # noqa: F401  pylint: disable=unused-import
-  T5X_ROOT = os.path.dirname(os.path.dirname(t5x.__file__))
-except ImportError:
-  T5X_ROOT = None
-needs_t5x = pytest.mark.skipif(T5X_ROOT is None, reason=(
-    "T5X is not installed (not on PyPI): `make test-t5x` installs it from ../shared/t5x"))
+from t5x_support import CONFIGS, REPO, T5X_ROOT, needs_t5x
 
 # Each run file: the T5X script it is for, and what its command line sets.
 RUN_FILES = {

@@ -15,20 +15,9 @@ import sys
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = os.path.join(REPO, "model", "configs")
+from t5x_support import CONFIGS, REPO, T5X_ROOT, needs_t5x
 
-try:
-  import t5x  # noqa: F401  pylint: disable=unused-import
-  T5X_ROOT = os.path.dirname(os.path.dirname(t5x.__file__))
-except ImportError:
-  T5X_ROOT = None
-
-pytestmark = [
-    pytest.mark.t5x,
-    pytest.mark.skipif(T5X_ROOT is None, reason=(
-        "T5X is not installed (not on PyPI): `make test-t5x` installs it from ../shared/t5x")),
-]
+pytestmark = [pytest.mark.t5x, needs_t5x]
 
 TASK = "gemma_en_de_libreoffice"
 LENGTHS = {"inputs": 96, "targets": 96}     # gemma_en_de_libreoffice_finetune.gin
