@@ -52,7 +52,7 @@ _NEW_RUN_ONLY = ("preset", "model_overrides", "init_from_hf", "dtype")
 # the same values, or it would not continue the run it claims to continue.
 _RESUME_INVARIANTS = ("task", "inputs_length", "targets_length", "batch_size", "seed", "pack",
                       "packing", "shuffle_buffer_size", "train_steps", "learning_rate", "warmup_steps", "end_lr_factor",
-                      "weight_decay", "clip_norm", "b2")
+                      "weight_decay", "clip_norm", "b2", "input_shards")
 
 
 class TrainingDiverged(RuntimeError):
@@ -313,6 +313,8 @@ def train(args: TrainArgs, *, model=None) -> TrainResult:
                                   auto=args.jax_distributed)
   plan = mesh_lib.MeshPlan.create(mesh_lib.MeshConfig.parse(args.mesh, fsdp=args.fsdp))
   primary = jax.process_index() == 0   # the one process that writes logs, JSON and curves
+  # Recorded (and a resume invariant): the batches depend on it, not on the process count.
+  args = dataclasses.replace(args, input_shards=args.input_shards or jax.process_count())
   my_shards = _input_shards(args, plan)
   model_dir = os.path.abspath(args.model_dir)
   train_checks.check_model_dir(model_dir)

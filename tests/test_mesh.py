@@ -161,3 +161,19 @@ def test_two_processes_train_like_one_process_with_two_devices(tmp_path):
     losses_one = [json.loads(line)["loss"] for line in f]
   assert len(losses_two) == 20
   np.testing.assert_allclose(losses_two, losses_one, rtol=1e-5)
+
+
+def test_input_shards_are_recorded_and_a_resume_must_keep_them(tmp_path):
+  """The batches depend on --input_shards (not on the process count): a resume with another
+  value would not continue the same run, so it is refused."""
+  from model import train
+  common = dict(task="gemma_en_de_libreoffice", model_dir=str(tmp_path), preset="tiny_gemma2",
+                inputs_length=16, targets_length=16, batch_size=4, train_steps=3,
+                max_steps_per_run=1, shuffle_buffer_size=0, progress=False)
+  train.train(train.TrainArgs(**common))
+  with open(tmp_path / train.TRAIN_ARGS_FILE, encoding="utf-8") as f:
+    assert json.load(f)["input_shards"] == 1
+  with pytest.raises(ValueError, match="input_shards: checkpoint 1 vs now 2"):
+    train.train(train.TrainArgs(input_shards=2, **common))
+  with pytest.raises(ValueError, match="--batch_size 4 must be a multiple of --input_shards"):
+    train.train(train.TrainArgs(**dict(common, model_dir=str(tmp_path / "b"), input_shards=3)))
