@@ -259,3 +259,41 @@ def test_feature_converter_class_is_lazy_and_overridable():
     pytest.skip("feature_converters not available")
   expected = feature_converters.GemmaPrefixLMFeatureConverter
   assert GemmaDecoderOnlyModel(CONFIG).FEATURE_CONVERTER_CLS is expected
+
+
+def _t5x_label_smoothed_loss(logits, batch, smoothing):
+  """T5X's definition by hand: cross-entropy with soft targets minus their entropy."""
+  lp = np.asarray(jax.nn.log_softmax(logits))
+  vocab = lp.shape[-1]
+  low = smoothing / (vocab - 1)
+  soft = np.full(lp.shape, low)
+  np.put_along_axis(soft, batch["decoder_target_tokens"][..., None], 1 - smoothing, -1)
+  entropy = -((1 - smoothing) * np.log(1 - smoothing) + (vocab - 1) * low * np.log(low))
+  w = batch["decoder_loss_weights"]
+  return (((-(soft * lp).sum(-1)) - entropy) * w).sum() / w.sum()
+
+
+def test_label_smoothed_loss_has_t5x_value(model_and_params):
+  """Same value as T5X's loss (a KL divergence: the soft targets' entropy subtracted)."""
+  _, params = model_and_params
+  logits = forward(CONFIG, params, jnp.asarray(BATCH["decoder_input_tokens"]))
+  smoothed = GemmaDecoderOnlyModel(CONFIG, label_smoothing=0.1)
+  loss, metrics = smoothed.weighted_loss(params, BATCH, None)
+  np.testing.assert_allclose(loss, _t5x_label_smoothed_loss(logits, BATCH, 0.1), rtol=1e-5)
+  np.testing.assert_allclose(metrics["cross_ent_loss"], loss, rtol=1e-6)
+
+
+@pytest.mark.t5x
+def test_label_smoothed_loss_equals_the_real_t5x_loss(model_and_params):
+  losses = pytest.importorskip(
+      "t5x.losses", reason="T5X is not installed: `make test-t5x` installs it")
+  _, params = model_and_params
+  logits = forward(CONFIG, params, jnp.asarray(BATCH["decoder_input_tokens"]))
+  w = BATCH["decoder_loss_weights"]
+  for smoothing, z in ((0.0, 0.0), (0.1, 0.0), (0.1, 1e-3)):
+    total, _, _ = losses.compute_weighted_cross_entropy(
+        logits, BATCH["decoder_target_tokens"], weights=w, label_smoothing=smoothing, z_loss=z,
+        loss_normalizing_factor=float(w.sum()))
+    ours, _ = GemmaDecoderOnlyModel(CONFIG, label_smoothing=smoothing, z_loss=z).weighted_loss(
+        params, BATCH, None)
+    np.testing.assert_allclose(ours, total, rtol=1e-5, err_msg=f"{smoothing}, {z}")
