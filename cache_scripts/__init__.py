@@ -5,7 +5,8 @@
   * `cache_scripts.dataflow` — the same job on Dataflow (`--setup_file` ships gemma-seqio).
   * `cache_scripts.reader` — what `Task.get_dataset(use_cached=True)` goes through: a clear error
     for a missing cache, the fingerprint check, a batched-parse reader (TFRecord, ArrayRecord).
-  * `cache_scripts.fingerprint`, `cache_scripts.validate` — the pieces behind those.
+  * `cache_scripts.fingerprint`, `cache_scripts.integrity`, `cache_scripts.validate`,
+    `cache_scripts.damage` (which shard a `DataLossError` came from) — the pieces behind those.
 
 Importing this package installs the `reader` hooks into `seqio.Task` (idempotent), so plain seqio
 calls get the checks:

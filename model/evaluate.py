@@ -372,9 +372,17 @@ def evaluate(args: EvalArgs, *, model=None, params=None, step: Optional[int] = N
   """Runs seqio.Evaluator on a checkpoint; returns the summary dict (also in summary.json).
 
   `model`/`params`/`step` may be passed directly (then `checkpoint_dir` is only where the
-  outputs go by default).
+  outputs go by default). A cached record that does not read back is a CacheCorruptError
+  naming its shard.
   """
   check_args(args)
+  from model import inputs  # pylint: disable=g-import-not-at-top
+  with inputs.naming_damaged_cache(args.task, args.split, args.use_cached):
+    return _evaluate(args, model, params, step)
+
+
+def _evaluate(args: EvalArgs, model, params, step: Optional[int]) -> dict:
+  """`evaluate` (the evaluation itself)."""
   from model import inputs, vocab_record  # pylint: disable=g-import-not-at-top
   inputs.import_modules(args.module_imports)
   inputs.add_cache_dirs(args.cache_dirs)

@@ -294,8 +294,16 @@ def train(args: TrainArgs, *, model=None) -> TrainResult:
   """Runs (or resumes) a training run; returns where it ended. See the module docstring.
 
   `model` (a GemmaDecoderOnlyModel) overrides the one built from the config (tests use it).
-  Raises TrainingDiverged on a NaN/inf loss, after writing nothing for the bad step.
+  Raises TrainingDiverged on a NaN/inf loss, after writing nothing for the bad step, and
+  CacheCorruptError naming the shard when a cached record does not read back.
   """
+  from model import inputs  # pylint: disable=g-import-not-at-top
+  with inputs.naming_damaged_cache(args.task, "train", args.use_cached):
+    return _train(args, model)
+
+
+def _train(args: TrainArgs, model) -> TrainResult:
+  """`train` (the run itself)."""
   t_start = time.time()
   from model import inputs  # pylint: disable=g-import-not-at-top
   inputs.import_modules(args.module_imports)
