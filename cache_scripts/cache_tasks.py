@@ -689,6 +689,16 @@ def main(argv):
     run_part(json.loads(FLAGS.part_spec))
     return 0
   flags.mark_flags_as_required(["output_cache_dir"])
+  import gemma_seqio_log  # pylint: disable=g-import-not-at-top
+  out = FLAGS.output_cache_dir
+  # Library output (Beam, TF, SentencePiece, of this process and its workers) goes to
+  # <output_cache_dir>/cache_tasks.log when that is a local directory.
+  with gemma_seqio_log.to_log_file(None if "://" in str(out) else out, "cache_tasks") as log:
+    log.exit_code = _main()
+  return log.exit_code
+
+
+def _main() -> int:
   logging.set_verbosity(logging.INFO)
   try:
     report = cache_tasks(

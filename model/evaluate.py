@@ -552,7 +552,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   ns = build_parser().parse_args(argv)
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  import gemma_seqio_log  # pylint: disable=g-import-not-at-top
+  # Before TensorFlow loads: library output goes to <output_dir>/evaluate.log.
+  output_dir = ns.output_dir or os.path.join(ns.checkpoint_dir, f"eval_{ns.split}")
+  with gemma_seqio_log.to_log_file(output_dir, "evaluate") as log:
+    log.exit_code = _main(ns)
+  return log.exit_code
+
+
+def _main(ns: argparse.Namespace) -> int:
   args = EvalArgs(
       checkpoint_dir=ns.checkpoint_dir, task=ns.task, split=ns.split, step=ns.step,
       output_dir=ns.output_dir, batch_size=ns.batch_size, max_decode_length=ns.max_decode_length,

@@ -724,7 +724,14 @@ def args_from_namespace(ns: argparse.Namespace) -> TrainArgs:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   ns = build_parser().parse_args(argv)
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  import gemma_seqio_log  # pylint: disable=g-import-not-at-top
+  # Before TensorFlow loads: library output goes to <model_dir>/train.log, ours to the terminal.
+  with gemma_seqio_log.to_log_file(ns.model_dir, "train") as log:
+    log.exit_code = _main(ns)
+  return log.exit_code
+
+
+def _main(ns: argparse.Namespace) -> int:
   try:
     result = train(args_from_namespace(ns))
   except TrainingDiverged as e:
