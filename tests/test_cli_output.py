@@ -11,9 +11,9 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Lines a newcomer used to get between ours (TF/absl start-up, SentencePiece inside
-# tensorflow_text, Beam, apitools).
+# tensorflow_text, Beam, apitools, orbax).
 NOISE = ("oneDNN", "absl::InitializeLog", "cuda drivers", "precompiled_charsmap",
-         "Using yield and return", "apitools")
+         "Using yield and return", "apitools", "orbax", "_CHECKPOINT_METADATA")
 # The environment of a newcomer's shell: no TF_CPP_MIN_LOG_LEVEL of the test run.
 ENV = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
 
