@@ -21,7 +21,10 @@ What it does, in order:
     refuses a damaged one (`model.t5x_checkpoints`); refuses to resume with another vocabulary
     (`model.vocab_record`, `--allow_vocabulary_change` to override);
   * shows a progress bar (loss, tokens/s), writes TensorBoard scalars to `<model_dir>/train`,
-    `train_metrics.jsonl` and, at the end, `learning_curve.png`.
+    `train_metrics.jsonl` and, at the end, `learning_curve.png`;
+  * as a CLI, keeps library output (TF, orbax, SentencePiece) off the terminal, in
+    `<model_dir>/train.log` (`gemma_seqio_log`); a cached record that does not read back is an
+    error naming its shard (`cache_scripts.damage`).
 
 `<model_dir>/model_config.json` (the GemmaConfig), `train_args.json` and `vocabulary.json` make
 the directory self-describing: `model.evaluate --checkpoint_dir <model_dir>` needs nothing else.
