@@ -137,3 +137,11 @@ def test_demo_shows_our_lines_and_logs_the_rest(tmp_path):
   _assert_quiet(proc)
   log = (out / "demo.log").read_text()
   assert "precompiled_charsmap" in log and "oneDNN" in log, log[-2000:]
+
+
+def test_cache_tasks_without_output_dir_is_a_one_line_error():
+  proc = _run(["-m", "cache_scripts.cache_tasks", "--tasks=gemma_quiz_qa"], timeout=300)
+  assert proc.returncode == 1
+  assert "ERROR: --output_cache_dir is required" in proc.stderr, proc.stderr
+  assert "Traceback" not in proc.stderr, proc.stderr
+  _assert_quiet(proc)
