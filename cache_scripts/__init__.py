@@ -5,7 +5,8 @@
   * `cache_scripts.dataflow` — the same job on Dataflow (`--setup_file` ships gemma-seqio).
   * `cache_scripts.reader` — what `Task.get_dataset(use_cached=True)` goes through: a clear error
     for a missing cache, the fingerprint check, a batched-parse reader (TFRecord, ArrayRecord).
-  * `cache_scripts.fingerprint`, `cache_scripts.validate` — the pieces behind those.
+  * `cache_scripts.fingerprint`, `cache_scripts.integrity`, `cache_scripts.validate`,
+    `cache_scripts.damage` (which shard a `DataLossError` came from) — the pieces behind those.
 
 Importing this package installs the `reader` hooks into `seqio.Task` (idempotent), so plain seqio
 calls get the checks:
@@ -18,7 +19,13 @@ file). Searched:
   /data/seqio_cache/gemma_quiz_qa
 ...
 """
-from cache_scripts import reader
+import gemma_seqio_log
+
+# `python -m cache_scripts.cache_tasks`: library output to a log file from here on, before the
+# imports below load TensorFlow (see gemma_seqio_log).
+gemma_seqio_log.start_if_run_as_module("cache_scripts")
+
+from cache_scripts import reader  # noqa: E402  pylint: disable=g-import-not-at-top
 from cache_scripts.reader import (CacheCorruptError, CacheFingerprintError, CacheNotFoundError,
                                   install, uninstall)
 

@@ -688,7 +688,21 @@ def main(argv):
     # A child of a --workers run; its parent chose the verbosity and checks the output.
     run_part(json.loads(FLAGS.part_spec))
     return 0
-  flags.mark_flags_as_required(["output_cache_dir"])
+  out = FLAGS.output_cache_dir
+  if not out:
+    # (absl's mark_flags_as_required only works before app.run has parsed the flags.)
+    print("ERROR: --output_cache_dir is required (where the caches are written)",
+          file=sys.stderr)
+    return 1
+  import gemma_seqio_log  # pylint: disable=g-import-not-at-top
+  # Library output (Beam, TF, SentencePiece, of this process and its workers) goes to
+  # <output_cache_dir>/cache_tasks.log when that is a local directory.
+  with gemma_seqio_log.to_log_file(None if "://" in str(out) else out, "cache_tasks") as log:
+    log.exit_code = _main()
+  return log.exit_code
+
+
+def _main() -> int:
   logging.set_verbosity(logging.INFO)
   try:
     report = cache_tasks(

@@ -97,8 +97,7 @@ def count_records(files: List[str], output_format: str) -> int:
   total = 0
   for f in files:  # one at a time, so that a DataLossError can name its file
     try:
-      total += int(tf.data.TFRecordDataset(f).batch(4096).reduce(
-          np.int64(0), lambda c, b: c + tf.cast(tf.shape(b)[0], tf.int64)).numpy())
+      total += integrity.count_tfrecords(f)
     except tf.errors.DataLossError as e:
       raise integrity.CacheCorruptError(f"{f}: {e.message.strip()}") from None
   return total
@@ -163,7 +162,8 @@ def validate_cache(task: seqio.Task, cache_dir: str, *, spot_check_examples: int
     try:
       r.records = count_records(files, fmt)
     except integrity.CacheCorruptError as e:
-      report.errors.append(f"{split}: {e}")
+      report.errors.append(f"{split}: {e}; rebuild the cache: "
+                           f"{integrity.rebuild_command(cache_dir, task.name)}")
       continue
     if r.records != r.examples:
       report.errors.append(f"{split}: {r.records} records in the files, stats say {r.examples}")

@@ -203,7 +203,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   ns = build_parser().parse_args(argv)
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   t_start = time.time()
   try:
     plan_minutes(ns.budget_minutes, ns.recipe)   # a bad budget stops before any work
@@ -212,6 +211,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 2
   out = os.path.abspath(ns.out)
   os.makedirs(out, exist_ok=True)
+  import gemma_seqio_log  # pylint: disable=g-import-not-at-top
+  # Before TensorFlow loads: library output of all three steps goes to <out>/demo.log.
+  with gemma_seqio_log.to_log_file(out, "demo") as log:
+    log.exit_code = _run(ns, out, t_start)
+  return log.exit_code
+
+
+def _run(ns: argparse.Namespace, out: str, t_start: float) -> int:
+  """The three steps and the table of `main`."""
   cache_dir = os.path.abspath(ns.cache_dir) if ns.cache_dir else os.path.join(out, "cache")
   model_dir = os.path.join(out, "model")
 

@@ -372,9 +372,17 @@ def evaluate(args: EvalArgs, *, model=None, params=None, step: Optional[int] = N
   """Runs seqio.Evaluator on a checkpoint; returns the summary dict (also in summary.json).
 
   `model`/`params`/`step` may be passed directly (then `checkpoint_dir` is only where the
-  outputs go by default).
+  outputs go by default). A cached record that does not read back is a CacheCorruptError
+  naming its shard.
   """
   check_args(args)
+  from model import inputs  # pylint: disable=g-import-not-at-top
+  with inputs.naming_damaged_cache(args.task, args.split, args.use_cached):
+    return _evaluate(args, model, params, step)
+
+
+def _evaluate(args: EvalArgs, model, params, step: Optional[int]) -> dict:
+  """`evaluate` (the evaluation itself)."""
   from model import inputs, vocab_record  # pylint: disable=g-import-not-at-top
   inputs.import_modules(args.module_imports)
   inputs.add_cache_dirs(args.cache_dirs)
@@ -544,7 +552,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   ns = build_parser().parse_args(argv)
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  import gemma_seqio_log  # pylint: disable=g-import-not-at-top
+  # Before TensorFlow loads: library output goes to <output_dir>/evaluate.log.
+  output_dir = ns.output_dir or os.path.join(ns.checkpoint_dir, f"eval_{ns.split}")
+  with gemma_seqio_log.to_log_file(output_dir, "evaluate") as log:
+    log.exit_code = _main(ns)
+  return log.exit_code
+
+
+def _main(ns: argparse.Namespace) -> int:
   args = EvalArgs(
       checkpoint_dir=ns.checkpoint_dir, task=ns.task, split=ns.split, step=ns.step,
       output_dir=ns.output_dir, batch_size=ns.batch_size, max_decode_length=ns.max_decode_length,

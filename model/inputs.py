@@ -51,6 +51,22 @@ def add_cache_dirs(cache_dirs: Sequence[str]) -> None:
     seqio.add_global_cache_dirs(list(cache_dirs))
 
 
+def naming_damaged_cache(task: str, split: str, use_cached: bool):
+  """A context in which a corrupt record of `task`'s cache is reported by shard file and fix
+  command (`cache_scripts.damage`) instead of TF's bare `DataLossError`; a no-op on the fly.
+
+  >>> with naming_damaged_cache("gemma_quiz_qa", "train", use_cached=True):
+  ...   next(train_batches("gemma_quiz_qa", {"inputs": 64, "targets": 32}, batch_size=4,
+  ...                      seed=0, use_cached=True).as_numpy_iterator())
+  CacheCorruptError: The cache of task 'gemma_quiz_qa' at /tmp/c/gemma_quiz_qa is damaged: ...
+  """
+  import contextlib  # pylint: disable=g-import-not-at-top
+  if not use_cached:
+    return contextlib.nullcontext()
+  from cache_scripts import damage  # pylint: disable=g-import-not-at-top
+  return damage.naming_damaged_shards(task, split)
+
+
 def subtasks(name: str):
   """The seqio Tasks of a task or (nested) mixture name, with a helpful unknown-name error."""
   import seqio  # pylint: disable=g-import-not-at-top

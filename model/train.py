@@ -21,7 +21,10 @@ What it does, in order:
     refuses a damaged one (`model.t5x_checkpoints`); refuses to resume with another vocabulary
     (`model.vocab_record`, `--allow_vocabulary_change` to override);
   * shows a progress bar (loss, tokens/s), writes TensorBoard scalars to `<model_dir>/train`,
-    `train_metrics.jsonl` and, at the end, `learning_curve.png`.
+    `train_metrics.jsonl` and, at the end, `learning_curve.png`;
+  * as a CLI, keeps library output (TF, orbax, SentencePiece) off the terminal, in
+    `<model_dir>/train.log` (`gemma_seqio_log`); a cached record that does not read back is an
+    error naming its shard (`cache_scripts.damage`).
 
 `<model_dir>/model_config.json` (the GemmaConfig), `train_args.json` and `vocabulary.json` make
 the directory self-describing: `model.evaluate --checkpoint_dir <model_dir>` needs nothing else.
@@ -294,8 +297,16 @@ def train(args: TrainArgs, *, model=None) -> TrainResult:
   """Runs (or resumes) a training run; returns where it ended. See the module docstring.
 
   `model` (a GemmaDecoderOnlyModel) overrides the one built from the config (tests use it).
-  Raises TrainingDiverged on a NaN/inf loss, after writing nothing for the bad step.
+  Raises TrainingDiverged on a NaN/inf loss, after writing nothing for the bad step, and
+  CacheCorruptError naming the shard when a cached record does not read back.
   """
+  from model import inputs  # pylint: disable=g-import-not-at-top
+  with inputs.naming_damaged_cache(args.task, "train", args.use_cached):
+    return _train(args, model)
+
+
+def _train(args: TrainArgs, model) -> TrainResult:
+  """`train` (the run itself)."""
   t_start = time.time()
   from model import inputs  # pylint: disable=g-import-not-at-top
   inputs.import_modules(args.module_imports)
@@ -718,7 +729,14 @@ def args_from_namespace(ns: argparse.Namespace) -> TrainArgs:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   ns = build_parser().parse_args(argv)
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  import gemma_seqio_log  # pylint: disable=g-import-not-at-top
+  # Before TensorFlow loads: library output goes to <model_dir>/train.log, ours to the terminal.
+  with gemma_seqio_log.to_log_file(ns.model_dir, "train") as log:
+    log.exit_code = _main(ns)
+  return log.exit_code
+
+
+def _main(ns: argparse.Namespace) -> int:
   try:
     result = train(args_from_namespace(ns))
   except TrainingDiverged as e:

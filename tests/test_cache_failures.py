@@ -337,3 +337,65 @@ def test_output_cache_dir_under_a_file_is_a_clear_error(tmp_path):
   assert out.returncode == 1
   assert f"ERROR: --output_cache_dir {blocker}/cache: {blocker} is a file" in out.stderr
   assert "Traceback" not in out.stderr, out.stderr[-3000:]
+
+
+# ---- a record corrupted in the middle of a shard (same size: only reading finds it) ------------
+
+def _flip_a_byte_in_second_record(path):
+  """Flips one byte in the data of the shard's 2nd TFRecord (framing: u64 length, u32 CRC,
+  data, u32 CRC), so the file keeps its size and the damage is met within the first reads."""
+  import struct
+  data = bytearray(path.read_bytes())
+  (first,) = struct.unpack("<Q", data[:8])
+  second = 8 + 4 + first + 4
+  (length,) = struct.unpack("<Q", data[second: second + 8])
+  data[second + 12 + length // 2] ^= 0x01
+  path.write_bytes(bytes(data))
+
+
+def _assert_names_shard_and_fix(message, shard, root):
+  assert str(shard) in message, message
+  assert _fix_command(root) in message, message
+
+
+def test_corrupt_record_in_a_shard_names_the_shard_when_training(quiz_copy, tmp_path):
+  shard = quiz_copy / QUIZ / "train.tfrecord-00001-of-00002"
+  _flip_a_byte_in_second_record(shard)
+  run = tmp_path / "run"
+  proc = subprocess.run(
+      [sys.executable, "-m", "model.train", "--task", QUIZ, "--model_dir", str(run),
+       "--preset", "tiny_gemma1", "--inputs_length", "32", "--targets_length", "16",
+       "--batch_size", "4", "--shuffle_buffer_size", "256", "--train_steps", "2",
+       "--no_progress", "--use_cached", "--cache_dir", str(quiz_copy)],
+      cwd=REPO, capture_output=True, text=True, timeout=600,
+      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+  assert proc.returncode == 2, proc.stdout + proc.stderr
+  assert "[train] ERROR:" in proc.stderr and "corrupt" in proc.stderr, proc.stderr
+  _assert_names_shard_and_fix(proc.stderr, shard, quiz_copy)
+  assert "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_corrupt_record_in_a_shard_names_the_shard_when_evaluating(quiz_copy, tmp_path):
+  from model import evaluate, train
+  run = tmp_path / "run"
+  train.train(train.TrainArgs(task=QUIZ, model_dir=str(run), preset="tiny_gemma1",
+                              inputs_length=32, targets_length=16, batch_size=4, train_steps=1,
+                              warmup_steps=1, shuffle_buffer_size=64, progress=False))
+  shard = quiz_copy / QUIZ / "validation.tfrecord-00000-of-00002"
+  _flip_a_byte_in_second_record(shard)
+  with pytest.raises(reader.CacheCorruptError) as err:
+    evaluate.evaluate(evaluate.EvalArgs(checkpoint_dir=str(run), task=QUIZ, split="validation",
+                                        use_cached=True, num_examples=4, max_decode_length=2,
+                                        progress=False))
+  _assert_names_shard_and_fix(str(err.value), shard, quiz_copy)
+
+
+def test_validation_names_a_corrupt_record_and_the_fix(quiz_copy):
+  import seqio
+  from cache_scripts import validate
+  shard = quiz_copy / QUIZ / "train.tfrecord-00000-of-00002"
+  _flip_a_byte_in_second_record(shard)
+  report = validate.validate_cache(seqio.get_mixture_or_task(QUIZ), str(quiz_copy / QUIZ),
+                                   spot_check_examples=0)
+  assert not report.ok
+  _assert_names_shard_and_fix(report.summary(), shard, quiz_copy)
