@@ -134,6 +134,7 @@ def make_predict_fn(model, params, *, batch_size: int = 32, max_decode_length: O
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
 
   stats = stats if stats is not None else PredictStats()
+  to_host = plan.to_host if plan is not None else np.asarray
 
   def predict_with_aux_fn(dataset, model_feature_shapes=None):
     del model_feature_shapes
@@ -170,7 +171,6 @@ def make_predict_fn(model, params, *, batch_size: int = 32, max_decode_length: O
         decoder_params["strategy"] = strategy
       out, aux = model.predict_batch_with_aux(
           params, batch, rng=jax.random.PRNGKey(0), decoder_params=decoder_params)
-      to_host = plan.to_host if plan is not None else np.asarray
       out = to_host(out)[:, :max_new]
       scores = to_host(aux["scores"])
       for row, i in enumerate(chunk):
@@ -191,6 +191,7 @@ def make_score_fn(model, params, *, batch_size: int = 32, plan=None):
   """seqio score_fn: log p(targets | inputs) summed over target tokens, per example."""
   import jax  # pylint: disable=g-import-not-at-top
   score = jax.jit(lambda p, b: model.score_batch(p, b))
+  to_host = plan.to_host if plan is not None else np.asarray
 
   def score_fn(dataset, model_feature_shapes=None):
     del model_feature_shapes
@@ -203,9 +204,8 @@ def make_score_fn(model, params, *, batch_size: int = 32, plan=None):
         feats = {k: np.concatenate([v, np.zeros((batch_size - n,) + v.shape[1:], v.dtype)])
                  for k, v in feats.items()}
       if plan is not None:
-        scores = plan.to_host(score(params, plan.replicate_batch(feats)))[:n]
-      else:
-        scores = np.asarray(score(params, feats))[:n]
+        feats = plan.replicate_batch(feats)
+      scores = to_host(score(params, feats))[:n]
       out.extend((int(i), float(s)) for i, s in zip(indices, scores))
     return out
 

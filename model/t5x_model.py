@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any, Mapping, MutableMapping, Optional, Sequence, Tuple, Union
 
 import jax
@@ -51,7 +52,6 @@ def _soft_target_entropy(confidence: float, low: float, vocab: int) -> float:
   >>> round(_soft_target_entropy(0.9, 0.1 / 3, 4), 4)    # 0.9 on the target, 1/30 elsewhere
   0.4349
   """
-  import math  # pylint: disable=g-import-not-at-top
   entropy = -(vocab - 1) * low * math.log(low) if low > 0 else 0.0
   return entropy - (confidence * math.log(confidence) if confidence > 0 else 0.0)
 

@@ -356,7 +356,7 @@ def _train(args: TrainArgs, model) -> TrainResult:
         "checkpoint (or --model_override vocab_size=...)")
 
   # This process's rows of every batch: its input shards' batches, one after the other.
-  shard_count = args.input_shards or jax.process_count()
+  shard_count = args.input_shards
   streams = [inputs.train_batches(
       args.task, {"inputs": args.inputs_length, "targets": args.targets_length},
       batch_size=args.batch_size // shard_count, seed=args.seed, start_batch=start_step,
@@ -475,12 +475,11 @@ def _run(args: TrainArgs, cfg, model, ckpt, it, batch, start_step: int, last_sto
         if deadline and time.time() > deadline:
           stopped_early = True
           break
-        if _any_process(stop.requested):   # SIGINT/SIGTERM: save this step below, return
+        stopping, positions = _agree_across_processes(
+            stop.requested, loss_positions_bucket(batch, args.loss_positions_bucket))
+        if stopping:   # SIGINT/SIGTERM (on any process): save this step below, return
           break
         tokens = int(np.sum(batch["decoder_target_tokens"] > 0)) * jax.process_count()
-        # One compiled program for all processes: they agree on the static argument.
-        positions = _same_on_every_process(loss_positions_bucket(batch,
-                                                                 args.loss_positions_bucket))
         params, opt_state, metrics = train_step(params, opt_state, plan.global_batch(batch),
                                                 jnp.int32(step), positions)
         # The step runs asynchronously: read the next batch meanwhile, then wait for the loss.
@@ -563,23 +562,18 @@ def _input_shards(args: TrainArgs, plan) -> List[int]:
   return list(range(jax.process_index() * per_process, (jax.process_index() + 1) * per_process))
 
 
-def _same_on_every_process(value: Optional[int]) -> Optional[int]:
-  """A static argument every process must agree on (one compiled program): the largest."""
+def _agree_across_processes(stop_requested, positions: Optional[int]):
+  """(stop, loss positions) that every process agrees on, in one all-gather per step: a stop
+  requested on one process stops all of them, and all compile the same program (the largest
+  loss-position bucket; None, every position, if any process needs it)."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   if jax.process_count() == 1:
-    return value
+    return bool(stop_requested), positions
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  values = multihost_utils.process_allgather(np.asarray(-1 if value is None else value))
-  return None if (values < 0).any() else int(values.max())
-
-
-def _any_process(flag) -> bool:
-  """True on every process if it is true on one (a stop request must stop all of them)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  if jax.process_count() == 1:
-    return bool(flag)
-  return _same_on_every_process(1 if flag else 0) == 1
+  mine = np.asarray([1 if stop_requested else 0, -1 if positions is None else positions])
+  every = np.asarray(multihost_utils.process_allgather(mine)).reshape(-1, 2)
+  return bool(every[:, 0].any()), (None if (every[:, 1] < 0).any() else int(every[:, 1].max()))
 
 
 class _Window:
