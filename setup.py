@@ -51,9 +51,8 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.13",
-    py_modules=["gemma_seqio_log"],
     packages=setuptools.find_packages(include=[
-        "gemma_tasks", "gemma_tasks.*", "feature_converters", "feature_converters.*",
+        "gemma_seqio", "gemma_tasks", "gemma_tasks.*", "feature_converters", "feature_converters.*",
         "model", "model.*", "cache_scripts", "cache_scripts.*"]),
     package_data={
         "gemma_tasks": ["data/*.gz", "data/*.model", "data/*.md", "data/*.json"],

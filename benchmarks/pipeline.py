@@ -54,7 +54,7 @@ import tensorflow as tf  # noqa: E402
 import feature_converters as fc  # noqa: E402
 import gemma_tasks  # noqa: E402,F401  (registers the tasks)
 from gemma_tasks import preprocessors, sources, tokenization  # noqa: E402
-from gemma_tasks.special_tokens import BOS_ID  # noqa: E402
+from gemma_seqio.special_tokens import BOS_ID  # noqa: E402
 
 CONSUME_BATCH = 256
 BENCH_TASKS = ("bench_en_de", "bench_synthetic_long")

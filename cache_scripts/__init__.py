@@ -19,11 +19,11 @@ file). Searched:
   /data/seqio_cache/gemma_quiz_qa
 ...
 """
-import gemma_seqio_log
+from gemma_seqio import cli_log
 
 # `python -m cache_scripts.cache_tasks`: library output to a log file from here on, before the
-# imports below load TensorFlow (see gemma_seqio_log).
-gemma_seqio_log.start_if_run_as_module("cache_scripts")
+# imports below load TensorFlow (see gemma_seqio.cli_log).
+cli_log.start_if_run_as_module("cache_scripts")
 
 from cache_scripts import reader  # noqa: E402  pylint: disable=g-import-not-at-top
 from cache_scripts.reader import (CacheCorruptError, CacheFingerprintError, CacheNotFoundError,

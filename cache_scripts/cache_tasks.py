@@ -694,10 +694,10 @@ def main(argv):
     print("ERROR: --output_cache_dir is required (where the caches are written)",
           file=sys.stderr)
     return 1
-  import gemma_seqio_log  # pylint: disable=g-import-not-at-top
+  from gemma_seqio import cli_log  # pylint: disable=g-import-not-at-top
   # Library output (Beam, TF, SentencePiece, of this process and its workers) goes to
   # <output_cache_dir>/cache_tasks.log when that is a local directory.
-  with gemma_seqio_log.to_log_file(None if "://" in str(out) else out, "cache_tasks") as log:
+  with cli_log.to_log_file(None if "://" in str(out) else out, "cache_tasks") as log:
     log.exit_code = _main()
   return log.exit_code
 

@@ -211,9 +211,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 2
   out = os.path.abspath(ns.out)
   os.makedirs(out, exist_ok=True)
-  import gemma_seqio_log  # pylint: disable=g-import-not-at-top
+  from gemma_seqio import cli_log  # pylint: disable=g-import-not-at-top
   # Before TensorFlow loads: library output of all three steps goes to <out>/demo.log.
-  with gemma_seqio_log.to_log_file(out, "demo") as log:
+  with cli_log.to_log_file(out, "demo") as log:
     log.exit_code = _run(ns, out, t_start)
   return log.exit_code
 

@@ -25,7 +25,7 @@ import seqio
 import tensorflow as tf
 
 from feature_converters import packing
-from gemma_tasks.special_tokens import BOS_ID
+from gemma_seqio.special_tokens import BOS_ID
 
 IN_ORDER = "in_order"
 BEST_FIT = "best_fit"

@@ -18,7 +18,7 @@ import seqio
 import tensorflow as tf
 
 from feature_converters import base, packing
-from gemma_tasks.special_tokens import BOS_ID
+from gemma_seqio.special_tokens import BOS_ID
 
 _Spec = seqio.FeatureConverter.FeatureSpec
 

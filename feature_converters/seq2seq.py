@@ -4,7 +4,7 @@ For users of the gemma library's trainer: `input`, `target`, `target_mask` with 
 shapes and padding as `gm.data.Seq2SeqTask` (prompt = BOS + formatted user turn, response =
 answer + `<end_of_turn>`; input and target are that sequence shifted by one; the mask is 1 on the
 response; right padding with 0 to `max_length`). `seq2seq_arrays` is the numpy conversion; the
-per-example reference is `gemma_tasks.template.make_seq2seq_fields`.
+per-example reference is `gemma_seqio.template.make_seq2seq_fields`.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from feature_converters import base, packing
 from feature_converters.decoder_only import concat_inputs_targets
-from gemma_tasks.special_tokens import BOS_ID
+from gemma_seqio.special_tokens import BOS_ID
 
 _Spec = seqio.FeatureConverter.FeatureSpec
 

@@ -11,16 +11,16 @@ It also turns on the checked cache path of `cache_scripts` (shipped in the same 
 directories searched, and a cache written from another vocabulary or other preprocessors raises
 `cache_scripts.CacheFingerprintError` instead of being read.
 """
-import gemma_seqio_log
+from gemma_seqio import cli_log
 
 # `python -m gemma_tasks`: library output to a log file from here on, before the imports below
-# load TensorFlow (see gemma_seqio_log).
-gemma_seqio_log.start_if_run_as_module("gemma_tasks")
+# load TensorFlow (see gemma_seqio.cli_log).
+cli_log.start_if_run_as_module("gemma_tasks")
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from gemma_tasks import mixtures, tasks  # noqa: E402
 from gemma_tasks.registry import get_task_or_mixture
-from gemma_tasks.special_tokens import (BOS_ID, END_OF_TURN_ID, EOS_ID, PAD_ID,
+from gemma_seqio.special_tokens import (BOS_ID, END_OF_TURN_ID, EOS_ID, PAD_ID,
                                         START_OF_TURN_ID, UNK_ID)
 from gemma_tasks.vocab import GemmaVocabulary, get_vocabulary
 

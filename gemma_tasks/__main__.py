@@ -96,10 +96,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   demo.add_argument("-n", type=_count, default=2, help="examples per task (>= 1)")
   demo.set_defaults(fn=cmd_demo)
   args = parser.parse_args(argv)
-  import gemma_seqio_log  # pylint: disable=g-import-not-at-top
+  from gemma_seqio import cli_log  # pylint: disable=g-import-not-at-top
   # Library output (TF start-up, SentencePiece per vocabulary load) to a temporary log, kept
   # and named only if the command fails.
-  with gemma_seqio_log.to_log_file(None, "gemma_tasks") as log:
+  with cli_log.to_log_file(None, "gemma_tasks") as log:
     log.exit_code = _run(args)
   return log.exit_code
 

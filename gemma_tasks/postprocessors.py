@@ -10,7 +10,7 @@ decodes 106/107 to their text) and whatever followed `<end_of_turn>`:
 """
 from __future__ import annotations
 
-from gemma_tasks.special_tokens import END_OF_TURN, START_OF_TURN
+from gemma_seqio.special_tokens import END_OF_TURN, START_OF_TURN
 
 _MODEL_HEAD = START_OF_TURN + "model\n"
 

@@ -15,7 +15,8 @@ from typing import Mapping, Sequence
 import seqio
 import tensorflow as tf
 
-from gemma_tasks import metrics, template
+from gemma_seqio import template
+from gemma_tasks import metrics
 
 TRANSLATE_PREFIX = "Translate English to German: "
 _PROMPT_HEAD, _PROMPT_TAIL = template.PROMPT_TEMPLATE.split("{}")

@@ -29,7 +29,7 @@ from typing import Optional
 
 import seqio
 
-from gemma_tasks import special_tokens
+from gemma_seqio import special_tokens
 
 ENV_VAR = "GEMMA_TOKENIZER_PATH"
 DEFAULT_MODEL_FILE = os.path.join(os.path.dirname(__file__), "data", "gemma_seqio_4k.model")

@@ -24,7 +24,7 @@ from typing import List, Optional, Sequence
 import jax
 import numpy as np
 
-from gemma_tasks import special_tokens, template
+from gemma_seqio import special_tokens, template
 from model import decoding
 from model.config import GemmaConfig
 from model.transformer import init_cache

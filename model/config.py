@@ -15,15 +15,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, Optional, Tuple
 
-# Token ids restated from the contract in `gemma_tasks/special_tokens.py` (pad 0, eos 1, bos 2,
-# `<end_of_turn>` 107). Importing `gemma_tasks` registers tasks and starts TensorFlow, which the
-# core model must not do; tests/test_model_config.py checks that the two stay equal.
-PAD_ID = 0
-EOS_ID = 1
-BOS_ID = 2
-START_OF_TURN_ID = 106
-END_OF_TURN_ID = 107
-STOP_IDS = (EOS_ID, END_OF_TURN_ID)
+# The token-id contract (pad 0, eos 1, bos 2, `<end_of_turn>` 107), from the one light module
+# that holds it (standard library only: no TensorFlow, registers nothing).
+from gemma_seqio.special_tokens import (BOS_ID, END_OF_TURN_ID, EOS_ID, PAD_ID,  # noqa: F401
+                                        START_OF_TURN_ID, STOP_IDS)
 
 GLOBAL = "global"
 LOCAL = "local"

@@ -552,10 +552,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   ns = build_parser().parse_args(argv)
-  import gemma_seqio_log  # pylint: disable=g-import-not-at-top
+  from gemma_seqio import cli_log  # pylint: disable=g-import-not-at-top
   # Before TensorFlow loads: library output goes to <output_dir>/evaluate.log.
   output_dir = ns.output_dir or os.path.join(ns.checkpoint_dir, f"eval_{ns.split}")
-  with gemma_seqio_log.to_log_file(output_dir, "evaluate") as log:
+  with cli_log.to_log_file(output_dir, "evaluate") as log:
     log.exit_code = _main(ns)
   return log.exit_code
 

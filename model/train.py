@@ -23,7 +23,7 @@ What it does, in order:
   * shows a progress bar (loss, tokens/s), writes TensorBoard scalars to `<model_dir>/train`,
     `train_metrics.jsonl` and, at the end, `learning_curve.png`;
   * as a CLI, keeps library output (TF, orbax, SentencePiece) off the terminal, in
-    `<model_dir>/train.log` (`gemma_seqio_log`); a cached record that does not read back is an
+    `<model_dir>/train.log` (`gemma_seqio.cli_log`); a cached record that does not read back is an
     error naming its shard (`cache_scripts.damage`).
 
 `<model_dir>/model_config.json` (the GemmaConfig), `train_args.json` and `vocabulary.json` make
@@ -723,9 +723,9 @@ def args_from_namespace(ns: argparse.Namespace) -> TrainArgs:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   ns = build_parser().parse_args(argv)
-  import gemma_seqio_log  # pylint: disable=g-import-not-at-top
+  from gemma_seqio import cli_log  # pylint: disable=g-import-not-at-top
   # Before TensorFlow loads: library output goes to <model_dir>/train.log, ours to the terminal.
-  with gemma_seqio_log.to_log_file(ns.model_dir, "train") as log:
+  with cli_log.to_log_file(ns.model_dir, "train") as log:
     log.exit_code = _main(ns)
   return log.exit_code
 

@@ -122,7 +122,7 @@ EXPECTED_IN_PACKAGE = [
     "gemma_tasks/data/quiz_qa.train.jsonl.gz", "gemma_tasks/data/libreoffice_en_de.test.jsonl.gz",
     "gemma_tasks/data/python_docs.validation.jsonl.gz",
     "gemma_tasks/data/trivia_qa_open.train.jsonl.gz", "gemma_tasks/data/gettext_en_de.train.jsonl.gz",
-    "gemma_seqio_log.py",
+    "gemma_seqio/cli_log.py",
     "cache_scripts/__init__.py", "cache_scripts/cache_tasks.py", "cache_scripts/reader.py",
     "feature_converters/__init__.py",
 ]

@@ -55,7 +55,7 @@ def test_same_task_loads(cached_dir):
 def test_other_vocabulary_is_refused(cached_dir, tmp_path_factory):
   import seqio
   import sentencepiece as spm
-  from gemma_tasks import template
+  from gemma_seqio import template
   # A different SentencePiece model with the same special-id layout (so only the ids differ).
   d = tmp_path_factory.mktemp("vocab")
   lines = [template.format_prompt(f"question number {i} about capitals") for i in range(300)]

@@ -86,8 +86,8 @@ def test_a_failed_run_says_where_its_log_is_and_creates_nothing(tmp_path):
 
 
 def test_crash_traceback_reaches_the_terminal_with_the_log_path(tmp_path):
-  code = ("import gemma_seqio_log, os, logging\n"
-          f"with gemma_seqio_log.to_log_file({str(tmp_path)!r}, 'tool'):\n"
+  code = ("from gemma_seqio import cli_log; import os, logging\n"
+          f"with cli_log.to_log_file({str(tmp_path)!r}, 'tool'):\n"
           "  os.write(2, b'a C++ line\\n')\n"
           "  logging.getLogger('some_library').warning('library warning')\n"
           "  raise RuntimeError('boom')\n")
@@ -102,10 +102,10 @@ def test_crash_traceback_reaches_the_terminal_with_the_log_path(tmp_path):
 
 def test_our_warnings_reach_the_terminal(tmp_path):
   """A warning logged by one of our modules (absl or standard logging) is shown and logged."""
-  code = ("import gemma_seqio_log, logging\n"
+  code = ("from gemma_seqio import cli_log; import logging\n"
           "from absl import logging as absl_logging\n"
           "import model.inputs\n"
-          f"with gemma_seqio_log.to_log_file({str(tmp_path)!r}, 'tool'):\n"
+          f"with cli_log.to_log_file({str(tmp_path)!r}, 'tool'):\n"
           "  exec(compile('import logging; logging.getLogger(\"x\").warning(\"ours, std\")',"
           " model.inputs.__file__, 'exec'))\n"
           "  exec(compile('from absl import logging; logging.warning(\"ours, absl\")',"

@@ -16,8 +16,8 @@ from seqio import test_utils
 
 import feature_converters as fc
 from feature_converters import base, decoder_only, encoder_decoder, packing, seq2seq
-from gemma_tasks import template
-from gemma_tasks.special_tokens import BOS_ID, END_OF_TURN_ID, START_OF_TURN_ID
+from gemma_seqio import template
+from gemma_seqio.special_tokens import BOS_ID, END_OF_TURN_ID, START_OF_TURN_ID
 
 HYPOTHESIS = settings(max_examples=12, deadline=None,
                       suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gemma_tasks import special_tokens as S
-from gemma_tasks import template
+from gemma_seqio import special_tokens as S
+from gemma_seqio import template
 from gemma_tasks.vocab import GemmaVocabulary
 from model.chat import ChatSampler
 from model.config import tiny_gemma2

@@ -43,13 +43,6 @@ def test_invalid_configs_are_refused():
     C.tiny_gemma2().replace(sliding_window_size=None)
 
 
-def test_special_ids_match_the_contract():
-  from gemma_tasks import special_tokens as S
-  assert (C.PAD_ID, C.EOS_ID, C.BOS_ID, C.START_OF_TURN_ID, C.END_OF_TURN_ID) == (
-      S.PAD_ID, S.EOS_ID, S.BOS_ID, S.START_OF_TURN_ID, S.END_OF_TURN_ID)
-  assert C.STOP_IDS == S.STOP_IDS
-
-
 def test_from_hf_config_gemma2():
   hf = {"model_type": "gemma2", "vocab_size": 100, "hidden_size": 32, "intermediate_size": 64,
         "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8,

@@ -3,7 +3,8 @@ import numpy as np
 import tensorflow as tf
 from seqio import test_utils
 
-from gemma_tasks import preprocessors, template
+from gemma_seqio import template
+from gemma_tasks import preprocessors
 
 
 def _ds(rows):

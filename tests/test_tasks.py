@@ -9,7 +9,8 @@ import tensorflow_datasets as tfds
 
 import gemma_tasks
 from gemma_tasks import __main__ as cli
-from gemma_tasks import builders, mixtures, rates, sources, tasks, template
+from gemma_seqio import template
+from gemma_tasks import builders, mixtures, rates, sources, tasks
 
 LENGTHS = {"inputs": 128, "targets": 64}
 

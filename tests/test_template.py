@@ -4,7 +4,7 @@ import pytest
 import seqio
 import tensorflow as tf
 
-from gemma_tasks import template
+from gemma_seqio import template
 from gemma_tasks.vocab import get_vocabulary
 
 

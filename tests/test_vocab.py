@@ -3,7 +3,8 @@ import pytest
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2 as model_pb2
 
-from gemma_tasks import special_tokens, template, vocab
+from gemma_seqio import special_tokens, template
+from gemma_tasks import vocab
 
 
 @pytest.fixture(scope="module")

@@ -42,8 +42,10 @@ import tempfile
 from typing import Optional
 
 # The packages whose log records are ours (shown on the terminal as well as in the file).
-OUR_PACKAGES = ("gemma_tasks", "model", "cache_scripts", "feature_converters", "demo")
-_ROOT = os.path.dirname(os.path.abspath(__file__))
+OUR_PACKAGES = ("gemma_seqio", "gemma_tasks", "model", "cache_scripts", "feature_converters",
+                "demo")
+# The directory that holds our packages (this file is gemma_seqio/cli_log.py).
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _OUR_DIRS = tuple(os.path.join(_ROOT, p) + os.sep for p in OUR_PACKAGES)
 
 # Read by TensorFlow when it loads; its messages go to the file either way, this only makes

@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, List, Sequence, Tuple
 
-from gemma_tasks.special_tokens import BOS_ID, END_OF_TURN, EOS_ID, START_OF_TURN
+from gemma_seqio.special_tokens import BOS_ID, END_OF_TURN, EOS_ID, START_OF_TURN
 
 USER = "user"
 MODEL = "model"
