@@ -56,8 +56,7 @@ setuptools.setup(
         "model", "model.*", "cache_scripts", "cache_scripts.*"]),
     package_data={
         "gemma_tasks": ["data/*.gz", "data/*.model", "data/*.md", "data/*.json"],
-        "model": ["configs/*.gin"],
-        "model.configs": ["*.gin"],
+        "model.runner.configs": ["*.gin"],
     },
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
@@ -66,8 +65,8 @@ setuptools.setup(
         "gemma-tasks=gemma_tasks.__main__:main",
         "gemma-cache-tasks=cache_scripts.cache_tasks:console_main",
         "gemma-cache-tasks-dataflow=cache_scripts.dataflow:console_main",
-        "gemma-train=model.train:main",
-        "gemma-evaluate=model.evaluate:main",
+        "gemma-train=model.runner.train:main",
+        "gemma-evaluate=model.runner.evaluate:main",
     ]},
     license="Apache-2.0",
 )

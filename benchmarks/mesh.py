@@ -29,8 +29,8 @@ def run(preset: str, steps: int, batch_size: int, length: int):
   import jax.numpy as jnp  # noqa: PLC0415
   import numpy as np  # noqa: PLC0415
   from model import config as config_lib  # noqa: PLC0415
-  from model import mesh as mesh_lib, optim  # noqa: PLC0415
-  from model.t5x_model import GemmaDecoderOnlyModel  # noqa: PLC0415
+  from model.runner import mesh as mesh_lib, optim  # noqa: PLC0415
+  from model.runner.t5x_model import GemmaDecoderOnlyModel  # noqa: PLC0415
 
   cfg = config_lib.get_config(preset)
   model = GemmaDecoderOnlyModel(cfg)

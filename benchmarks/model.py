@@ -66,13 +66,13 @@ def bench_train(cfg, batch: int, seq: int, steps: int, answer_share: float = 1.0
                 loss_positions_bucket: int = 0):
   """(median step seconds, compile seconds, losses). Loss weight on the last `answer_share` of
   every row (1.0: LM, every position; ~0.4: PrefixLM en->de rows); with a bucket, logits only at
-  the weighted positions (`model.train.loss_positions_bucket`, as the trainer does)."""
+  the weighted positions (`model.runner.train.loss_positions_bucket`, as the trainer does)."""
   import functools
   import jax
   import jax.numpy as jnp
   import optax
-  from model.t5x_model import GemmaDecoderOnlyModel
-  from model.train import loss_positions_bucket as bucket_of
+  from model.runner.t5x_model import GemmaDecoderOnlyModel
+  from model.runner.train import loss_positions_bucket as bucket_of
 
   m = GemmaDecoderOnlyModel(cfg)
   shapes = {"decoder_input_tokens": (batch, seq)}

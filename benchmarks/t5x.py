@@ -1,4 +1,4 @@
-"""`t5x.train` next to `model.train`: same model, same initial checkpoint, same batches.
+"""`t5x.train` next to `model.runner.train`: same model, same initial checkpoint, same batches.
 
     python benchmarks/t5x.py [--steps 100] [--batch_size 4] [--out /tmp/t5x_bench]
 
@@ -48,8 +48,8 @@ def main():
   import jax  # noqa: PLC0415
   import t5x  # noqa: PLC0415
   from demo import run as demo_run  # noqa: PLC0415
-  from model import optim, t5x_checkpoints, train  # noqa: PLC0415
-  from model.t5x_model import GemmaDecoderOnlyModel  # noqa: PLC0415
+  from model.runner import optim, t5x_checkpoints, train  # noqa: PLC0415
+  from model.runner.t5x_model import GemmaDecoderOnlyModel  # noqa: PLC0415
 
   t5x_root = os.path.dirname(os.path.dirname(t5x.__file__))
   if os.path.exists(a.out):
@@ -93,7 +93,7 @@ def main():
   print(f"{a.steps} steps, batch {a.batch_size} x 192, recipe model (float32)")
   print("| trainer | median s/step | whole command |")
   print("|---|---:|---:|")
-  print(f"| model.train | {ours_step:.3f} | {ours_wall:.0f} s |")
+  print(f"| model.runner.train | {ours_step:.3f} | {ours_wall:.0f} s |")
   print(f"| t5x.train | {t5x_step:.3f} | {t5x_wall:.0f} s |")
   print(f"ratio t5x/ours per step: {t5x_step / ours_step:.2f}")
   print(f"losses: max relative difference {rel.max():.2e} (step {int(rel.argmax()) + 1}), "

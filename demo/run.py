@@ -9,8 +9,8 @@ Steps, each with its own progress output:
             (`cache_scripts.cache_tasks`, 2 local workers) into `<out>/cache` (skipped when
             already there);
   2. train  a small Gemma (RECIPE_MODEL) on the cached `gemma_en_de_libreoffice` with
-            `model.train` (T5X-layout checkpoints in `<out>/model`), stopped by the time budget;
-  3. eval   with `model.evaluate` (seqio.Evaluator) on the test splits: LibreOffice en->de (BLEU),
+            `model.runner.train` (T5X-layout checkpoints in `<out>/model`), stopped by the time budget;
+  3. eval   with `model.runner.evaluate` (seqio.Evaluator) on the test splits: LibreOffice en->de (BLEU),
             quiz and TriviaQA-open (exact match), next to the trivial baselines; greedy
             decoding, or 4-beam search with --recipe (`--beam_size`);
   4. print  one table, write `<out>/results.json`, keep `<out>/model/learning_curve.png`.
@@ -34,7 +34,7 @@ QA_TASKS = ("gemma_quiz_qa", "gemma_trivia_qa_open")
 # budget for the 300 test questions the demo scores, so it is read on the fly.
 CACHED_TASKS = (TRANSLATION_TASK, "gemma_quiz_qa")
 
-# The model of the demo and of the quality recipe (TrainArgs fields); model/configs/gemma_small.gin
+# The model of the demo and of the quality recipe (TrainArgs fields); model/runner/configs/gemma_small.gin
 # describes the same shape for T5X (a test keeps them equal).
 RECIPE_MODEL = dict(preset="small_gemma2", model_overrides={
     "embed_dim": "128", "hidden_dim": "512", "num_layers": "4", "head_dim": "32",
@@ -73,8 +73,8 @@ def measure_step_seconds(args, steps: int = 12) -> float:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
-  from model import optim, train  # pylint: disable=g-import-not-at-top
-  from model.t5x_model import GemmaDecoderOnlyModel  # pylint: disable=g-import-not-at-top
+  from model.runner import optim, train  # pylint: disable=g-import-not-at-top
+  from model.runner.t5x_model import GemmaDecoderOnlyModel  # pylint: disable=g-import-not-at-top
   model = GemmaDecoderOnlyModel(train.build_model_config(args))
   length = args.inputs_length + args.targets_length
   params = model.get_initial_variables(jax.random.PRNGKey(0),
@@ -223,7 +223,7 @@ def _run(ns: argparse.Namespace, out: str, t_start: float) -> int:
   cache_dir = os.path.abspath(ns.cache_dir) if ns.cache_dir else os.path.join(out, "cache")
   model_dir = os.path.join(out, "model")
 
-  from model import evaluate, train  # pylint: disable=g-import-not-at-top
+  from model.runner import evaluate, train  # pylint: disable=g-import-not-at-top
 
   # 1. cache
   use_cached = not ns.no_cache

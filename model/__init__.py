@@ -1,4 +1,7 @@
-"""Gemma 1/2 in Flax: Hugging Face import, the T5X model protocol, KV-cache sampling, chat.
+"""Gemma 1/2 in Flax: the network, Hugging Face import, KV-cache sampling, beam search, chat.
+
+This package is the pure library (JAX/Flax, no seqio, no TensorFlow at import). What faces seqio
+and T5X (the T5X model protocol, trainer, evaluator, checkpoints, gin files) is `model.runner`.
 
 >>> import model
 >>> config, params = model.load_hf_checkpoint("/path/to/hf_dir")   # config.json + safetensors
@@ -27,8 +30,7 @@ _EXPORTS = {
     "generate": "model.decoding", "GenerationOutput": "model.decoding",
     "BeamSearch": "model.beams", "beam_search": "model.beams",
     "BeamOutput": "model.beams",
-    # protocols and apps
-    "GemmaDecoderOnlyModel": "model.t5x_model",
+    # apps
     "ChatSampler": "model.chat", "ChatTurn": "model.chat",
 }
 

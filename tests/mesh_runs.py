@@ -1,4 +1,4 @@
-"""Runs of `model.train` / `model.evaluate` on several meshes, in one process with 8 CPU devices.
+"""Runs of `model.runner.train` / `model.runner.evaluate` on several meshes, in one process with 8 CPU devices.
 
 Started by tests/test_mesh.py as `python tests/mesh_runs.py OUT_DIR` with
 XLA_FLAGS=--xla_force_host_platform_device_count=8 (JAX reads it when it starts, so it cannot
@@ -21,7 +21,7 @@ STEPS = 20
 
 def main(out):
   import jax  # noqa: PLC0415
-  from model import evaluate, train  # noqa: PLC0415
+  from model.runner import evaluate, train  # noqa: PLC0415
   assert jax.device_count() == 8, jax.devices()
   common = dict(task="gemma_en_de_libreoffice", preset="tiny_gemma2", inputs_length=32,
                 targets_length=32, batch_size=8, train_steps=STEPS + 2, log_every=1,

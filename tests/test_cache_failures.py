@@ -363,7 +363,7 @@ def test_corrupt_record_in_a_shard_names_the_shard_when_training(quiz_copy, tmp_
   _flip_a_byte_in_second_record(shard)
   run = tmp_path / "run"
   proc = subprocess.run(
-      [sys.executable, "-m", "model.train", "--task", QUIZ, "--model_dir", str(run),
+      [sys.executable, "-m", "model.runner.train", "--task", QUIZ, "--model_dir", str(run),
        "--preset", "tiny_gemma1", "--inputs_length", "32", "--targets_length", "16",
        "--batch_size", "4", "--shuffle_buffer_size", "256", "--train_steps", "2",
        "--no_progress", "--use_cached", "--cache_dir", str(quiz_copy)],
@@ -376,7 +376,7 @@ def test_corrupt_record_in_a_shard_names_the_shard_when_training(quiz_copy, tmp_
 
 
 def test_corrupt_record_in_a_shard_names_the_shard_when_evaluating(quiz_copy, tmp_path):
-  from model import evaluate, train
+  from model.runner import evaluate, train
   run = tmp_path / "run"
   train.train(train.TrainArgs(task=QUIZ, model_dir=str(run), preset="tiny_gemma1",
                               inputs_length=32, targets_length=16, batch_size=4, train_steps=1,

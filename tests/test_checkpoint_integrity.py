@@ -1,4 +1,4 @@
-"""model.t5x_checkpoints: checksums verified on restore, no orbax step-metadata warning."""
+"""model.runner.t5x_checkpoints: checksums verified on restore, no orbax step-metadata warning."""
 import os
 
 import pytest
@@ -7,7 +7,7 @@ import pytest
 def _small_checkpoints(model_dir, steps=(1, 2)):
   import jax.numpy as jnp
   import optax
-  from model import t5x_checkpoints
+  from model.runner import t5x_checkpoints
   params = {"w": jnp.arange(6.0).reshape(2, 3), "b": jnp.ones(3)}
   tx = optax.adam(1e-3)
   mgr = t5x_checkpoints.T5XCheckpointManager(str(model_dir), keep=None)
@@ -18,7 +18,7 @@ def _small_checkpoints(model_dir, steps=(1, 2)):
 
 
 def test_bit_flipped_checkpoint_file_is_refused_naming_the_file(tmp_path, flip_a_bit):
-  from model import t5x_checkpoints
+  from model.runner import t5x_checkpoints
   params, tx = _small_checkpoints(tmp_path)
   # The extra file sits next to state/: what T5X reads is unchanged.
   assert sorted(os.listdir(tmp_path / "checkpoint_2")) == [
@@ -37,7 +37,7 @@ def test_bit_flipped_checkpoint_file_is_refused_naming_the_file(tmp_path, flip_a
 
 
 def test_restore_does_not_warn_about_missing_step_metadata(tmp_path, caplog):
-  from model import t5x_checkpoints
+  from model.runner import t5x_checkpoints
   _small_checkpoints(tmp_path, steps=(1,))
   caplog.set_level("INFO")
   t5x_checkpoints.restore_state_dict(str(tmp_path / "checkpoint_1"))
@@ -45,7 +45,7 @@ def test_restore_does_not_warn_about_missing_step_metadata(tmp_path, caplog):
 
 
 def test_incomplete_checkpoint_is_named_and_skipped(tmp_path):
-  from model import t5x_checkpoints
+  from model.runner import t5x_checkpoints
   _small_checkpoints(tmp_path)
   (tmp_path / "checkpoint_2" / "state" / "_METADATA").unlink()
   with pytest.raises(t5x_checkpoints.IncompleteCheckpointError,
@@ -60,7 +60,7 @@ def test_incomplete_checkpoint_is_named_and_skipped(tmp_path):
 
 def test_checkpoint_without_checksums_restores_as_before(tmp_path):
   """Checkpoints written by T5X (or before checksums existed) have no checksums.json."""
-  from model import checkpoint_checksums, t5x_checkpoints
+  from model.runner import checkpoint_checksums, t5x_checkpoints
   _small_checkpoints(tmp_path, steps=(1,))
   (tmp_path / "checkpoint_1" / "checksums.json").unlink()
   assert not checkpoint_checksums.verify(str(tmp_path / "checkpoint_1"))

@@ -31,7 +31,7 @@ def _assert_quiet(proc):
 
 def test_train_shows_our_lines_and_logs_the_rest(tmp_path):
   run = tmp_path / "run"
-  proc = _run(["-m", "model.train", "--task", "gemma_quiz_qa", "--model_dir", str(run),
+  proc = _run(["-m", "model.runner.train", "--task", "gemma_quiz_qa", "--model_dir", str(run),
                "--preset", "tiny_gemma1", "--inputs_length", "32", "--targets_length", "16",
                "--batch_size", "4", "--shuffle_buffer_size", "64", "--train_steps", "2",
                "--warmup_steps", "1", "--log_every", "1", "--no_progress"])
@@ -40,7 +40,7 @@ def test_train_shows_our_lines_and_logs_the_rest(tmp_path):
   _assert_quiet(proc)
   log = (run / "train.log").read_text()
   assert "precompiled_charsmap" in log and "oneDNN" in log, log[-2000:]
-  proc = _run(["-m", "model.evaluate", "--checkpoint_dir", str(run), "--task", "gemma_quiz_qa",
+  proc = _run(["-m", "model.runner.evaluate", "--checkpoint_dir", str(run), "--task", "gemma_quiz_qa",
                "--split", "validation", "--num_examples", "2", "--max_decode_length", "2",
                "--no_progress"])
   assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -72,7 +72,7 @@ def test_gemma_tasks_cli_is_quiet_and_keeps_no_log_on_success():
 
 def test_a_failed_run_says_where_its_log_is_and_creates_nothing(tmp_path):
   run = tmp_path / "run"
-  proc = _run(["-m", "model.train", "--task", "gemma_quiz_qa", "--model_dir", str(run),
+  proc = _run(["-m", "model.runner.train", "--task", "gemma_quiz_qa", "--model_dir", str(run),
                "--preset", "no_such_preset", "--train_steps", "2"])
   assert proc.returncode == 2
   assert "[train] ERROR:" in proc.stderr and "no_such_preset" in proc.stderr, proc.stderr
@@ -104,12 +104,12 @@ def test_our_warnings_reach_the_terminal(tmp_path):
   """A warning logged by one of our modules (absl or standard logging) is shown and logged."""
   code = ("from gemma_seqio import cli_log; import logging\n"
           "from absl import logging as absl_logging\n"
-          "import model.inputs\n"
+          "import model.runner.inputs\n"
           f"with cli_log.to_log_file({str(tmp_path)!r}, 'tool'):\n"
           "  exec(compile('import logging; logging.getLogger(\"x\").warning(\"ours, std\")',"
-          " model.inputs.__file__, 'exec'))\n"
+          " model.runner.inputs.__file__, 'exec'))\n"
           "  exec(compile('from absl import logging; logging.warning(\"ours, absl\")',"
-          " model.inputs.__file__, 'exec'))\n")
+          " model.runner.inputs.__file__, 'exec'))\n")
   proc = _run(["-c", code])
   assert proc.returncode == 0, proc.stderr
   assert "WARNING: ours, std" in proc.stderr and "WARNING: ours, absl" in proc.stderr
@@ -117,7 +117,7 @@ def test_our_warnings_reach_the_terminal(tmp_path):
   assert "ours, std" in log and "ours, absl" in log
 
 
-@pytest.mark.parametrize("module", ["model.train", "model.evaluate", "demo.run"])
+@pytest.mark.parametrize("module", ["model.runner.train", "model.runner.evaluate", "demo.run"])
 def test_help_does_not_load_tensorflow(module):
   code = (f"import sys, {module} as m\n"
           "try:\n  m.main(['--help'])\nexcept SystemExit:\n  pass\n"

@@ -1,4 +1,4 @@
-"""model.evaluate: seqio.Evaluator on our checkpoints, mixtures, ragged predictions, JSON logger."""
+"""model.runner.evaluate: seqio.Evaluator on our checkpoints, mixtures, ragged predictions, JSON logger."""
 import gzip
 import json
 import os
@@ -40,11 +40,12 @@ def toy_tasks(tmp_path, temp_task_names):
 
 @pytest.fixture(scope="module")
 def random_checkpoint(tmp_path_factory):
-  """An untrained tiny model saved as step 7, the way model.train saves it."""
+  """An untrained tiny model saved as step 7, the way model.runner.train saves it."""
   import jax
   import optax
-  from model import config, t5x_checkpoints, train
-  from model.t5x_model import GemmaDecoderOnlyModel
+  from model import config
+  from model.runner import t5x_checkpoints, train
+  from model.runner.t5x_model import GemmaDecoderOnlyModel
   d = tmp_path_factory.mktemp("ckpt")
   cfg = config.tiny_gemma1()
   params = GemmaDecoderOnlyModel(cfg).get_initial_variables(
@@ -59,7 +60,7 @@ def random_checkpoint(tmp_path_factory):
 
 def _evaluator(task, log_dir, logger_cls=()):
   import seqio
-  from model import inputs
+  from model.runner import inputs
   return seqio.Evaluator(task, inputs.feature_converter(pack=False), eval_split="test",
                          logger_cls=logger_cls, log_dir=log_dir)
 
@@ -80,7 +81,7 @@ def _oracle_predict_fn(evaluator, task_name, ragged=True):
 
 
 def test_seqio_crashes_on_ragged_predictions_and_we_do_not(toy_tasks, tmp_path):
-  from model import evaluate
+  from model.runner import evaluate
   ende, _, _ = toy_tasks
   ev = _evaluator(ende, str(tmp_path))
   raw = _oracle_predict_fn(ev, ende)
@@ -93,14 +94,14 @@ def test_seqio_crashes_on_ragged_predictions_and_we_do_not(toy_tasks, tmp_path):
 
 
 def test_pad_ragged():
-  from model import evaluate
+  from model.runner import evaluate
   m = evaluate.pad_ragged([[5, 6, 107], [7], []])
   assert m.tolist() == [[5, 6, 107], [7, 0, 0], [0, 0, 0]] and m.dtype == np.int32
 
 
 def test_json_logger_creates_its_directory(toy_tasks, tmp_path):
   import seqio
-  from model import evaluate
+  from model.runner import evaluate
   ende, _, _ = toy_tasks
   out = tmp_path / "does" / "not" / "exist"
   ev = _evaluator(ende, str(out), logger_cls=[evaluate.json_logger_cls()])
@@ -117,7 +118,7 @@ def test_json_logger_creates_its_directory(toy_tasks, tmp_path):
 
 
 def test_evaluate_checkpoint_over_a_mixture(toy_tasks, random_checkpoint, tmp_path, capsys):
-  from model import evaluate
+  from model.runner import evaluate
   _, _, mix = toy_tasks
   out = tmp_path / "eval"
   summary = evaluate.evaluate(evaluate.EvalArgs(
@@ -147,7 +148,7 @@ def test_evaluate_checkpoint_over_a_mixture(toy_tasks, random_checkpoint, tmp_pa
 
 
 def test_predict_fn_returns_uniform_rows_that_stop(random_checkpoint, toy_tasks):
-  from model import evaluate
+  from model.runner import evaluate
   ende, _, _ = toy_tasks
   model, params, step = evaluate.load_checkpoint(str(random_checkpoint))
   assert step == 7
@@ -166,7 +167,7 @@ def test_predict_fn_returns_uniform_rows_that_stop(random_checkpoint, toy_tasks)
 
 
 def test_load_checkpoint_errors(random_checkpoint, tmp_path):
-  from model import evaluate
+  from model.runner import evaluate
   with pytest.raises(FileNotFoundError, match=r"no checkpoint for step 3 .*available: \[7\]"):
     evaluate.load_checkpoint(str(random_checkpoint), step=3)
   with pytest.raises(FileNotFoundError, match="no checkpoint_<step>/state"):
@@ -176,7 +177,7 @@ def test_load_checkpoint_errors(random_checkpoint, tmp_path):
 
 
 def test_format_table():
-  from model import evaluate
+  from model.runner import evaluate
   text = evaluate.format_table("t", "test", 5, {"metrics": {"bleu": 21.3}, "examples": 9,
                                                 "seconds": 1.0})
   assert text.splitlines()[0] == "t (test, step 5, 9 examples, 1.0 s)"
@@ -185,7 +186,7 @@ def test_format_table():
 
 def test_module_import_registers_user_tasks(tmp_path, monkeypatch, random_checkpoint,
                                             temp_task_names):
-  from model import evaluate
+  from model.runner import evaluate
   data = _write_jsonl(tmp_path / "user.jsonl.gz", [{"en": e, "de": d} for e, d in PAIRS[:3]])
   (tmp_path / "my_user_tasks.py").write_text(
       "from gemma_tasks import builders, sources\n"
@@ -205,7 +206,7 @@ def test_module_import_registers_user_tasks(tmp_path, monkeypatch, random_checkp
 
 
 def test_beam_search_evaluation(random_checkpoint, toy_tasks, tmp_path):
-  from model import evaluate
+  from model.runner import evaluate
   from model.beams import BeamSearch
   ende, _, _ = toy_tasks
   model, params, _ = evaluate.load_checkpoint(str(random_checkpoint))

@@ -1,4 +1,4 @@
-"""model/configs/*.gin: the MODEL files bind our classes without T5X; every run file parses and
+"""model/runner/configs/*.gin: the MODEL files bind our classes without T5X; every run file parses and
 binds against the real T5X (tests marked `t5x`; the runs themselves are in test_t5x_real.py).
 """
 import os
@@ -41,7 +41,7 @@ def test_every_run_file_is_tested():
 def test_run_file_binds_under_real_t5x(name, monkeypatch):
   """Parsed as `python -m t5x.<script>` parses it: the script's function is `__main__.<fn>`.
 
-  Finetune files: T5X logs `model.optim`'s schedule and partitions with `model.partitioning`'s
+  Finetune files: T5X logs `model.runner.optim`'s schedule and partitions with `model.partitioning`'s
   rules; every file binds our model with float32 restores.
   """
   import importlib  # noqa: PLC0415
@@ -50,7 +50,8 @@ def test_run_file_binds_under_real_t5x(name, monkeypatch):
   script, bindings = RUN_FILES[name]
   fn = getattr(importlib.import_module(f"t5x.{'eval' if script == 'evaluate' else script}"), script)
   monkeypatch.setattr(sys.modules["__main__"], script, fn, raising=False)
-  from model import optim, partitioning  # noqa: PLC0415
+  from model import partitioning  # noqa: PLC0415
+  from model.runner import optim  # noqa: PLC0415
   gin.clear_config(clear_constants=True)
   try:
     gin.add_config_file_search_path(REPO)
@@ -87,7 +88,7 @@ def test_model_gin_builds_our_model_and_trains_a_step():
     model = gin.query_parameter("%MODEL").scoped_configurable_fn()
   finally:
     gin.clear_config(clear_constants=True)
-  from model.t5x_model import GemmaDecoderOnlyModel
+  from model.runner.t5x_model import GemmaDecoderOnlyModel
   assert isinstance(model, GemmaDecoderOnlyModel)
   cfg = model.config
   assert (cfg.version, cfg.vocab_size, cfg.num_layers) == (2, 4096, len(cfg.attention_types))
@@ -112,6 +113,6 @@ def test_gin_shape_matches_the_recipe_model(monkeypatch):
   finally:
     gin.clear_config(clear_constants=True)
   from demo import run
-  from model import train
+  from model.runner import train
   recipe = train.build_model_config(train.TrainArgs(task="t", model_dir="d", **run.RECIPE_MODEL))
   assert cfg == recipe

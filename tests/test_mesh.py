@@ -1,7 +1,7 @@
-"""`model.mesh`: training and decoding on a device mesh, one process or several.
+"""`model.runner.mesh`: training and decoding on a device mesh, one process or several.
 
 The multi-device runs need JAX started with 8 (or 2) CPU devices, so they run in a subprocess
-(tests/mesh_runs.py) or as `python -m model.train` processes joined by `jax.distributed`.
+(tests/mesh_runs.py) or as `python -m model.runner.train` processes joined by `jax.distributed`.
 """
 import json
 import os
@@ -13,9 +13,9 @@ import jax
 import numpy as np
 import pytest
 
-from model import mesh as mesh_lib
+from model.runner import mesh as mesh_lib
 from model.config import tiny_gemma2
-from model.t5x_model import GemmaDecoderOnlyModel
+from model.runner.t5x_model import GemmaDecoderOnlyModel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -127,8 +127,8 @@ def _free_port():
 def test_two_processes_train_like_one_process_with_two_devices(tmp_path):
   """`jax.distributed` on localhost: each process reads its own input shard and feeds its rows;
   20 steps give the parameters of one process with 2 devices reading both shards."""
-  from model import t5x_checkpoints
-  common = [sys.executable, "-m", "model.train", "--task", "gemma_en_de_libreoffice",
+  from model.runner import t5x_checkpoints
+  common = [sys.executable, "-m", "model.runner.train", "--task", "gemma_en_de_libreoffice",
             "--preset", "tiny_gemma2", "--inputs_length", "32", "--targets_length", "32",
             "--batch_size", "8", "--train_steps", "20", "--save_every", "20", "--log_every", "1",
             "--shuffle_buffer_size", "0", "--learning_rate", "3e-3", "--warmup_steps", "5",
@@ -166,7 +166,7 @@ def test_two_processes_train_like_one_process_with_two_devices(tmp_path):
 def test_input_shards_are_recorded_and_a_resume_must_keep_them(tmp_path):
   """The batches depend on --input_shards (not on the process count): a resume with another
   value would not continue the same run, so it is refused."""
-  from model import train
+  from model.runner import train
   common = dict(task="gemma_en_de_libreoffice", model_dir=str(tmp_path), preset="tiny_gemma2",
                 inputs_length=16, targets_length=16, batch_size=4, train_steps=3,
                 max_steps_per_run=1, shuffle_buffer_size=0, progress=False)

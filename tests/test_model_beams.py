@@ -10,7 +10,7 @@ import pytest
 from model import decoding
 from model.beams import BeamSearch, beam_search
 from model.config import tiny_gemma2
-from model.t5x_model import GemmaDecoderOnlyModel
+from model.runner.t5x_model import GemmaDecoderOnlyModel
 from model.transformer import forward, init_params
 
 VOCAB = 6
@@ -145,7 +145,7 @@ def test_package_exports_do_not_shadow_the_module():
   import subprocess
   import sys
   code = ("import inspect, model; f = model.beam_search; from model import beams; "
-          "from model.t5x_model import GemmaDecoderOnlyModel; "
+          "from model.runner.t5x_model import GemmaDecoderOnlyModel; "
           "assert inspect.ismodule(beams) and f is beams.beam_search and "
           "model.BeamSearch is beams.BeamSearch; print('ok')")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

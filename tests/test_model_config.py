@@ -64,7 +64,7 @@ def test_from_hf_config_gemma2():
 
 
 def test_import_model_does_not_import_tensorflow():
-  code = ("import sys, model; model.GemmaDecoderOnlyModel; model.generate; "
+  code = ("import sys, model, model.runner.t5x_model; model.generate; "
           "model.load_hf_checkpoint; print('tensorflow' in sys.modules, 'seqio' in sys.modules, "
           "'gemma_tasks' in sys.modules)")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

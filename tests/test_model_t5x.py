@@ -6,7 +6,7 @@ import pytest
 
 from model.config import tiny_gemma1
 from model.decoding import Temperature
-from model.t5x_model import GemmaDecoderOnlyModel
+from model.runner.t5x_model import GemmaDecoderOnlyModel
 from model.transformer import forward
 
 CONFIG = tiny_gemma1(vocab_size=300)
@@ -169,7 +169,7 @@ def test_logits_only_at_weighted_positions_give_the_same_loss_and_gradients(mode
 
 
 def test_train_picks_loss_positions_per_batch():
-  from model.train import loss_positions_bucket
+  from model.runner.train import loss_positions_bucket
   w = BATCH["decoder_loss_weights"]                      # 4 weighted positions of 16
   assert loss_positions_bucket(BATCH, 4) == 4
   assert loss_positions_bucket(BATCH, 3) == 6

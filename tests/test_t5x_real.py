@@ -76,15 +76,15 @@ def tb_scalars(log_dir):
 
 def flat_state(path):
   from flax import traverse_util  # noqa: PLC0415
-  from model import t5x_checkpoints  # noqa: PLC0415
+  from model.runner import t5x_checkpoints  # noqa: PLC0415
   return traverse_util.flatten_dict(t5x_checkpoints.restore_state_dict(path), sep="/")
 
 
 def train_ours(model_dir, **overrides):
-  """`model.train` of the recipe's model shape in float32 (the gin files' dtype)."""
+  """`model.runner.train` of the recipe's model shape in float32 (the gin files' dtype)."""
   sys.path.insert(0, REPO)
   from demo import run as demo_run  # noqa: PLC0415
-  from model import train  # noqa: PLC0415
+  from model.runner import train  # noqa: PLC0415
   kw = dict(task=TASK, model_dir=str(model_dir), inputs_length=LENGTHS["inputs"],
             targets_length=LENGTHS["targets"], batch_size=4, progress=False, dtype="float32",
             **demo_run.RECIPE_MODEL)
@@ -98,7 +98,7 @@ def our_losses(model_dir):
 
 
 def evaluate_ours(checkpoint, out_dir, **kw):
-  from model import evaluate  # noqa: PLC0415
+  from model.runner import evaluate  # noqa: PLC0415
   args = evaluate.EvalArgs(checkpoint_dir=str(checkpoint), task=TASK, output_dir=str(out_dir),
                            progress=False, **kw)
   return evaluate.evaluate(args)["tasks"][TASK]["metrics"]
@@ -114,11 +114,11 @@ def t5x_eval_metrics(out_dir, task=TASK):
   return rows
 
 
-# -- a model.train run that T5X continues --------------------------------------------------------
+# -- a model.runner.train run that T5X continues --------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def ours(tmp_path_factory):
-  """A `model.train` run of 4 steps: what a user hands to T5X."""
+  """A `model.runner.train` run of 4 steps: what a user hands to T5X."""
   root = tmp_path_factory.mktemp("ours")
   train_ours(root, train_steps=4, save_every=4)
   return root
@@ -150,13 +150,13 @@ def test_t5x_train_restores_a_model_train_checkpoint_leaf_for_leaf(ours, t5x_con
 
 
 def test_t5x_train_logs_clu_metrics_the_schedule_and_runs_the_evaluator(t5x_continued):
-  from model import optim  # noqa: PLC0415
+  from model.runner import optim  # noqa: PLC0415
   scalars = tb_scalars(t5x_continued / "train")
   for name in ("loss", "cross_ent_loss", "accuracy", "weight_sum", "num_examples",
                "timing/seqs_per_second"):
     assert name in scalars, name
   assert np.isfinite(scalars["loss"][8]) and 0 < scalars["accuracy"][8] < 1
-  # The learning rate T5X logs is model.optim's schedule (gin: 3e-3, warmup 100, end 0.1,
+  # The learning rate T5X logs is model.runner.optim's schedule (gin: 3e-3, warmup 100, end 0.1,
   # TRAIN_STEPS 8 => warmup capped at 7 steps), not finetune.gin's constant 1e-3.
   lr = optim.schedule(3e-3, total_steps=8, warmup_steps=100, end_factor=0.1)
   np.testing.assert_allclose(scalars["learning_rate/current"][8], float(lr(7)), rtol=1e-6)
@@ -206,15 +206,15 @@ def same_start(tmp_path_factory):
   draws a new one per run), statistics every step, no in-training evaluation.
   """
   import jax  # noqa: PLC0415
-  from model import optim, t5x_checkpoints, train  # noqa: PLC0415
-  from model.t5x_model import GemmaDecoderOnlyModel  # noqa: PLC0415
+  from model.runner import optim, t5x_checkpoints, train  # noqa: PLC0415
+  from model.runner.t5x_model import GemmaDecoderOnlyModel  # noqa: PLC0415
   root = tmp_path_factory.mktemp("parity")
   settings = dict(train_steps=STEPS, warmup_steps=WARMUP, learning_rate=3e-3, end_lr_factor=0.1,
                   weight_decay=0.01, b2=0.98, clip_norm=1.0, shuffle_buffer_size=0,
                   packing="in_order", loss_positions_bucket=0, seed=0, log_every=1,
                   save_every=STEPS)
   train_ours(root / "ours", **settings)
-  # model.train's initial parameters (seed 0) and a fresh optimizer state, as checkpoint_0.
+  # model.runner.train's initial parameters (seed 0) and a fresh optimizer state, as checkpoint_0.
   cfg = train.load_model_config(str(root / "ours"))
   init_rng, _ = jax.random.split(jax.random.PRNGKey(0))
   params = GemmaDecoderOnlyModel(cfg).get_initial_variables(
@@ -232,7 +232,7 @@ def same_start(tmp_path_factory):
 
 
 def test_t5x_and_model_train_give_the_same_100_losses(same_start):
-  from model import optim  # noqa: PLC0415
+  from model.runner import optim  # noqa: PLC0415
   ours = our_losses(same_start / "ours")
   scalars = tb_scalars(same_start / "t5x" / "train")
   theirs = scalars["loss"]
@@ -240,7 +240,7 @@ def test_t5x_and_model_train_give_the_same_100_losses(same_start):
   assert all(s in theirs for s in steps), sorted(theirs)[:5]
   np.testing.assert_allclose([theirs[s] for s in steps], [ours[s] for s in steps], rtol=1e-4)
   assert ours[STEPS] < ours[1] - 1.0   # it learned: the comparison is not of two flat lines
-  # Warmup, peak and end of the logged rate = model.optim's schedule.
+  # Warmup, peak and end of the logged rate = model.runner.optim's schedule.
   lr = optim.schedule(3e-3, total_steps=STEPS, warmup_steps=WARMUP, end_factor=0.1)
   for step in (5, WARMUP + 1, STEPS):
     np.testing.assert_allclose(scalars["learning_rate/current"][step], float(lr(step - 1)),
@@ -248,7 +248,7 @@ def test_t5x_and_model_train_give_the_same_100_losses(same_start):
 
 
 def longest_target(num_examples):
-  """Target tokens of the longest of the first test examples: `model.evaluate`'s decode budget."""
+  """Target tokens of the longest of the first test examples: `model.runner.evaluate`'s decode budget."""
   import seqio  # noqa: PLC0415
   import gemma_tasks  # noqa: F401,PLC0415
   ds = seqio.get_mixture_or_task(TASK).get_dataset(LENGTHS, split="test", shuffle=False)
@@ -257,10 +257,10 @@ def longest_target(num_examples):
 
 
 def test_both_ways_same_bleu_on_the_same_examples(same_start, tmp_path):
-  """A T5X-trained checkpoint scored by model.evaluate, ours by t5x.eval: equal BLEU.
+  """A T5X-trained checkpoint scored by model.runner.evaluate, ours by t5x.eval: equal BLEU.
 
   Same examples, same greedy decoding and the same budget of new tokens: T5X's decoder-only
-  inference leaves room for L - P tokens (the rest of the row), `model.evaluate` for as many as
+  inference leaves room for L - P tokens (the rest of the row), `model.runner.evaluate` for as many as
   the longest target, so t5x.eval gets that budget as the model's `max_new_tokens`.
   """
   lengths = dict(inputs_length=96, targets_length=96)
@@ -335,11 +335,11 @@ def test_a_sharded_checkpoint_restores_in_model_evaluate_on_one_device(partition
 
 
 def test_a_checkpoint_of_our_sharded_trainer_restores_in_t5x_eval(tmp_path):
-  """`model.train` on a (4, 2) mesh with FSDP writes each shard; t5x.eval restores it."""
+  """`model.runner.train` on a (4, 2) mesh with FSDP writes each shard; t5x.eval restores it."""
   sys.path.insert(0, REPO)
   from demo import run as demo_run  # noqa: PLC0415
   overrides = [f"--model_override={k}={v}" for k, v in demo_run.RECIPE_MODEL["model_overrides"].items()]
-  run([sys.executable, "-m", "model.train", "--task", TASK, "--model_dir", str(tmp_path / "ours"),
+  run([sys.executable, "-m", "model.runner.train", "--task", TASK, "--model_dir", str(tmp_path / "ours"),
        "--preset", demo_run.RECIPE_MODEL["preset"], *overrides, "--inputs_length", "96",
        "--targets_length", "96", "--batch_size", "8", "--train_steps", "2", "--save_every", "2",
        "--mesh", "data=4,model=2", "--fsdp", "--no_progress"],
@@ -357,7 +357,7 @@ def test_a_checkpoint_of_our_sharded_trainer_restores_in_t5x_eval(tmp_path):
 
 def test_gemma2_2b_gin_fine_tunes_an_imported_hf_checkpoint(tmp_path):
   """gemma2_2b_finetune.gin / _eval.gin with the sizes overridden small: a random Gemma 2 saved
-  by `transformers`, converted by `model.import_hf`, fine-tuned by t5x.train on 8 simulated
+  by `transformers`, converted by `model.runner.import_hf`, fine-tuned by t5x.train on 8 simulated
   devices (the file's 2 x 4 mesh, FSDP), then scored by t5x.eval."""
   torch = pytest.importorskip("torch")
   transformers = pytest.importorskip("transformers")
@@ -371,7 +371,7 @@ def test_gemma2_2b_gin_fine_tunes_an_imported_hf_checkpoint(tmp_path):
   tokenizer = tmp_path / "tokenizer.model"          # a real SentencePiece file, by path
   shutil.copy(vocab.DEFAULT_MODEL_FILE, tokenizer)
   env = _env(devices=8, GEMMA_TOKENIZER_PATH=str(tokenizer))
-  run([sys.executable, "-m", "model.import_hf", "--hf_dir", str(tmp_path / "hf"),
+  run([sys.executable, "-m", "model.runner.import_hf", "--hf_dir", str(tmp_path / "hf"),
        "--model_dir", str(tmp_path / "init")], str(tmp_path / "import.log"), env=env)
   shape = {"gemma_config.GemmaConfig.vocab_size": 4096, "gemma_config.GemmaConfig.embed_dim": 64,
            "gemma_config.GemmaConfig.hidden_dim": 128, "gemma_config.GemmaConfig.num_layers": 2,

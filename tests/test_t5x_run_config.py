@@ -1,14 +1,14 @@
-"""`model.t5x_run_config`: the GemmaConfig of a t5x.train directory, from its config.gin."""
+"""`model.runner.t5x_run_config`: the GemmaConfig of a t5x.train directory, from its config.gin."""
 import pytest
 
-from model import t5x_run_config
+from model.runner import t5x_run_config
 from model.config import GemmaConfig
 
 # What t5x.train writes (excerpt of a real operative config): imports, macros, bindings.
 OPERATIVE = """from __gin__ import dynamic_registration
 import __main__ as train_script
 from model import config as gemma_config
-from model import t5x_model
+from model.runner import t5x_model
 
 # Macros:
 # ==============================================================================

@@ -1,4 +1,4 @@
-"""model.train: few-step runs, T5X-layout checkpoints, exact resume, NaN stop, outputs, CLI."""
+"""model.runner.train: few-step runs, T5X-layout checkpoints, exact resume, NaN stop, outputs, CLI."""
 import json
 import os
 import subprocess
@@ -16,12 +16,12 @@ TINY = dict(task="gemma_quiz_qa", preset="tiny_gemma1", inputs_length=32, target
 
 
 def _args(model_dir, **kw):
-  from model import train
+  from model.runner import train
   return train.TrainArgs(model_dir=str(model_dir), **{**TINY, **kw})
 
 
 def _params(model_dir, step=None):
-  from model import t5x_checkpoints
+  from model.runner import t5x_checkpoints
   step = step or t5x_checkpoints.latest_step(str(model_dir))
   return t5x_checkpoints.restore_state_dict(t5x_checkpoints.checkpoint_path(str(model_dir), step))
 
@@ -38,7 +38,7 @@ def _flat(tree, prefix=""):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
   """6 steps in one go, checkpoints every 3 steps."""
-  from model import train
+  from model.runner import train
   d = tmp_path_factory.mktemp("straight")
   result = train.train(_args(d, train_steps=6, save_every=3))
   return d, result
@@ -70,7 +70,7 @@ def test_run_writes_t5x_layout_and_outputs(uninterrupted):
 
 def test_loss_goes_down_on_repeated_data(tmp_path):
   """Sanity of the whole loop: a few dozen steps lower the loss clearly."""
-  from model import train
+  from model.runner import train
   train.train(_args(tmp_path, train_steps=40, save_every=40, learning_rate=1e-2, log_every=1))
   lines = (tmp_path / "train_metrics.jsonl").read_text().splitlines()
   losses = [json.loads(l)["loss"] for l in lines]
@@ -78,7 +78,7 @@ def test_loss_goes_down_on_repeated_data(tmp_path):
 
 
 def test_stopped_and_resumed_run_equals_uninterrupted_run(uninterrupted, tmp_path):
-  from model import train
+  from model.runner import train
   straight_dir, _ = uninterrupted
   first = train.train(_args(tmp_path, train_steps=6, save_every=3, max_steps_per_run=2))
   assert first.step == 2 and first.stopped_early
@@ -96,14 +96,14 @@ def test_stopped_and_resumed_run_equals_uninterrupted_run(uninterrupted, tmp_pat
 
 
 def test_resume_with_other_data_settings_is_refused(uninterrupted, tmp_path):
-  from model import train
+  from model.runner import train
   train.train(_args(tmp_path, train_steps=4, save_every=2, max_steps_per_run=2))
   with pytest.raises(ValueError, match="seed: checkpoint 0 vs now 1"):
     train.train(_args(tmp_path, train_steps=4, save_every=2, seed=1))
 
 
 def test_keeps_last_k_and_ignores_temporary_dirs(tmp_path):
-  from model import t5x_checkpoints, train
+  from model.runner import t5x_checkpoints, train
   train.train(_args(tmp_path, train_steps=6, save_every=1, keep=2))
   assert t5x_checkpoints.all_steps(str(tmp_path)) == [5, 6]
   # An interrupted orbax write leaves only a temporary directory: never a checkpoint.
@@ -115,7 +115,7 @@ def test_keeps_last_k_and_ignores_temporary_dirs(tmp_path):
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   """A learning rate of 1e30 blows the parameters up on the first update; the second step's
   gradient is NaN. The run stops with a clear error and checkpoint_1 is still the latest."""
-  cmd = [sys.executable, "-m", "model.train", "--task", "gemma_quiz_qa", "--model_dir",
+  cmd = [sys.executable, "-m", "model.runner.train", "--task", "gemma_quiz_qa", "--model_dir",
          str(tmp_path), "--preset", "tiny_gemma1", "--inputs_length", "32", "--targets_length",
          "16", "--batch_size", "4", "--train_steps", "10", "--learning_rate", "1e30",
          "--shuffle_buffer_size", "256",
@@ -125,21 +125,21 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   assert proc.returncode == 1, proc.stderr[-2000:]
   assert "at step 2; stopped without saving" in proc.stderr
   assert f"the last good checkpoint is {tmp_path}/checkpoint_1" in proc.stderr
-  from model import t5x_checkpoints
+  from model.runner import t5x_checkpoints
   assert t5x_checkpoints.all_steps(str(tmp_path)) == [1]
   sd = _params(tmp_path, 1)
   assert all(np.all(np.isfinite(v)) for v in _flat(sd["target"]).values())
 
 
 def test_nan_in_python_api_raises_training_diverged(tmp_path):
-  from model import train
+  from model.runner import train
   with pytest.raises(train.TrainingDiverged, match="no checkpoint was written yet"):
     train.train(_args(tmp_path, train_steps=5, save_every=5, learning_rate=1e30,
                       warmup_steps=0, clip_norm=1e30))
 
 
 def test_bad_arguments_name_the_problem(tmp_path):
-  from model import train
+  from model.runner import train
   with pytest.raises(ValueError, match="No Task or Mixture named 'gemma_quiz_qaa'"):
     train.train(_args(tmp_path, task="gemma_quiz_qaa", train_steps=1))
   with pytest.raises(ValueError, match="unknown GemmaConfig field"):
@@ -149,7 +149,7 @@ def test_bad_arguments_name_the_problem(tmp_path):
 
 
 def test_model_override_and_dtype(tmp_path):
-  from model import train
+  from model.runner import train
   cfg = train.build_model_config(_args(tmp_path, model_overrides={"num_layers": "3",
                                                                   "dropout_rate": "0.1"},
                                        dtype="bfloat16"))
@@ -166,7 +166,7 @@ def test_init_from_hf_starts_from_those_weights(tmp_path):
   torch.manual_seed(0)
   hf = transformers.GemmaForCausalLM(hf_cfg)
   hf.save_pretrained(tmp_path / "hf", safe_serialization=True)
-  from model import train
+  from model.runner import train
   from model.checkpoints import load_hf_checkpoint
   _, hf_params = load_hf_checkpoint(str(tmp_path / "hf"))
   train.train(_args(tmp_path / "run", init_from_hf=str(tmp_path / "hf"), train_steps=1,
@@ -178,7 +178,7 @@ def test_init_from_hf_starts_from_those_weights(tmp_path):
                              hf_params["embedder"]["input_embedding"], atol=1e-6)
 
 
-@pytest.mark.parametrize("module", ["model.train", "model.evaluate", "demo.run"])
+@pytest.mark.parametrize("module", ["model.runner.train", "model.runner.evaluate", "demo.run"])
 def test_cli_help(module):
   proc = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True,
                         text=True, timeout=120)

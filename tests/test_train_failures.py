@@ -1,4 +1,4 @@
-"""model.train / model.evaluate under bad input and faults: clear errors up front, nothing lost.
+"""model.runner.train / model.runner.evaluate under bad input and faults: clear errors up front, nothing lost.
 
 Bad flags are refused before anything is written; damaged or incomplete checkpoints are refused
 or skipped by name; a run resumed or evaluated with another vocabulary is refused; ignored flags
@@ -22,12 +22,12 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
 def _args(model_dir, **kw):
-  from model import train
+  from model.runner import train
   return train.TrainArgs(model_dir=str(model_dir), **{**TINY, **kw})
 
 
 def _cli(model_dir, *extra):
-  return [sys.executable, "-m", "model.train", "--task", "gemma_quiz_qa", "--model_dir",
+  return [sys.executable, "-m", "model.runner.train", "--task", "gemma_quiz_qa", "--model_dir",
           str(model_dir), "--preset", "tiny_gemma1", "--inputs_length", "32",
           "--targets_length", "16", "--batch_size", "4", "--shuffle_buffer_size", "256",
           "--no_progress", *extra]
@@ -58,7 +58,7 @@ def _write_jsonl(path, rows):
     (dict(task="gemma_quiz_qaa"), r"No Task or Mixture named 'gemma_quiz_qaa'"),
 ])
 def test_bad_flags_are_refused_before_anything_is_created(tmp_path, changes, message):
-  from model import train
+  from model.runner import train
   run = tmp_path / "run"
   with pytest.raises(ValueError, match=message):
     train.train(_args(run, train_steps=2, **changes))
@@ -76,7 +76,7 @@ def test_cli_error_leaves_no_dir_and_no_orbax_traceback(tmp_path):
 
 
 def test_model_dir_that_is_a_file(tmp_path):
-  from model import train
+  from model.runner import train
   (tmp_path / "afile").write_text("x")
   with pytest.raises(ValueError, match=r"--model_dir .*afile is a file, not a directory"):
     train.train(_args(tmp_path / "afile", train_steps=1))
@@ -85,7 +85,7 @@ def test_model_dir_that_is_a_file(tmp_path):
 
 def test_task_without_examples_names_task_and_split(tmp_path, temp_task_names):
   from gemma_tasks import builders, sources
-  from model import train
+  from model.runner import train
   empty = _write_jsonl(tmp_path / "empty.jsonl.gz", [])
   builders.add_qa_task("toy_empty_qa", sources.JsonlDataSource(
       {"train": empty}, fields={"question": str, "answers": list}))
@@ -99,7 +99,7 @@ def test_task_without_examples_names_task_and_split(tmp_path, temp_task_names):
 @pytest.fixture(scope="module")
 def four_steps(tmp_path_factory):
   """A tiny run of 6 steps stopped after 4, with checkpoints at 2 and 4."""
-  from model import train
+  from model.runner import train
   d = tmp_path_factory.mktemp("four")
   train.train(_args(d, train_steps=6, save_every=2, max_steps_per_run=4))
   return d
@@ -114,7 +114,7 @@ def _copy(src, dst):
 @pytest.mark.parametrize("damage", ["metadata_removed", "emptied"])
 def test_incomplete_latest_checkpoint_falls_back_in_train_and_evaluate(four_steps, tmp_path,
                                                                        capsys, damage):
-  from model import evaluate, t5x_checkpoints, train
+  from model.runner import evaluate, t5x_checkpoints, train
   run = _copy(four_steps, tmp_path / "run")
   state = run / "checkpoint_4" / "state"
   if damage == "metadata_removed":
@@ -144,7 +144,7 @@ def test_incomplete_latest_checkpoint_falls_back_in_train_and_evaluate(four_step
 
 def test_bit_flipped_latest_checkpoint_stops_train_and_evaluate(four_steps, tmp_path,
                                                                flip_a_bit):
-  from model import evaluate, t5x_checkpoints, train
+  from model.runner import evaluate, t5x_checkpoints, train
   run = _copy(four_steps, tmp_path / "run")
   victim = flip_a_bit(run / "checkpoint_4")
   with pytest.raises(t5x_checkpoints.CorruptCheckpointError, match=rf"{victim} differs"):
@@ -157,7 +157,7 @@ def test_bit_flipped_latest_checkpoint_stops_train_and_evaluate(four_steps, tmp_
 # -- resume: recorded flags and vocabulary ----------------------------------------------------
 
 def test_resume_keeps_the_recorded_model_flags_and_says_so(four_steps, tmp_path, capsys):
-  from model import train
+  from model.runner import train
   run = _copy(four_steps, tmp_path / "run")
   result = train.train(_args(run, train_steps=6, save_every=2, dtype="bfloat16",
                              preset="tiny_gemma2", model_overrides={"num_layers": "5"}))
@@ -200,7 +200,7 @@ def _register_qa(name, vocabulary, temp_task_names, tmp_path):
 
 
 def test_other_vocabulary_is_refused_on_resume_and_evaluation(tmp_path, temp_task_names, capsys):
-  from model import evaluate, train, vocab_record
+  from model.runner import evaluate, train, vocab_record
   run = tmp_path / "run"
   _register_qa("toy_vocab_qa", None, temp_task_names, tmp_path)
   train.train(_args(run, task="toy_vocab_qa", train_steps=2, save_every=1,
@@ -228,7 +228,7 @@ def test_other_vocabulary_is_refused_on_resume_and_evaluation(tmp_path, temp_tas
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_saves_the_current_step_and_exits_cleanly(tmp_path, sig):
-  from model import t5x_checkpoints
+  from model.runner import t5x_checkpoints
   proc = subprocess.Popen(_cli(tmp_path, "--train_steps", "100000", "--save_every", "100000",
                                "--log_every", "1"),
                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -251,10 +251,10 @@ def test_signal_saves_the_current_step_and_exits_cleanly(tmp_path, sig):
       in out
 
 
-# -- model.evaluate flags ---------------------------------------------------------------------
+# -- model.runner.evaluate flags ---------------------------------------------------------------------
 
 def test_evaluate_refuses_batch_size_0_and_a_file_as_checkpoint_dir(four_steps, tmp_path, capsys):
-  from model import evaluate
+  from model.runner import evaluate
   assert evaluate.main(["--checkpoint_dir", str(four_steps), "--task", "gemma_quiz_qa",
                         "--batch_size", "0", "--no_progress"]) == 2
   assert "--batch_size must be >= 1, got 0" in capsys.readouterr().err
@@ -262,6 +262,6 @@ def test_evaluate_refuses_batch_size_0_and_a_file_as_checkpoint_dir(four_steps, 
   assert evaluate.main(["--checkpoint_dir", str(tmp_path / "afile"), "--task",
                         "gemma_quiz_qa", "--no_progress"]) == 2
   err = capsys.readouterr().err
-  assert f"{tmp_path / 'afile'} is a file, not a model.train directory" in err
+  assert f"{tmp_path / 'afile'} is a file, not a model.runner.train directory" in err
   assert "does not exist" not in err
   assert not (tmp_path / "afile" / "eval_test").exists()

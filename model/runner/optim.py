@@ -1,4 +1,4 @@
-"""The optimizer of `model.train`, also bound by the T5X gin files (so T5X resumes our state).
+"""The optimizer of `model.runner.train`, also bound by the T5X gin files (so T5X resumes our state).
 
 AdamW with linear warmup, cosine decay to `end_factor * learning_rate`, global-norm gradient
 clipping, and no weight decay on 1-D parameters (RMSNorm scales):

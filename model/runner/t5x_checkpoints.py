@@ -24,7 +24,7 @@ when complete, so a crash mid-write never leaves a directory that looks like a c
 Only the last `keep` checkpoints stay on disk.
 
 Damage after the write is caught too: each save records the SHA-256 of its files in
-`checkpoint_<step>/checksums.json` (`model.checkpoint_checksums`; T5X ignores the extra file),
+`checkpoint_<step>/checksums.json` (`model.runner.checkpoint_checksums`; T5X ignores the extra file),
 and a restore refuses a checkpoint whose files differ, naming the file. A checkpoint whose
 `state/_METADATA` is missing (a copy cut short, files deleted) is incomplete: `all_steps` leaves
 it out, so the newest complete checkpoint is the one resumed or evaluated (`newest_complete`
@@ -38,7 +38,7 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from model import checkpoint_checksums
+from model.runner import checkpoint_checksums
 
 CHECKPOINT_PREFIX = "checkpoint"  # t5x.checkpoints_utils.get_checkpoint_prefix()
 STATE_KEY = "state"               # t5x.checkpoints._STATE_KEY

@@ -31,7 +31,8 @@ from typing import Any, Mapping, MutableMapping, Optional, Sequence, Tuple, Unio
 import jax
 import jax.numpy as jnp
 
-from model import beams, decoding, t5x_metrics
+from model import beams, decoding
+from model.runner import t5x_metrics
 from model.config import STOP_IDS, GemmaConfig
 from model.transformer import Transformer
 
@@ -288,7 +289,7 @@ class GemmaDecoderOnlyModel(_Base):
       flax_mutables=None,
   ) -> Tuple[jax.Array, Mapping[str, Any]]:
     """T5X's `loss_fn`: `weighted_loss` with its metrics as the clu `Metric` objects that T5X's
-    trainer merges across microbatches and steps (`model.t5x_metrics`).
+    trainer merges across microbatches and steps (`model.runner.t5x_metrics`).
 
     >>> loss, metrics = m.loss_fn(params, batch, None)
     >>> float(metrics['loss'].compute()) == float(loss)

@@ -1,15 +1,15 @@
-"""Convert a Hugging Face Gemma checkpoint into a T5X checkpoint: `python -m model.import_hf`.
+"""Convert a Hugging Face Gemma checkpoint into a T5X checkpoint: `python -m model.runner.import_hf`.
 
-    python -m model.import_hf --hf_dir gemma-2-2b --model_dir runs/gemma2_2b_init
+    python -m model.runner.import_hf --hf_dir gemma-2-2b --model_dir runs/gemma2_2b_init
 
 writes
 
     runs/gemma2_2b_init/checkpoint_0/state    T5X's train state: the parameters and a fresh
-                                              optimizer state of `model.optim` (step 0)
+                                              optimizer state of `model.runner.optim` (step 0)
     runs/gemma2_2b_init/model_config.json     the GemmaConfig (from the HF config.json)
 
 so that `t5x.train` fine-tunes it (`--gin.INITIAL_CHECKPOINT_PATH=\\"runs/gemma2_2b_init/checkpoint_0\\"`,
-see `model/configs/gemma2_2b_finetune.gin`) and `model.evaluate` / `model.chat` open it.
+see `model/runner/configs/gemma2_2b_finetune.gin`) and `model.runner.evaluate` / `model.chat` open it.
 
 The optimizer state is the zero state of `optim.adamw_with_clipping`, whose layout does not
 depend on the learning-rate schedule: T5X restores it under any schedule the gin file sets.
@@ -27,7 +27,7 @@ def import_hf(hf_dir: str, model_dir: str) -> str:
   """Writes `<model_dir>/checkpoint_0` from a `save_pretrained` directory; returns its path."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from model import optim, t5x_checkpoints, train  # pylint: disable=g-import-not-at-top
+  from model.runner import optim, t5x_checkpoints, train  # pylint: disable=g-import-not-at-top
   from model.checkpoints import load_hf_checkpoint  # pylint: disable=g-import-not-at-top
 
   if t5x_checkpoints.all_steps(model_dir):
@@ -48,7 +48,7 @@ def import_hf(hf_dir: str, model_dir: str) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  p = argparse.ArgumentParser(prog="python -m model.import_hf", description=__doc__,
+  p = argparse.ArgumentParser(prog="python -m model.runner.import_hf", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--hf_dir", required=True,
                  help="a GemmaForCausalLM / Gemma2ForCausalLM save_pretrained directory")

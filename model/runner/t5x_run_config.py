@@ -1,6 +1,6 @@
 """The model shape of a `t5x.train` model directory, read from the `config.gin` T5X writes there.
 
-`model.train` records its `GemmaConfig` in `<model_dir>/model_config.json`; `t5x.train` records
+`model.runner.train` records its `GemmaConfig` in `<model_dir>/model_config.json`; `t5x.train` records
 the whole operative gin config in `<model_dir>/config.gin`, where the shape reads
 
     gemma_config.GemmaConfig.embed_dim = 128
@@ -8,7 +8,7 @@ the whole operative gin config in `<model_dir>/config.gin`, where the shape read
     DROPOUT_RATE = 0.0
 
 This module parses that file with gin's own parser (nothing is imported or called, so neither
-T5X nor the run's modules are needed) and rebuilds the `GemmaConfig`, so `model.evaluate`,
+T5X nor the run's modules are needed) and rebuilds the `GemmaConfig`, so `model.runner.evaluate`,
 `model.chat` and friends open a T5X run directory like one of ours.
 
 >>> gemma_config_from_gin("runs/ende_t5x/config.gin").embed_dim

@@ -2,8 +2,8 @@
 
 Two SentencePiece files with Gemma's id layout (pad 0, eos 1, bos 2, ...) load alike, and a
 model trained on one runs on the other's ids without an error: every non-special id now means
-another piece. `model.train` therefore writes `<model_dir>/vocabulary.json` (the SHA-256 of the
-SentencePiece model proto, its size and file) and refuses to resume, and `model.evaluate` to
+another piece. `model.runner.train` therefore writes `<model_dir>/vocabulary.json` (the SHA-256 of the
+SentencePiece model proto, its size and file) and refuses to resume, and `model.runner.evaluate` to
 evaluate, a task whose vocabulary differs, unless told to (`--allow_vocabulary_change`).
 
 >>> info = describe("gemma_quiz_qa")
@@ -44,7 +44,7 @@ def describe(task: str) -> Optional[dict]:
 
   A mixture's tasks share one vocabulary (seqio requires it), so the first one found is it.
   """
-  from model import inputs  # pylint: disable=g-import-not-at-top
+  from model.runner import inputs  # pylint: disable=g-import-not-at-top
   for t in inputs.subtasks(task):
     for feature in t.output_features.values():
       if getattr(feature, "vocabulary", None) is not None:

@@ -1,4 +1,4 @@
-"""Input plumbing shared by `model.train` and `model.evaluate`: feature converter, user task
+"""Input plumbing shared by `model.runner.train` and `model.runner.evaluate`: feature converter, user task
 modules, cache directories, and the deterministic, resumable training stream.
 
 >>> conv = feature_converter(pack=True)           # PrefixLM, BOS 2, packed rows

@@ -1,4 +1,4 @@
-"""Checks of `model.train`'s flags, run before anything is created or compiled.
+"""Checks of `model.runner.train`'s flags, run before anything is created or compiled.
 
 A bad value must stop the run with a message naming the flag, not after a step ran (a
 ZeroDivisionError at the first save), and not by training the wrong way (a negative learning

@@ -1,6 +1,6 @@
-"""Evaluate a `model.train` checkpoint with `seqio.Evaluator`: `python -m model.evaluate`.
+"""Evaluate a `model.runner.train` checkpoint with `seqio.Evaluator`: `python -m model.runner.evaluate`.
 
-    python -m model.evaluate --checkpoint_dir runs/ende --task gemma_en_de_libreoffice \\
+    python -m model.runner.evaluate --checkpoint_dir runs/ende --task gemma_en_de_libreoffice \\
         --split test                          # latest checkpoint; --step 400 for another one
 
 For a task, or every sub-task of a mixture separately, the Evaluator runs the task's
@@ -95,8 +95,8 @@ def without_aux(predict_with_aux_fn: Callable) -> Callable:
 
 
 def json_logger_cls():
-  """seqio.JSONLogger that creates its output directory first (`model.seqio_fixes.JSONLogger`)."""
-  from model import seqio_fixes  # pylint: disable=g-import-not-at-top
+  """seqio.JSONLogger that creates its output directory first (`model.runner.seqio_fixes.JSONLogger`)."""
+  from model.runner import seqio_fixes  # pylint: disable=g-import-not-at-top
   return seqio_fixes.JSONLogger
 
 
@@ -127,7 +127,7 @@ def make_predict_fn(model, params, *, batch_size: int = 32, max_decode_length: O
   `max_decode_length`), capped by `max_decode_length`. Returns ([(index, tokens)], {'scores': [...]}) with tokens rows of
   one width.
 
-  With a `plan` (`model.mesh.MeshPlan`) each batch is split over the mesh's 'data' axis (so
+  With a `plan` (`model.runner.mesh.MeshPlan`) each batch is split over the mesh's 'data' axis (so
   `batch_size` must be a multiple of it) and decoded on all its devices at once.
   """
   import jax  # pylint: disable=g-import-not-at-top
@@ -220,7 +220,7 @@ def run_dir(checkpoint_dir: str) -> Tuple[str, Optional[int]]:
   >>> run_dir("runs/ende/checkpoint_400")
   ('/.../runs/ende', 400)
   """
-  from model import t5x_checkpoints  # pylint: disable=g-import-not-at-top
+  from model.runner import t5x_checkpoints  # pylint: disable=g-import-not-at-top
   path = os.path.abspath(checkpoint_dir)
   name = os.path.basename(path)
   if name.startswith(t5x_checkpoints.CHECKPOINT_PREFIX + "_") and name.split("_")[-1].isdigit():
@@ -229,7 +229,7 @@ def run_dir(checkpoint_dir: str) -> Tuple[str, Optional[int]]:
 
 
 def load_checkpoint(checkpoint_dir: str, step: Optional[int] = None):
-  """(GemmaDecoderOnlyModel, params, step) from a `model.train` directory.
+  """(GemmaDecoderOnlyModel, params, step) from a `model.runner.train` directory.
 
   `checkpoint_dir` is the model dir (latest step, or `step`) or one `checkpoint_<step>` dir.
   Without a step, an incomplete latest checkpoint is skipped for the newest complete one (the
@@ -237,8 +237,8 @@ def load_checkpoint(checkpoint_dir: str, step: Optional[int] = None):
   """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from model import t5x_checkpoints, train  # pylint: disable=g-import-not-at-top
-  from model.t5x_model import GemmaDecoderOnlyModel  # pylint: disable=g-import-not-at-top
+  from model.runner import t5x_checkpoints, train  # pylint: disable=g-import-not-at-top
+  from model.runner.t5x_model import GemmaDecoderOnlyModel  # pylint: disable=g-import-not-at-top
 
   path, path_step = run_dir(checkpoint_dir)
   if path_step is not None:
@@ -248,7 +248,7 @@ def load_checkpoint(checkpoint_dir: str, step: Optional[int] = None):
   for p in (os.path.abspath(checkpoint_dir), path):
     if os.path.exists(p) and not os.path.isdir(p):
       raise FileNotFoundError(f"--checkpoint_dir {checkpoint_dir!r}: {p} is a file, not a "
-                              "model.train directory")
+                              "model.runner.train directory")
   if not os.path.isdir(path):
     raise FileNotFoundError(f"--checkpoint_dir {checkpoint_dir!r} does not exist")
   steps = t5x_checkpoints.all_steps(path)
@@ -271,9 +271,9 @@ def load_checkpoint(checkpoint_dir: str, step: Optional[int] = None):
 
 
 def _model_config(model_dir: str):
-  """The GemmaConfig of a `model.train` directory (model_config.json) or of a `t5x.train` one
+  """The GemmaConfig of a `model.runner.train` directory (model_config.json) or of a `t5x.train` one
   (its operative config.gin)."""
-  from model import t5x_run_config, train  # pylint: disable=g-import-not-at-top
+  from model.runner import t5x_run_config, train  # pylint: disable=g-import-not-at-top
   if not os.path.exists(os.path.join(model_dir, train.MODEL_CONFIG_FILE)):
     gin_config = t5x_run_config.find_gin_config(model_dir)
     if gin_config:
@@ -339,7 +339,7 @@ class EvalArgs:
   progress: bool = True
   beam_size: int = 1              # 1: the model's strategy (greedy); > 1: beam search
   length_penalty: float = 0.6     # GNMT alpha of the beam ranking
-  mesh: str = ""                  # `model.mesh`: e.g. "data=8"; "" = one device
+  mesh: str = ""                  # `model.runner.mesh`: e.g. "data=8"; "" = one device
   fsdp: bool = False
   allow_vocabulary_change: bool = False
 
@@ -376,14 +376,14 @@ def evaluate(args: EvalArgs, *, model=None, params=None, step: Optional[int] = N
   naming its shard.
   """
   check_args(args)
-  from model import inputs  # pylint: disable=g-import-not-at-top
+  from model.runner import inputs  # pylint: disable=g-import-not-at-top
   with inputs.naming_damaged_cache(args.task, args.split, args.use_cached):
     return _evaluate(args, model, params, step)
 
 
 def _evaluate(args: EvalArgs, model, params, step: Optional[int]) -> dict:
   """`evaluate` (the evaluation itself)."""
-  from model import inputs, vocab_record  # pylint: disable=g-import-not-at-top
+  from model.runner import inputs, vocab_record  # pylint: disable=g-import-not-at-top
   inputs.import_modules(args.module_imports)
   inputs.add_cache_dirs(args.cache_dirs)
   import seqio  # pylint: disable=g-import-not-at-top
@@ -397,7 +397,7 @@ def _evaluate(args: EvalArgs, model, params, step: Optional[int]) -> dict:
     model, params, step = load_checkpoint(args.checkpoint_dir, args.step)
   plan = None
   if args.mesh or args.fsdp:
-    from model import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+    from model.runner import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
     plan = mesh_lib.MeshPlan.create(mesh_lib.MeshConfig.parse(args.mesh, fsdp=args.fsdp))
     if args.batch_size % plan.data_size:
       raise ValueError(f"--batch_size {args.batch_size} must be a multiple of the mesh's data "
@@ -509,13 +509,13 @@ def format_table(task_name: str, split: str, step: int, entry: Mapping[str, Any]
 
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
-      prog="python -m model.evaluate",
-      description="Evaluate a model.train checkpoint on a SeqIO task or mixture with "
+      prog="python -m model.runner.evaluate",
+      description="Evaluate a model.runner.train checkpoint on a SeqIO task or mixture with "
                   "seqio.Evaluator (each sub-task separately).",
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   d = EvalArgs(checkpoint_dir="", task="")
   p.add_argument("--checkpoint_dir", required=True,
-                 help="a model.train --model_dir (or one of its checkpoint_<step> dirs)")
+                 help="a model.runner.train --model_dir (or one of its checkpoint_<step> dirs)")
   p.add_argument("--task", required=True, help="registered seqio Task or Mixture")
   p.add_argument("--split", default=d.split)
   p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")

@@ -1,15 +1,15 @@
-"""Train a Gemma on a SeqIO task or mixture, T5X style: `python -m model.train`.
+"""Train a Gemma on a SeqIO task or mixture, T5X style: `python -m model.runner.train`.
 
-    python -m model.train --task gemma_en_de_libreoffice --model_dir runs/ende \\
+    python -m model.runner.train --task gemma_en_de_libreoffice --model_dir runs/ende \\
         --preset small_gemma2 --train_steps 2000 --batch_size 16
 
 What it does, in order:
   * reads `--task` with `seqio.get_dataset` and the Gemma PrefixLM converter (packed rows of
     `inputs_length + targets_length` tokens), on the fly or from a Beam cache (`--use_cached`,
     `--cache_dir`); `--module_import my.tasks` registers user tasks first;
-  * trains with AdamW (warmup + cosine, gradient clipping, `model.optim`);
+  * trains with AdamW (warmup + cosine, gradient clipping, `model.runner.optim`);
   * writes orbax checkpoints in T5X's layout (`<model_dir>/checkpoint_<step>/state`, see
-    `model.t5x_checkpoints`) every `--save_every` steps, atomically, keeping the last `--keep`;
+    `model.runner.t5x_checkpoints`) every `--save_every` steps, atomically, keeping the last `--keep`;
   * resumes from the latest checkpoint of `--model_dir` with exactly the batches an
     uninterrupted run would have seen (the stream is a pure function of the seed; the
     consumed batches are skipped);
@@ -17,9 +17,9 @@ What it does, in order:
   * on SIGINT (Ctrl-C) or SIGTERM (preemption) finishes the current step, saves it and exits
     (code 130 / 143), saying where it saved;
   * refuses bad flags, a file as `--model_dir`, an unknown task or preset before creating
-    anything (`model.train_checks`); skips an incomplete latest checkpoint (saying so) and
-    refuses a damaged one (`model.t5x_checkpoints`); refuses to resume with another vocabulary
-    (`model.vocab_record`, `--allow_vocabulary_change` to override);
+    anything (`model.runner.train_checks`); skips an incomplete latest checkpoint (saying so) and
+    refuses a damaged one (`model.runner.t5x_checkpoints`); refuses to resume with another vocabulary
+    (`model.runner.vocab_record`, `--allow_vocabulary_change` to override);
   * shows a progress bar (loss, tokens/s), writes TensorBoard scalars to `<model_dir>/train`,
     `train_metrics.jsonl` and, at the end, `learning_curve.png`;
   * as a CLI, keeps library output (TF, orbax, SentencePiece) off the terminal, in
@@ -27,7 +27,7 @@ What it does, in order:
     error naming its shard (`cache_scripts.damage`).
 
 `<model_dir>/model_config.json` (the GemmaConfig), `train_args.json` and `vocabulary.json` make
-the directory self-describing: `model.evaluate --checkpoint_dir <model_dir>` needs nothing else.
+the directory self-describing: `model.runner.evaluate --checkpoint_dir <model_dir>` needs nothing else.
 """
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ class TrainArgs:
   module_imports: List[str] = dataclasses.field(default_factory=list)
   progress: bool = True
   allow_vocabulary_change: bool = False
-  # Beyond one device (`model.mesh`): the mesh, FSDP, the input shards that make up a batch
+  # Beyond one device (`model.runner.mesh`): the mesh, FSDP, the input shards that make up a batch
   # (default: one per process), and the multi-host rendezvous.
   mesh: str = ""
   fsdp: bool = False
@@ -173,7 +173,7 @@ def config_from_json(d: dict):
 def load_model_config(model_dir: str):
   path = os.path.join(model_dir, MODEL_CONFIG_FILE)
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: is {model_dir!r} a model.train directory?")
+    raise FileNotFoundError(f"{path} not found: is {model_dir!r} a model.runner.train directory?")
   with open(path, encoding="utf-8") as f:
     return config_from_json(json.load(f))
 
@@ -300,7 +300,7 @@ def train(args: TrainArgs, *, model=None) -> TrainResult:
   Raises TrainingDiverged on a NaN/inf loss, after writing nothing for the bad step, and
   CacheCorruptError naming the shard when a cached record does not read back.
   """
-  from model import inputs  # pylint: disable=g-import-not-at-top
+  from model.runner import inputs  # pylint: disable=g-import-not-at-top
   with inputs.naming_damaged_cache(args.task, "train", args.use_cached):
     return _train(args, model)
 
@@ -308,18 +308,18 @@ def train(args: TrainArgs, *, model=None) -> TrainResult:
 def _train(args: TrainArgs, model) -> TrainResult:
   """`train` (the run itself)."""
   t_start = time.time()
-  from model import inputs  # pylint: disable=g-import-not-at-top
+  from model.runner import inputs  # pylint: disable=g-import-not-at-top
   inputs.import_modules(args.module_imports)
   inputs.add_cache_dirs(args.cache_dirs)
 
   # pylint: disable-next=g-import-not-at-top
-  from model import t5x_checkpoints, train_checks, vocab_record
+  from model.runner import t5x_checkpoints, train_checks, vocab_record
 
   # Everything that can be wrong with the flags, the task or the model dir is found before
   # anything is created: a refused run leaves no directory and no checkpoint manager behind.
   train_checks.check_args(args)
   import jax  # pylint: disable=g-import-not-at-top
-  from model import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from model.runner import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   mesh_lib.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id,
                                   auto=args.jax_distributed)
   plan = mesh_lib.MeshPlan.create(mesh_lib.MeshConfig.parse(args.mesh, fsdp=args.fsdp))
@@ -405,9 +405,9 @@ def _run(args: TrainArgs, cfg, model, ckpt, it, batch, start_step: int, last_sto
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
 
-  from model import optim, t5x_checkpoints  # pylint: disable=g-import-not-at-top
-  from model.interrupts import StopRequests  # pylint: disable=g-import-not-at-top
-  from model.t5x_model import GemmaDecoderOnlyModel  # pylint: disable=g-import-not-at-top
+  from model.runner import optim, t5x_checkpoints  # pylint: disable=g-import-not-at-top
+  from model.runner.interrupts import StopRequests  # pylint: disable=g-import-not-at-top
+  from model.runner.t5x_model import GemmaDecoderOnlyModel  # pylint: disable=g-import-not-at-top
 
   model_dir = ckpt.model_dir
   model = model or GemmaDecoderOnlyModel(cfg)
@@ -627,7 +627,7 @@ def _parse_overrides(items: Sequence[str]) -> Dict[str, str]:
 
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
-      prog="python -m model.train",
+      prog="python -m model.runner.train",
       description="Train a Gemma on a SeqIO task or mixture; T5X-layout orbax checkpoints, "
                   "resumable, NaN-safe.",
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -685,7 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--allow_vocabulary_change", action="store_true",
                  help="resume although the task's vocabulary differs from the one the run was "
                       "trained with (recorded in <model_dir>/vocabulary.json)")
-  g = p.add_argument_group("beyond one device (model.mesh)")
+  g = p.add_argument_group("beyond one device (model.runner.mesh)")
   g.add_argument("--mesh", default=d.mesh, metavar="data=N,model=M",
                  help="device mesh; default: every device on the data axis")
   g.add_argument("--fsdp", action="store_true",
