@@ -4,7 +4,7 @@
 >>> from model.config import tiny_gemma2
 >>> cfg = tiny_gemma2()
 >>> shapes = jax.eval_shape(lambda key: init_params(cfg, key), jax.random.PRNGKey(0))  # no compute
->>> shapes['embedder']['input_embedding'].shape, shapes['layer_0']['attn']['q'].shape   # [V, D], [D, N, H]
+>>> shapes['embedder']['input_embedding'].shape, shapes['layer_0']['attn']['q'].shape
 ((4096, 64), (64, 4, 16))
 >>> sorted(shapes['layer_0'])
 ['attn', 'mlp', 'post_attention_norm', 'post_ffw_norm', 'pre_attention_norm', 'pre_ffw_norm']
