@@ -190,7 +190,9 @@ class GemmaFeatureConverter(seqio.FeatureConverter, metaclass=abc.ABCMeta):
     A length of 0 leaves no room for a single token: the packed converters would divide by
     their chunk size (0) and the unpacked ones build zero-width rows that crashed the process.
 
+    >>> from feature_converters import GemmaSeq2SeqFeatureConverter
     >>> GemmaSeq2SeqFeatureConverter().check_task_feature_lengths({"inputs": 0, "targets": 0})
+    Traceback (most recent call last):
     ValueError: GemmaSeq2SeqFeatureConverter: task feature 'inputs' has length 0; every task
     feature needs a length of at least 1 (got {'inputs': 0, 'targets': 0})
     """

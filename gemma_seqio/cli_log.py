@@ -26,10 +26,18 @@ which starts the redirect (to a temporary file) only while Python is locating a 
 (Beam workers, `--workers` parts) see `GEMMA_SEQIO_LOG_FILE` and keep the descriptor they
 inherited.
 
->>> with to_log_file("runs/a", "train") as log:   # in main(), after argparse
-...   run()
->>> log.path
-'runs/a/train.log'
+>>> import logging, shutil, tempfile
+>>> from unittest import mock
+>>> run_dir = tempfile.mkdtemp()
+>>> with mock.patch.dict(os.environ):  # the example undoes its TF_CPP_MIN_LOG_LEVEL=3
+...   with to_log_file(run_dir, "train") as log:   # in main(), after argparse
+...     logging.getLogger("some_library").warning("Using yield and return")
+>>> os.path.relpath(log.path, run_dir)
+'train.log'
+>>> with open(log.path) as f:   # the third-party warning went to the file, not the terminal
+...   f.read()
+'... WARNING some_library ...] Using yield and return\\n'
+>>> shutil.rmtree(run_dir)
 """
 from __future__ import annotations
 

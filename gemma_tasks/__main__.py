@@ -17,6 +17,7 @@ def _count(text: str) -> int:
   >>> _count("3")
   3
   >>> _count("-1")
+  Traceback (most recent call last):
   argparse.ArgumentTypeError: must be a whole number of at least 1, got '-1'
   """
   try:

@@ -1,12 +1,14 @@
 """Reading registered tasks for people: examples as raw text, Gemma-formatted text and token ids.
 
+>>> import gemma_tasks   # registers the tasks
 >>> for line in describe_examples("gemma_quiz_qa", split="validation", n=1): print(line)
 --- gemma_quiz_qa [validation] example 0
-raw        question: 'What is the capital of ...?'  answers: ['...']
-formatted  inputs:  '<start_of_turn>user\\nWhat is ...<end_of_turn>\\n<start_of_turn>model\\n'
-           targets: '...<end_of_turn>'
-ids        inputs  (18): [106, 402, ...]
-           targets (4): [...]
+raw        question: 'What is the capital of Burundi?'  answers: ['Bujumbura']
+formatted  inputs: '<start_of_turn>user\\nWhat is the capital of Burundi?<end_of_turn>\\n<start_of_turn>model\\n'
+           targets: 'Bujumbura<end_of_turn>'
+ids        inputs (20): [106, 402, 366, 108, 878, 419, 376, 2645, 415, 444, 416, 676, 3999, 4056,
+                         107, 108, 106, 1519, 424, 108]
+           targets (8): [4033, 4007, 4052, 407, 4012, 416, 4001, 107]
 """
 from __future__ import annotations
 

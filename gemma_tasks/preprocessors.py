@@ -4,9 +4,11 @@ Each one maps raw features to `inputs` (the user turn, ending with `<start_of_tu
 `targets` (the answer + `<end_of_turn>`), the strings that the template in `template.py` defines:
 
 >>> ds = translate_en_de(tf.data.Dataset.from_tensors({"en": "Find Bar", "de": "Suchleiste"}))
->>> next(iter(ds))
+>>> {k: v.numpy() for k, v in next(iter(ds)).items()}   # the raw pair stays for evaluation
 {'inputs': b'<start_of_turn>user\\nTranslate English to German: Find Bar<end_of_turn>\\n<start_of_turn>model\\n',
- 'targets': b'Suchleiste<end_of_turn>'}
+ 'targets': b'Suchleiste<end_of_turn>',
+ 'source': b'Find Bar',
+ 'target': b'Suchleiste'}
 """
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
 """Looking up registered names with a helpful error.
 
+>>> import gemma_tasks   # registers the tasks
 >>> get_task_or_mixture("gemma_en_de_librefofice")
+Traceback (most recent call last):
 ValueError: No Task or Mixture named 'gemma_en_de_librefofice'. Closest registered names:
 gemma_en_de_libreoffice, gemma_en_de_gettext, ...
 """

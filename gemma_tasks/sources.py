@@ -1,8 +1,19 @@
 """A JSONL `seqio.DataSource`: sharded (optionally gzipped) files, named fields, clear errors.
 
->>> src = JsonlDataSource({"train": "/data/pairs-*.jsonl.gz"}, fields={"en": str, "de": str})
->>> next(iter(src.get_dataset("train", shuffle=False)))
-{'en': <tf.Tensor: b'Find Bar'>, 'de': <tf.Tensor: b'Suchleiste'>}
+>>> import tempfile
+>>> tmp = tempfile.TemporaryDirectory()
+>>> with gzip.open(os.path.join(tmp.name, "pairs-0.jsonl.gz"), "wt") as f:
+...   _ = f.write('{"en": "Find Bar", "de": "Suchleiste"}\\n{"en": "Print", "de": "Drucken"}\\n')
+>>> src = JsonlDataSource({"train": os.path.join(tmp.name, "pairs-*.jsonl.gz")},
+...                       fields={"en": str, "de": str})
+>>> [{k: v.numpy() for k, v in ex.items()} for ex in src.get_dataset("train", shuffle=False)]
+[{'en': b'Find Bar', 'de': b'Suchleiste'}, {'en': b'Print', 'de': b'Drucken'}]
+>>> with open(os.path.join(tmp.name, "bad.jsonl"), "w") as f:
+...   _ = f.write('{"en": "Print"}\\n')
+>>> list(read_jsonl(os.path.join(tmp.name, "bad.jsonl"), {"en": str, "de": str}))
+Traceback (most recent call last):
+ValueError: /tmp/.../bad.jsonl:1: missing field 'de' (has ['en']) in /tmp/.../bad.jsonl
+>>> tmp.cleanup()
 
 Field types: `str` -> tf.string scalar, `int` -> tf.int64, `float` -> tf.float32,
 `list` (of strings) -> tf.string vector (e.g. TriviaQA's answer aliases).
@@ -58,8 +69,12 @@ def _lines(path: str) -> Iterator[bytes]:
   """The raw lines of `path`; a byte order mark at the start is dropped, a damaged gzip stream
   is a `ValueError` naming the file.
 
-  >>> next(_lines("bom.jsonl"))   # the file starts with EF BB BF
-  b'{"t": "first"}\\n'
+  >>> import tempfile
+  >>> with tempfile.NamedTemporaryFile(suffix=".jsonl") as f:
+  ...   _ = f.write(b'\\xef\\xbb\\xbf{"t": "first"}\\n{"t": "second"}\\n')   # starts with EF BB BF
+  ...   f.flush()
+  ...   list(_lines(f.name))
+  [b'{"t": "first"}\\n', b'{"t": "second"}\\n']
   """
   with _open(path) as f:
     n = 0

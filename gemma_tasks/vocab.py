@@ -10,16 +10,21 @@
 >>> v = GemmaVocabulary()
 >>> v.pad_id, v.eos_id, v.bos_id, v.unk_id
 (0, 1, 2, 3)
->>> v.encode("<start_of_turn>user\\nHi<end_of_turn>")[:3]
-[106, ...]                      # <start_of_turn> is one token, id 106
+>>> v.encode("<start_of_turn>user\\nHi<end_of_turn>")   # each turn marker is one token
+[106, 402, 366, 108, 4053, 3999, 107]
 >>> v.decode([106, *v.encode("user"), 107])
 '<start_of_turn>user<end_of_turn>'
 
 The file is loaded and checked at construction, so a wrong file fails there, naming its path:
 
->>> GemmaVocabulary("/tmp/notes.txt")
-ValueError: /tmp/notes.txt: not a SentencePiece model (DecodeError: Error parsing message with type
-'sentencepiece.ModelProto')
+>>> import tempfile
+>>> with tempfile.NamedTemporaryFile("w", suffix="-notes.txt") as notes:
+...   _ = notes.write("Shopping list: milk, bread")
+...   notes.flush()
+...   GemmaVocabulary(notes.name)
+Traceback (most recent call last):
+ValueError: /tmp/...-notes.txt: not a SentencePiece model (DecodeError: Error parsing message with
+type 'sentencepiece.ModelProto')
 """
 from __future__ import annotations
 

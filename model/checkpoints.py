@@ -1,8 +1,31 @@
 """Import Hugging Face Gemma 1/2 checkpoints (`save_pretrained` directories) into our params.
 
->>> config, params = load_hf_checkpoint("/tmp/tiny-gemma2")     # config.json + *.safetensors
+A one-layer Gemma 2 directory as `save_pretrained` writes it (config.json + *.safetensors):
+
+>>> import tempfile
+>>> from safetensors.numpy import save_file
+>>> hf_config = {"model_type": "gemma2", "vocab_size": 32, "hidden_size": 8,
+...              "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+...              "num_key_value_heads": 1, "head_dim": 4, "sliding_window": 4}
+>>> shapes = {"embed_tokens": (32, 8), "norm": (8,),
+...           "layers.0.self_attn.q_proj": (8, 8), "layers.0.self_attn.k_proj": (4, 8),
+...           "layers.0.self_attn.v_proj": (4, 8), "layers.0.self_attn.o_proj": (8, 8),
+...           "layers.0.mlp.gate_proj": (16, 8), "layers.0.mlp.up_proj": (16, 8),
+...           "layers.0.mlp.down_proj": (8, 16)}
+>>> shapes.update({f"layers.0.{norm}": (8,) for norm in _NORMS[2]})
+>>> tensors = {f"model.{name}.weight": np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+...            for name, shape in shapes.items()}
+>>> hf_dir = tempfile.TemporaryDirectory()
+>>> with open(os.path.join(hf_dir.name, "config.json"), "w") as f:
+...   json.dump(hf_config, f)
+>>> save_file(tensors, os.path.join(hf_dir.name, "model.safetensors"))
+>>> config, params = load_hf_checkpoint(hf_dir.name)
 >>> config.version, params["layer_0"]["attn"]["q"].shape         # [D, N, H]
-(2, (64, 4, 16))
+(2, (8, 2, 4))
+>>> q_proj = tensors["model.layers.0.self_attn.q_proj.weight"]  # [N*H, D]: head 1 is rows 4:8
+>>> np.array_equal(params["layer_0"]["attn"]["q"][:, 1, :], q_proj[4:8].T)
+True
+>>> hf_dir.cleanup()
 
 HF stores `nn.Linear` weights as [out, in]; we store einsum kernels with named head axes, so
 q_proj [N*H, D] becomes q [D, N, H] and o_proj [D, N*H] becomes o [N, H, D]. Gemma 1's

@@ -6,8 +6,9 @@ N query heads, K key/value heads (G = N // K queries share one), H head_dim, F h
 >>> import jax, jax.numpy as jnp
 >>> norm = RMSNorm()
 >>> x = jnp.array([[3.0, 4.0]])
->>> norm.apply(norm.init(jax.random.PRNGKey(0), x), x)    # scale starts at 0: x / rms(x)
-Array([[0.8485281, 1.1313709]], dtype=float32)
+>>> y = norm.apply(norm.init(jax.random.PRNGKey(0), x), x)    # scale starts at 0: x / rms(x)
+>>> y.dtype, [round(v, 4) for v in y[0].tolist()]             # [3, 4] / sqrt(12.5)
+(dtype('float32'), [0.8485, 1.1314])
 """
 from __future__ import annotations
 

@@ -18,8 +18,8 @@ which cannot be split across devices.
 
 >>> dict(logical_axis_rules())['heads'], dict(logical_axis_rules(fsdp=True))['embed']
 ('model', 'data')
->>> to_mesh_axes(('vocab', 'embed'))
-PartitionSpec('model', None)
+>>> to_mesh_axes(('vocab', 'embed'))        # a jax.sharding.PartitionSpec
+P('model', None)
 """
 from __future__ import annotations
 

@@ -3,9 +3,11 @@
 >>> import jax, jax.numpy as jnp
 >>> from model.config import tiny_gemma2
 >>> cfg = tiny_gemma2()
->>> params = init_params(cfg, jax.random.PRNGKey(0))
->>> forward(cfg, params, jnp.array([[2, 10, 11]])).shape          # float32 [B, T, V]
-(1, 3, 4096)
+>>> shapes = jax.eval_shape(lambda key: init_params(cfg, key), jax.random.PRNGKey(0))  # no compute
+>>> shapes['embedder']['input_embedding'].shape, shapes['layer_0']['attn']['q'].shape
+((4096, 64), (64, 4, 16))
+>>> sorted(shapes['layer_0'])
+['attn', 'mlp', 'post_attention_norm', 'post_ffw_norm', 'pre_attention_norm', 'pre_ffw_norm']
 
 Parameter tree (all float32): `embedder/input_embedding` [V, D], `final_norm/scale` [D], and per
 layer `layer_{i}/{pre_attention_norm,post_attention_norm,pre_ffw_norm,post_ffw_norm}/scale` [D],
@@ -100,6 +102,7 @@ def init_cache(config: GemmaConfig, batch_size: int, cache_length: int) -> dict:
   """An empty `cache` collection: per layer `cached_key` / `cached_value` [B, S, K, H] and
   `cache_index` [B] (next free slot = number of cached tokens, per example).
 
+  >>> from model.config import tiny_gemma1
   >>> c = init_cache(tiny_gemma1(), 2, 8)
   >>> c['layer_0']['attn']['cached_key'].shape, c['layer_0']['attn']['cache_index'].tolist()
   ((2, 8, 1, 16), [0, 0])
@@ -119,6 +122,14 @@ def init_cache(config: GemmaConfig, batch_size: int, cache_length: int) -> dict:
 def forward(config: GemmaConfig, params, tokens: jax.Array) -> jax.Array:
   """Plain causal forward pass, no cache: int [B, T] -> float32 logits [B, T, V].
 
-  >>> forward(cfg, params, jnp.array([[2, 651, 6037]]))[0, -1].argmax()   # next-token guess
+  >>> import jax, jax.numpy as jnp
+  >>> from model.config import tiny_gemma2
+  >>> cfg = tiny_gemma2()
+  >>> params = init_params(cfg, jax.random.PRNGKey(0))
+  >>> logits = forward(cfg, params, jnp.array([[2, 651, 3999]]))
+  >>> logits.shape, logits.dtype
+  ((1, 3, 4096), dtype('float32'))
+  >>> int(logits[0, -1].argmax())   # next-token guess (of untrained parameters)
+  3999
   """
   return Transformer(config).apply({"params": params}, tokens)

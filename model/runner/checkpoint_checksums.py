@@ -6,12 +6,28 @@ shows up later as a NaN (or not at all). `write` records the size and SHA-256 of
 orbax only read `state/` and `_CHECKPOINT_METADATA`, so the extra file does not change what they
 restore. `verify` recomputes them and names the first file that differs.
 
->>> write("/tmp/run/checkpoint_10")              # after orbax has finished the save
-'/tmp/run/checkpoint_10/checksums.json'
->>> verify("/tmp/run/checkpoint_10")             # True: every file matches
+>>> import shutil, tempfile
+>>> run = tempfile.mkdtemp()
+>>> step_dir = os.path.join(run, "checkpoint_10")
+>>> os.makedirs(os.path.join(step_dir, STATE_DIR, "d"))   # as orbax leaves it after a save
+>>> for name, data in [("_METADATA", b"{}"), ("d/0", bytes(64))]:
+...   with open(os.path.join(step_dir, STATE_DIR, name), "wb") as f:
+...     _ = f.write(data)
+>>> os.path.relpath(write(step_dir), run)
+'checkpoint_10/checksums.json'
+>>> verify(step_dir)                             # every file matches
 True
->>> verify("/tmp/t5x_run/checkpoint_4")          # written by T5X: nothing to compare with
+>>> with open(os.path.join(step_dir, STATE_DIR, "d", "0"), "r+b") as f:
+...   _ = f.write(b"\\x01")                       # one flipped bit
+>>> verify(step_dir)
+Traceback (most recent call last):
+model.runner.checkpoint_checksums.CorruptCheckpointError: checkpoint file .../checkpoint_10/state/d/0
+differs from what was written (SHA-256 mismatch, see .../checkpoint_10/checksums.json): the
+checkpoint is damaged
+>>> os.remove(os.path.join(step_dir, CHECKSUMS_FILE))   # as T5X writes it: nothing to compare with
+>>> verify(step_dir)
 False
+>>> shutil.rmtree(run)
 
 Pure standard library: no TF or JAX needed to check a checkpoint.
 """

@@ -4,11 +4,17 @@ The loop finishes the step it is in, saves a checkpoint at that step and returns
 dying with a KeyboardInterrupt and losing up to `--save_every` steps. A second Ctrl-C while
 that is happening interrupts at once (the usual way out of something stuck).
 
+>>> before = signal.getsignal(signal.SIGINT)
+>>> steps = []
 >>> with StopRequests() as stop:
 ...   while not stop.requested:
-...     step()                                # Ctrl-C here ends the loop after this step
->>> stop.requested
-'SIGINT'
+...     steps.append(len(steps))              # one training step
+...     if len(steps) == 3:
+...       signal.raise_signal(signal.SIGINT)  # Ctrl-C during the third step
+>>> stop.requested, steps                     # the third step finished, no fourth one began
+('SIGINT', [0, 1, 2])
+>>> signal.getsignal(signal.SIGINT) is before
+True
 
 Handlers can only be installed from the main thread; elsewhere this does nothing (signals
 are delivered to the main thread anyway).

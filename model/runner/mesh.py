@@ -9,11 +9,27 @@ where is the one table of logical-axis rules in `model.partitioning`, read from 
     --mesh model=2                 'data' takes the remaining devices
     --mesh data=8 --fsdp           parameters and optimizer state split over all 8
 
->>> plan = MeshPlan.create(MeshConfig.parse("data=4,model=2"))     # 8 devices
->>> plan.mesh.shape
-{'data': 4, 'model': 2}
->>> plan.param_shardings(params_axes)['embedder']['input_embedding'].spec
-PartitionSpec('model', None)
+On 8 devices:
+
+    plan = MeshPlan.create(MeshConfig.parse("data=4,model=2"))
+    dict(plan.mesh.shape)                # {'data': 4, 'model': 2}
+
+The same on the one device of a CPU test (the partition specs do not depend on the mesh size):
+
+>>> import jax
+>>> from model.config import tiny_gemma1
+>>> from model.transformer import Transformer
+>>> MeshPlan.create(MeshConfig.parse("data=4,model=2"), devices=jax.devices()[:1])
+Traceback (most recent call last):
+ValueError: --mesh data=4,model=2 needs 8 devices; this job has 1
+>>> plan = MeshPlan.create(MeshConfig.parse("data=1"), devices=jax.devices()[:1])
+>>> dict(plan.mesh.shape)
+{'data': 1, 'model': 1}
+>>> tokens = jax.numpy.ones((1, 1), jax.numpy.int32)
+>>> variables = jax.eval_shape(Transformer(tiny_gemma1()).init, jax.random.PRNGKey(0), tokens)
+>>> shardings = plan.param_shardings(variables["params_axes"])
+>>> shardings['embedder']['input_embedding'].spec, shardings['layer_0']['attn']['q'].spec
+(P('model', None), P(None, 'model', None))
 
 Parameters and optimizer state are created sharded (a jitted init with `out_shardings`, never
 whole on one device); every process feeds its own rows of each batch

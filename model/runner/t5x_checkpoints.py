@@ -13,11 +13,23 @@ where the train state is `FlaxOptimTrainState.state_dict()` of an `OptaxWrapper`
 
 (`OptaxWrapper.state_dict` drops the empty dicts that `optax.EmptyState` produces; so do we.)
 
->>> ckpt = T5XCheckpointManager("/tmp/run", keep=2)
->>> ckpt.save(10, params, opt_state)                 # -> /tmp/run/checkpoint_10/state
+>>> import tempfile
+>>> import jax.numpy as jnp, optax
+>>> tx = optax.adam(1e-3)
+>>> params = {"w": jnp.arange(4.0)}
+>>> model_dir = tempfile.TemporaryDirectory()
+>>> ckpt = T5XCheckpointManager(model_dir.name, keep=2)
+>>> ckpt.save(10, params, tx.init(params))
+>>> sorted(os.listdir(os.path.join(model_dir.name, "checkpoint_10")))
+['_CHECKPOINT_METADATA', 'checksums.json', 'commit_success.txt', 'state']
 >>> ckpt.latest_step()
 10
->>> params, opt_state, step = ckpt.restore(params_template, opt_state_template)
+>>> template = {"w": jnp.zeros(4)}                     # the templates give the structure
+>>> restored, opt_state, step = ckpt.restore(template, tx.init(template))
+>>> restored["w"].tolist(), int(opt_state[0].count), step
+([0.0, 1.0, 2.0, 3.0], 0, 10)
+>>> ckpt.close()
+>>> model_dir.cleanup()
 
 Writes are atomic: orbax writes into `checkpoint_<step>.orbax-checkpoint-tmp-*` and renames it
 when complete, so a crash mid-write never leaves a directory that looks like a checkpoint.
@@ -114,8 +126,14 @@ def _step_dirs(model_dir: str) -> dict:
 def all_steps(model_dir: str) -> list:
   """Steps of the complete checkpoints in `model_dir`, ascending (temporary dirs excluded).
 
-  >>> all_steps("/tmp/run")   # has checkpoint_5, checkpoint_10, checkpoint_15.orbax-checkpoint-tmp-1
+  >>> import tempfile
+  >>> model_dir = tempfile.TemporaryDirectory()
+  >>> for name in ("checkpoint_5", "checkpoint_10", "checkpoint_15.orbax-checkpoint-tmp-1"):
+  ...   os.makedirs(os.path.join(model_dir.name, name, STATE_KEY))
+  ...   open(os.path.join(model_dir.name, name, STATE_KEY, METADATA_FILE), "w").close()
+  >>> all_steps(model_dir.name)   # the save of step 15 never finished
   [5, 10]
+  >>> model_dir.cleanup()
   """
   return sorted(step for step, path in _step_dirs(model_dir).items() if is_complete(path))
 
@@ -133,9 +151,17 @@ def latest_step(model_dir: str) -> Optional[int]:
 def newest_complete(model_dir: str) -> Tuple[Optional[int], str]:
   """(newest complete step or None, a note naming newer incomplete checkpoints, or '').
 
-  >>> step, note = newest_complete("/tmp/run")   # checkpoint_15/state/_METADATA is gone
-  >>> step, note
-  (10, 'checkpoint_15 is incomplete (no state/_METADATA); using checkpoint_10, the newest ...')
+  >>> import tempfile
+  >>> model_dir = tempfile.TemporaryDirectory()
+  >>> for step in (5, 10, 15):
+  ...   os.makedirs(os.path.join(checkpoint_path(model_dir.name, step), STATE_KEY))
+  ...   if step != 15:                               # checkpoint_15/state/_METADATA is gone
+  ...     open(os.path.join(checkpoint_path(model_dir.name, step), STATE_KEY, METADATA_FILE),
+  ...          "w").close()
+  >>> newest_complete(model_dir.name)
+  (10, 'checkpoint_15 is incomplete (no state/_METADATA); using checkpoint_10, the newest
+  complete checkpoint')
+  >>> model_dir.cleanup()
   """
   step = latest_step(model_dir)
   newer = [s for s in incomplete_steps(model_dir) if step is None or s > step]
@@ -232,9 +258,18 @@ def restore_state_dict(path: str) -> dict:
   """The raw T5X state dict (numpy leaves) of one `checkpoint_<step>` directory, after checking
   that it is complete and that its files match the checksums written with it.
 
-  >>> sd = restore_state_dict("/tmp/run/checkpoint_10")
-  >>> int(sd['state']['step']), sorted(sd['target'])[:2]
-  (10, ['embedder', 'final_norm'])
+  >>> import tempfile
+  >>> import jax.numpy as jnp, optax
+  >>> params = {"embedder": {"input_embedding": jnp.ones((8, 2))},
+  ...           "final_norm": {"scale": jnp.zeros(2)}}
+  >>> model_dir = tempfile.TemporaryDirectory()
+  >>> ckpt = T5XCheckpointManager(model_dir.name)
+  >>> ckpt.save(10, params, optax.sgd(0.1).init(params))
+  >>> sd = restore_state_dict(checkpoint_path(model_dir.name, 10))
+  >>> int(sd['state']['step']), sorted(sd['target']), type(sd['target']['final_norm']['scale'])
+  (10, ['embedder', 'final_norm'], <class 'numpy.ndarray'>)
+  >>> ckpt.close()
+  >>> model_dir.cleanup()
   """
   import jax  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top

@@ -11,8 +11,29 @@ This module parses that file with gin's own parser (nothing is imported or calle
 T5X nor the run's modules are needed) and rebuilds the `GemmaConfig`, so `model.runner.evaluate`,
 `model.chat` and friends open a T5X run directory like one of ours.
 
->>> gemma_config_from_gin("runs/ende_t5x/config.gin").embed_dim
-128
+>>> import tempfile
+>>> run_dir = tempfile.TemporaryDirectory()   # stands for a `t5x.train` model dir
+>>> lines = ["from __gin__ import dynamic_registration",
+...          "from model import config as gemma_config",
+...          "gemma_config.GemmaConfig.version = 2",
+...          "gemma_config.GemmaConfig.vocab_size = 4096",
+...          "gemma_config.GemmaConfig.embed_dim = 128",
+...          "gemma_config.GemmaConfig.hidden_dim = 512",
+...          "gemma_config.GemmaConfig.num_layers = 2",
+...          "gemma_config.GemmaConfig.num_heads = 4",
+...          "gemma_config.GemmaConfig.num_kv_heads = 2",
+...          "gemma_config.GemmaConfig.head_dim = 32",
+...          "gemma_config.GemmaConfig.query_pre_attn_scalar = 32.0",
+...          "gemma_config.GemmaConfig.attention_types = ('local', 'global')",
+...          "gemma_config.GemmaConfig.sliding_window_size = 256",
+...          "gemma_config.GemmaConfig.dropout_rate = %DROPOUT_RATE",
+...          "DROPOUT_RATE = 0.1"]
+>>> with open(os.path.join(run_dir.name, CONFIG_GIN), "w") as f:
+...   _ = f.write("\\n".join(lines) + "\\n")
+>>> config = gemma_config_from_gin(find_gin_config(run_dir.name))
+>>> config.embed_dim, config.attention_types, config.dropout_rate
+(128, ('local', 'global'), 0.1)
+>>> run_dir.cleanup()
 """
 from __future__ import annotations
 

@@ -4,12 +4,15 @@ A bad value must stop the run with a message naming the flag, not after a step r
 ZeroDivisionError at the first save), and not by training the wrong way (a negative learning
 rate is gradient ascent). Nothing here imports TF or JAX.
 
+>>> import tempfile
+>>> from model.runner.train import TrainArgs
 >>> check_args(TrainArgs(task="t", model_dir="d", learning_rate=-1))
 Traceback (most recent call last):
 ValueError: --learning_rate must be > 0, got -1
->>> check_model_dir("/etc/hostname")
+>>> with tempfile.NamedTemporaryFile(suffix=".txt") as f:
+...   check_model_dir(f.name)
 Traceback (most recent call last):
-ValueError: --model_dir /etc/hostname is a file, not a directory
+ValueError: --model_dir /tmp/....txt is a file, not a directory
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ def _at_least(name: str, value, low: int) -> List[str]:
 def problems(args) -> List[str]:
   """Every problem of a `TrainArgs`, one message each ([] when all is well).
 
+  >>> from model.runner.train import TrainArgs
   >>> problems(TrainArgs(task="t", model_dir="d", save_every=0, clip_norm=0))
   ['--clip_norm must be > 0, got 0', '--save_every must be >= 1, got 0']
   """
