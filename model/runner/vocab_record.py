@@ -6,11 +6,13 @@ another piece. `model.runner.train` therefore writes `<model_dir>/vocabulary.jso
 SentencePiece model proto, its size and file) and refuses to resume, and `model.runner.evaluate` to
 evaluate, a task whose vocabulary differs, unless told to (`--allow_vocabulary_change`).
 
+>>> import tempfile
 >>> info = describe("gemma_quiz_qa")
->>> sorted(info)
-['file', 'sha256', 'vocab_size']
->>> record("/tmp/run", info)                       # at the start of a run
->>> check("/tmp/run", describe("gemma_quiz_qa"))   # '' : the same vocabulary
+>>> sorted(info), info["vocab_size"]
+(['file', 'sha256', 'vocab_size'], 4096)
+>>> with tempfile.TemporaryDirectory() as run:
+...   record(run, info)                               # at the start of a run
+...   check(run, describe("gemma_quiz_qa"))           # '' : the same vocabulary
 ''
 """
 from __future__ import annotations
