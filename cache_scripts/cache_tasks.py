@@ -131,8 +131,7 @@ def cache_tasks(tasks: Optional[Sequence[str]] = None, output_cache_dir: Optiona
   positional).
   """
   if settings is None:
-    settings = CacheSettings(tasks=tuple(tasks or ()), output_cache_dir=output_cache_dir,
-                             **fields)
+    settings = CacheSettings(tasks=tasks or (), output_cache_dir=output_cache_dir, **fields)
   elif tasks is not None or output_cache_dir is not None or fields:
     raise TypeError("pass either settings or its fields, not both")
   return run(settings)
