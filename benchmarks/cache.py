@@ -6,11 +6,12 @@ r"""Caching and cached-reading throughput, measured next to their anchors in the
 
 1. Caching (`cache_scripts.cache_tasks`, validation off): the same tasks, the same source
    shards (`--min_source_shards`, default 4, for every worker count) and the same output shard
-   count with `--workers=1` (FnApiRunner in this process) and `--workers=2` (two OS processes,
-   each the in-process FnApiRunner, sharing the source shards by claiming them, merged into
-   one cache; see `cache_scripts.parallel`), each into a fresh directory; examples written per
-   second of wall time, process start-up and merge included, and the CPU cores kept busy (one
-   worker's figure bounds what more workers can gain on this machine). Goal: 2 workers >= 1.6x.
+   count with `--workers=1` (FnApiRunner in this process) and `--workers=2` (Beam's own
+   `--direct_running_mode=multi_processing` with two SDK worker processes; see
+   `cache_scripts.options`), each into a fresh directory; examples written per second of wall
+   time, worker start-up included, and the CPU cores kept busy (one worker's figure bounds what
+   more workers can gain on this machine). `--running_mode=multi_threading` runs the N > 1
+   workers as threads instead.
 2. Reading the train split of `--read_task`, three ways, interleaved and repeated (best of
    `--repeats`, so other load on the machine hurts every variant alike):
      * on the fly: `use_cached=False` (source -> preprocessors -> ...);
@@ -46,7 +47,7 @@ def _load() -> str:
   return f"load avg {one:.1f}/{five:.1f} on {os.cpu_count()} CPUs"
 
 
-def bench_caching(tasks, workers, out_root, min_shards, min_source_shards):
+def bench_caching(tasks, workers, out_root, min_shards, min_source_shards, running_mode=None):
   """{workers: (examples, seconds)} for one cache run per worker count."""
   import seqio
   from cache_scripts import cache_tasks
@@ -56,15 +57,18 @@ def bench_caching(tasks, workers, out_root, min_shards, min_source_shards):
     shutil.rmtree(out, ignore_errors=True)
     # Each run must write, not find the previous run's cache.
     seqio.utils.set_global_cache_dirs([])
-    for name in cache_tasks.select_tasks(tasks):
-      seqio.get_mixture_or_task(name)._cache_dir = None  # pylint: disable=protected-access
     start, cpu_start = time.perf_counter(), _cpu_seconds()
     # Same source shards for every worker count, so each run does the same work.
-    report = cache_tasks.cache_tasks(tasks, out, workers=n, min_shards=min_shards,
-                                     min_source_shards=min_source_shards, validate=False)
+    report = cache_tasks.cache_tasks(
+        tasks, out, workers=n, min_shards=min_shards, min_source_shards=min_source_shards,
+        validate=False, pipeline_options=[f"--direct_running_mode={running_mode}"]
+        if running_mode and n > 1 else [])
     seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
-    examples = sum(seqio.get_mixture_or_task(t).get_cached_stats(s)["examples"]
-                   for t in report.written for s in seqio.get_mixture_or_task(t).splits)
+    examples = 0
+    for t in report.written:
+      for split in seqio.get_mixture_or_task(t).splits:
+        with open(seqio.get_cached_stats_path(os.path.join(out, t), split)) as f:
+          examples += json.load(f)["examples"]
     results[n] = (examples, seconds, cpu)
     print(f"  caching with {n} worker(s): {examples:,} examples in {seconds:.1f}s = "
           f"{examples / seconds:,.0f} examples/s, {cpu / seconds:.2f} CPU cores busy on average "
@@ -73,7 +77,7 @@ def bench_caching(tasks, workers, out_root, min_shards, min_source_shards):
 
 
 def _cpu_seconds() -> float:
-  """User + system CPU time of this process and its finished children (the part processes)."""
+  """User + system CPU time of this process and its finished children (Beam's worker processes)."""
   import resource
   return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
                                                resource.getrusage(resource.RUSAGE_CHILDREN)))
@@ -93,7 +97,6 @@ def bench_reading(task_name, cache_dir, split, repeats, lengths, batch_size):
     converter_name = "seqio.PrefixLMFeatureConverter(pack=True, bos_id=2)"
   seqio.utils.set_global_cache_dirs([cache_dir])
   task = seqio.get_mixture_or_task(task_name)
-  task._cache_dir = None  # pylint: disable=protected-access
   examples = task.get_cached_stats(split)["examples"]
 
   def timed(ds_fn):
@@ -152,6 +155,9 @@ def main():
                       help="task whose reading throughput is measured ('' to measure caching only)")
   parser.add_argument("--split", default="train")
   parser.add_argument("--workers", default="1,2")
+  parser.add_argument("--running_mode", default=None, choices=("multi_processing", "multi_threading"),
+                      help="Beam's local running mode for more than one worker (default: "
+                           "multi_processing, what --workers gives)")
   parser.add_argument("--min_shards", type=int, default=16)
   parser.add_argument("--min_source_shards", type=int, default=4,
                       help="source shards per split (line-interleaved JSONL) for every run")
@@ -174,7 +180,8 @@ def main():
   tasks = args.cache_tasks.split(",")
   workers = [int(w) for w in args.workers.split(",")]
   print(f"1) caching {tasks} ({_load()})", flush=True)
-  caching = bench_caching(tasks, workers, out_root, args.min_shards, args.min_source_shards)
+  caching = bench_caching(tasks, workers, out_root, args.min_shards, args.min_source_shards,
+                          args.running_mode)
 
   lengths = {"inputs": args.inputs_length, "targets": args.targets_length}
   reading, n_read, converter_name = {}, 0, None
@@ -203,7 +210,7 @@ def main():
     busy = base_cpu / base_s
     print(f"\nOne worker kept {busy:.2f} of {os.cpu_count()} CPU cores busy (TensorFlow's "
           f"parallel map beside Beam's thread): more workers can be at most "
-          f"{os.cpu_count() / busy:.2f}x faster here, before any start-up or merge cost.")
+          f"{os.cpu_count() / busy:.2f}x faster here, before any start-up cost.")
   if reading:
     print(f"\ntrainer view = seqio.get_dataset(..., feature_converter={converter_name}, "
           f"batch_size={args.batch_size}), lengths {lengths}; best of {args.repeats}; {_load()}")

@@ -1,7 +1,9 @@
 """Offline caching of seqio Tasks with Beam, and the checked, faster `use_cached=True` path.
 
-  * `cache_scripts.cache_tasks` — the job and its CLI (`python -m cache_scripts.cache_tasks`),
-    built on seqio's `cache_tasks_main.run_pipeline` and `seqio.beam_utils`.
+  * `cache_scripts.cache_tasks` — the job and its CLI (`python -m cache_scripts.cache_tasks`);
+    `cache_scripts.pipeline` — its Beam graph, composed from `seqio.beam_utils`;
+    `cache_scripts.options` — local/remote Beam options (`--workers`);
+    `cache_scripts.metadata` — what to write, skip, clean or rebuild, and the run report.
   * `cache_scripts.dataflow` — the same job on Dataflow (`--setup_file` ships gemma-seqio).
   * `cache_scripts.reader` — what `Task.get_dataset(use_cached=True)` goes through: a clear error
     for a missing cache, the fingerprint check, a batched-parse reader (TFRecord, ArrayRecord).

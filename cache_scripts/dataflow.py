@@ -32,6 +32,7 @@ DOCKER/PROCESS environments, install gemma-seqio into the worker image. On more 
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import re
@@ -39,12 +40,10 @@ import sys
 import time
 from typing import List, Optional, Sequence
 
-from absl import app
-from absl import flags
-
 from cache_scripts import cache_tasks
+from gemma_seqio import flags as flags_lib
+from gemma_seqio.flags import option
 
-FLAGS = flags.FLAGS
 REPO_SETUP_PY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                              "setup.py")
 
@@ -53,17 +52,23 @@ GCP_MODULES = ("apitools", "google.auth", "google.api_core", "google.cloud.stora
 INSTALL_HINT = ("pip install -c constraints.txt -e '.[dataflow]' (in a gemma-seqio checkout), or "
                 "pip install 'gemma-seqio[dataflow]'")
 
-flags.DEFINE_string("project", None, "Google Cloud project.")
-flags.DEFINE_string("region", None, "Dataflow region, e.g. us-central1.")
-flags.DEFINE_string("temp_location", None, "gs:// directory for Beam temporary files.")
-flags.DEFINE_string("staging_location", None, "gs:// directory for staged files (default: "
-                    "--temp_location).")
-flags.DEFINE_string("setup_file", None, "setup.py that workers install (default: this "
-                    "checkout's setup.py).")
-flags.DEFINE_string("job_name", None, "Dataflow job name (default: gemma-seqio-cache-<time>).")
-flags.DEFINE_integer("max_num_workers", None, "Upper bound for Dataflow autoscaling.")
-flags.DEFINE_string("machine_type", None, "Worker machine type, e.g. n2-standard-4.")
-flags.DEFINE_boolean("dry_run", False, "Print the assembled Beam options and exit.")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DataflowSettings(cache_tasks.CacheSettings):
+  """The cache job's settings plus Dataflow's; each field is the flag of the same name."""
+  project: Optional[str] = option(None, help="Google Cloud project.")
+  region: Optional[str] = option(None, help="Dataflow region, e.g. us-central1.")
+  temp_location: Optional[str] = option(None, help="gs:// directory for Beam temporary files.")
+  staging_location: Optional[str] = option(
+      None, help="gs:// directory for staged files (default: --temp_location/staging).")
+  setup_file: Optional[str] = option(
+      None, help="setup.py that workers install (default: this checkout's setup.py).")
+  job_name: Optional[str] = option(
+      None, help="Dataflow job name (default: gemma-seqio-cache-<time>).")
+  max_num_workers: Optional[int] = option(None, help="Upper bound for Dataflow autoscaling.")
+  machine_type: Optional[str] = option(None, help="Worker machine type, e.g. n2-standard-4.")
+  dry_run: bool = option(False, help="Print the assembled Beam options and exit.")
 
 
 def missing_gcp_modules(modules: Sequence[str] = GCP_MODULES) -> List[str]:
@@ -140,31 +145,37 @@ def dataflow_pipeline_options(
   return options + list(extra)
 
 
-def main(argv):
-  del argv
-  options = dataflow_pipeline_options(
-      project=FLAGS.project, region=FLAGS.region, temp_location=FLAGS.temp_location,
-      staging_location=FLAGS.staging_location, setup_file=FLAGS.setup_file,
-      job_name=FLAGS.job_name, max_num_workers=FLAGS.max_num_workers,
-      machine_type=FLAGS.machine_type, extra=FLAGS.pipeline_options)
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  s = flags_lib.parse(DataflowSettings, argv, prog="python -m cache_scripts.dataflow",
+                      description=__doc__.split("\n", 1)[0])
+  try:
+    options = dataflow_pipeline_options(
+        project=s.project, region=s.region, temp_location=s.temp_location,
+        staging_location=s.staging_location, setup_file=s.setup_file, job_name=s.job_name,
+        max_num_workers=s.max_num_workers, machine_type=s.machine_type,
+        extra=s.pipeline_options)
+  except ValueError as e:
+    print(f"ERROR: {e}", file=sys.stderr)
+    return 1
   missing = missing_gcp_modules()
-  if FLAGS.dry_run:
+  if s.dry_run:
     print("\n".join(options))
     if missing:
       print(f"NOTE: {gcp_missing_message(missing)}", file=sys.stderr)
     return 0
-  if not str(FLAGS.output_cache_dir or "").startswith("gs://"):
+  if not str(s.output_cache_dir or "").startswith("gs://"):
     print("ERROR: on Dataflow --output_cache_dir must be a gs:// path", file=sys.stderr)
     return 1
   if missing:  # before Beam: it would fail later, after building the job, less clearly
     print(f"ERROR: {gcp_missing_message(missing)}", file=sys.stderr)
     return 1
-  FLAGS.pipeline_options = options
-  return cache_tasks.main([])
+  job = {f.name: getattr(s, f.name) for f in dataclasses.fields(cache_tasks.CacheSettings)}
+  return cache_tasks.main(settings=cache_tasks.CacheSettings(
+      **{**job, "pipeline_options": tuple(options)}))
 
 
 def console_main():
-  app.run(lambda argv: sys.exit(main(argv)))
+  sys.exit(main())
 
 
 if __name__ == "__main__":

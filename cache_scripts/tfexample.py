@@ -17,8 +17,6 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-_seqio_dict_to_tfexample = seqio.dict_to_tfexample
-
 
 def _feature(value: Any) -> tf.train.Feature:
   if isinstance(value, tf.Tensor):
@@ -44,6 +42,6 @@ def _feature(value: Any) -> tf.train.Feature:
 def dict_to_tfexample(dct: Mapping[str, Any]) -> tf.train.Example:
   """Dense features as seqio stores them; anything else via `seqio.dict_to_tfexample`."""
   if any(isinstance(v, (tf.RaggedTensor, tf.SparseTensor)) for v in dct.values()):
-    return _seqio_dict_to_tfexample(dct)
+    return seqio.dict_to_tfexample(dct)
   return tf.train.Example(features=tf.train.Features(
       feature={k: _feature(v) for k, v in dct.items()}))

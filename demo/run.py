@@ -6,7 +6,7 @@
 
 Steps, each with its own progress output:
   1. cache  `gemma_en_de_libreoffice` and `gemma_quiz_qa` with the Beam pipeline
-            (`cache_scripts.cache_tasks`, 2 local workers) into `<out>/cache` (skipped when
+            (`cache_scripts.cache_tasks`, in this process) into `<out>/cache` (skipped when
             already there);
   2. train  a small Gemma (RECIPE_MODEL) on the cached `gemma_en_de_libreoffice` with
             `model.runner.train` (T5X-layout checkpoints in `<out>/model`), stopped by the time budget;
@@ -51,7 +51,7 @@ def _stage(title: str) -> None:
   print(f"\n=== {title} ===", flush=True)
 
 
-def cache(tasks: Sequence[str], cache_dir: str, workers: int = 2) -> float:
+def cache(tasks: Sequence[str], cache_dir: str, workers: int = 1) -> float:
   """Beam-caches the tasks (skips the ones already cached); returns seconds."""
   t0 = time.time()
   from cache_scripts import cache_tasks  # pylint: disable=g-import-not-at-top
@@ -194,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--cache_dir", default=None,
                  help="seqio cache directory (default: <out>/cache); tasks already cached there "
                       "are not cached again")
-  p.add_argument("--workers", type=int, default=2, help="Beam workers for caching")
+  p.add_argument("--workers", type=int, default=1,
+                 help="Beam worker processes for caching (README: 1 is faster on 2 CPUs)")
   p.add_argument("--no_cache", action="store_true",
                  help="skip the Beam step and read the tasks on the fly")
   p.add_argument("--no_progress", dest="progress", action="store_false")

@@ -23,7 +23,7 @@ is imported (its start-up lines then land in the file too), and every package ma
 package's `__init__`, before `main()` runs: those packages call `start_if_run_as_module` first,
 which starts the redirect (to a temporary file) only while Python is locating a `-m` module
 (`sys.argv[0]` is then "-m"); the `to_log_file` of `main()` takes it over. Child processes
-(Beam workers, `--workers` parts) see `GEMMA_SEQIO_LOG_FILE` and keep the descriptor they
+(Beam's SDK worker processes of `--workers`) see `GEMMA_SEQIO_LOG_FILE` and keep the descriptor they
 inherited.
 
 >>> import logging, shutil, tempfile

@@ -20,7 +20,8 @@ Settings(task='t', steps=5, rate=None, pack=False, cache_dirs=('a', 'b'), overri
 ['--task', 't', '--steps', '5']
 
 Flag forms: `--name VALUE`; booleans `--name` / `--no_name`; tuples take values and may repeat
-(`--cache_dirs a b --cache_dirs c`; `--cache_dirs` alone is empty); mappings repeat `--name KEY=VALUE`. A field
+(`--cache_dirs a b --cache_dirs c`; `--cache_dirs` alone is empty), and with a `separator` also
+split them (`--tasks=a,b`); mappings repeat `--name KEY=VALUE`. A field
 without a default is a required flag. Standard library only (a CLI's `--help` starts no
 TensorFlow or JAX).
 """
@@ -38,12 +39,20 @@ _MISSING = dataclasses.MISSING
 
 
 def option(default: Any = _MISSING, *, help: str,  # pylint: disable=redefined-builtin
-           metavar: Optional[str] = None, choices: Optional[Sequence[Any]] = None) -> Any:
+           metavar: Optional[str] = None, choices: Optional[Sequence[Any]] = None,
+           separator: Optional[str] = None) -> Any:
   """A dataclass field that is also a flag: its default, help text, metavar and choices.
 
-  Mutable defaults (`{}`, `[]`) are copied per instance (a `default_factory`).
+  Mutable defaults (`{}`, `[]`) are copied per instance (a `default_factory`). `separator`
+  (sequences only): each value is also split on it, so `--tasks=a,b` is `--tasks a b`.
+
+  >>> @dataclasses.dataclass(frozen=True, kw_only=True)
+  ... class Job:
+  ...   tasks: Tuple[str, ...] = option((), help="task regexes", separator=",")
+  >>> parse(Job, ["--tasks=a,b", "--tasks", "c"])
+  Job(tasks=('a', 'b', 'c'))
   """
-  metadata = {"help": help, "metavar": metavar, "choices": choices}
+  metadata = {"help": help, "metavar": metavar, "choices": choices, "separator": separator}
   if isinstance(default, (dict, list)):
     value = default
     return dataclasses.field(default_factory=lambda: type(value)(value), metadata=metadata)
@@ -108,7 +117,8 @@ def add_flags(parser: argparse.ArgumentParser, cls: Type[Any]) -> argparse.Argum
                          help=f"the opposite of {name}")
       parser.set_defaults(**{f.name: default})
     elif kind == "sequence":
-      parser.add_argument(name, action="extend", nargs="*", type=item_type, default=None,
+      parser.add_argument(name, action="extend", nargs="*", default=None,
+                          type=str if meta.get("separator") else item_type,
                           metavar=meta.get("metavar") or f.name.upper().rstrip("S"),
                           choices=meta.get("choices"), required=required, **common)
     elif kind == "mapping":
@@ -137,6 +147,10 @@ def from_namespace(cls: Type[T], ns: argparse.Namespace) -> T:
     if kind == "sequence":
       if value is None:
         continue   # the field's default
+      sep = f.metadata.get("separator")
+      if sep:
+        value = [piece for v in value for piece in str(v).split(sep) if piece]
+        value = [item_type(v) for v in value]
       value = tuple(value) if typing.get_origin(_unwrap_optional(tp)[0]) is not list else list(value)
     elif kind == "mapping":
       if value is None:
@@ -179,6 +193,10 @@ def to_argv(settings: Any) -> List[str]:
       argv.append(f"--{f.name}" if value else f"--no_{f.name}")
     elif value is None:
       raise ValueError(f"{f.name}=None differs from its default {default!r} and has no flag form")
+    elif kind == "sequence" and f.metadata.get("separator") and value:
+      # One `--name=a,b`: a value may start with "--" (Beam options), which argparse would
+      # take for a flag if it came on its own.
+      argv.append(f"--{f.name}=" + f.metadata["separator"].join(map(str, value)))
     elif kind == "sequence":
       argv += [f"--{f.name}", *map(str, value)]   # `--name` alone: empty
     elif kind == "mapping":

@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from cache_scripts import cache_tasks, dataflow
+from cache_scripts import cache_tasks, dataflow, options
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -54,66 +54,57 @@ def test_dataflow_options_are_checked(kwargs, match):
 def test_dataflow_remote_options_pass_through_the_cache_job():
   opts = dataflow.dataflow_pipeline_options(project="p", region="r", temp_location="gs://b/t",
                                             job_name="j")
-  assert cache_tasks.assemble_pipeline_options(opts, workers=4) == opts
-  assert not cache_tasks.is_local(opts)
+  assert options.assemble_pipeline_options(opts, workers=4) == opts
+  assert not options.is_local(opts)
 
 
 def test_local_options_never_use_the_downloading_direct_runner():
-  assert cache_tasks.assemble_pipeline_options([], workers=1) == [
+  assert options.assemble_pipeline_options([], workers=1) == [
       "--runner=FnApiRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory"]
-  two = cache_tasks.assemble_pipeline_options(["--runner=DirectRunner"], workers=2)
+  two = options.assemble_pipeline_options(["--runner=DirectRunner"], workers=2)
   assert two[:3] == ["--runner=FnApiRunner", "--direct_num_workers=2",
                      "--direct_running_mode=multi_processing"]
   assert "--runner=DirectRunner" not in two
   # Explicit local settings win over --workers.
-  assert cache_tasks.assemble_pipeline_options(
+  assert options.assemble_pipeline_options(
       ["--direct_num_workers=3", "--direct_running_mode=multi_threading"], workers=1)[:1] == [
           "--runner=FnApiRunner"]
   with pytest.raises(ValueError, match="workers"):
-    cache_tasks.assemble_pipeline_options([], workers=0)
+    options.assemble_pipeline_options([], workers=0)
   flink = ["--runner=FlinkRunner", "--flink_master=host:8081", "--environment_type=LOOPBACK"]
-  assert cache_tasks.assemble_pipeline_options(flink, workers=2) == flink
+  assert options.assemble_pipeline_options(flink, workers=2) == flink
+
+
+DATAFLOW_ARGV = ["--project=p", "--region=us-central1", "--temp_location=gs://b/tmp",
+                 "--job_name=j"]
 
 
 def test_dry_run_prints_the_options(capsys):
-  from absl import flags
-  from absl.testing import flagsaver
-  if not flags.FLAGS.is_parsed():
-    flags.FLAGS.mark_as_parsed()
-  with flagsaver.flagsaver(project="p", region="us-central1", temp_location="gs://b/tmp",
-                           job_name="j", output_cache_dir="gs://b/cache", dry_run=True):
-    assert dataflow.main([]) == 0
+  assert dataflow.main(DATAFLOW_ARGV + ["--output_cache_dir=gs://b/cache", "--dry_run"]) == 0
   lines = capsys.readouterr().out.split()
   assert lines[0] == "--runner=DataflowRunner" and f"--setup_file={REPO}/setup.py" in lines
-  with flagsaver.flagsaver(project="p", region="us-central1", temp_location="gs://b/tmp",
-                           job_name="j", output_cache_dir="/local/cache"):
-    assert dataflow.main([]) == 1  # refused before anything runs
+  assert dataflow.main(DATAFLOW_ARGV + ["--output_cache_dir=/local/cache"]) == 1  # refused before anything runs
   assert "gs://" in capsys.readouterr().err
 
 
 def test_submission_without_the_gcp_extras_says_what_to_install(capsys, monkeypatch):
-  from absl import flags
-  from absl.testing import flagsaver
-  if not flags.FLAGS.is_parsed():
-    flags.FLAGS.mark_as_parsed()
   ran = []
-  monkeypatch.setattr(cache_tasks, "main", lambda argv: ran.append(argv) or 0)
+  monkeypatch.setattr(cache_tasks, "main", lambda argv=None, settings=None: ran.append(settings) or 0)
   # This machine's pinned stack lacks apache-beam[gcp], as a fresh install does.
   assert dataflow.missing_gcp_modules() == ["apitools", "google.auth", "google.api_core",
                                             "google.cloud.storage"]
-  with flagsaver.flagsaver(project="p", region="us-central1", temp_location="gs://b/tmp",
-                           job_name="j", output_cache_dir="gs://b/cache"):
-    assert dataflow.main([]) == 1
+  assert dataflow.main(DATAFLOW_ARGV + ["--output_cache_dir=gs://b/cache"]) == 1
   err = capsys.readouterr().err
   assert "ERROR: the Dataflow runner needs apache-beam's gcp extras" in err
   assert "missing: apitools" in err and ".[dataflow]" in err and "gemma-seqio[dataflow]" in err
   assert not ran  # stopped before the job was built
-  # With the extras present the job goes ahead.
+  # With the extras present the job goes ahead, with the Dataflow options.
   monkeypatch.setattr(dataflow, "missing_gcp_modules", lambda: [])
-  with flagsaver.flagsaver(project="p", region="us-central1", temp_location="gs://b/tmp",
-                           job_name="j", output_cache_dir="gs://b/cache"):
-    assert dataflow.main([]) == 0
-  assert ran == [[]]
+  assert dataflow.main(DATAFLOW_ARGV + ["--output_cache_dir=gs://b/cache",
+                                        "--tasks=gemma_quiz_qa,gemma_.*_libreoffice"]) == 0
+  assert len(ran) == 1 and ran[0].output_cache_dir == "gs://b/cache"
+  assert ran[0].tasks == ("gemma_quiz_qa", "gemma_.*_libreoffice")
+  assert ran[0].pipeline_options[0] == "--runner=DataflowRunner"
 
 
 EXPECTED_IN_PACKAGE = [
@@ -124,6 +115,7 @@ EXPECTED_IN_PACKAGE = [
     "gemma_tasks/data/trivia_qa_open.train.jsonl.gz", "gemma_tasks/data/gettext_en_de.train.jsonl.gz",
     "gemma_seqio/cli_log.py",
     "cache_scripts/__init__.py", "cache_scripts/cache_tasks.py", "cache_scripts/reader.py",
+    "cache_scripts/pipeline.py", "cache_scripts/options.py", "cache_scripts/metadata.py",
     "feature_converters/__init__.py",
 ]
 

@@ -201,14 +201,14 @@ if "{FLAKY}" not in seqio.TaskRegistry.names():
 '''
 
 
-def test_failed_part_process_leaves_no_completed_and_rerun_recovers(
+def test_failed_worker_process_leaves_no_completed_and_rerun_recovers(
     tmp_path, temp_task_names, global_cache_dirs, monkeypatch):
-  """--workers=2: a part process fails -> no COMPLETED, no part or beam-temp leftovers, and the
+  """--workers=2: a Beam worker process fails -> no COMPLETED, no beam-temp leftovers, and the
   same task written again (here in one process) cleans up and completes."""
   module_dir = tmp_path / "modules"
   module_dir.mkdir()
   (module_dir / "gemma_cache_test_failing.py").write_text(FAILING_MODULE)
-  monkeypatch.syspath_prepend(str(module_dir))  # the part processes get our sys.path
+  monkeypatch.syspath_prepend(str(module_dir))  # the worker processes get our sys.path
   temp_task_names.append(FLAKY)
   out = tmp_path / "cache"
   with pytest.raises(cache_tasks.CacheRunError, match="No COMPLETED was written.*run the same command again"):
@@ -217,9 +217,9 @@ def test_failed_part_process_leaves_no_completed_and_rerun_recovers(
                             workers=2, min_shards=2)
   task_dir = out / FLAKY
   assert not (task_dir / "COMPLETED").exists()
-  assert not list(task_dir.glob("part-*")) and not list(task_dir.glob("beam-temp-*"))
+  assert not list(task_dir.glob("beam-temp-*"))
   # Whether the failed run got as far as creating the task directory depends on how far the
-  # other part got before the crash; a leftover directory is cleaned, none is not an error.
+  # other worker got before the crash; a leftover directory is cleaned, none is not an error.
   left_over = task_dir.exists()
   import seqio
   seqio.TaskRegistry.remove(FLAKY)

@@ -3,10 +3,10 @@
 Two real tasks are cached once per module: the registered `gemma_quiz_qa` (all splits, 1,200
 examples) and `LIMITED` = the registered LibreOffice translation task built by the same builder
 on the real LibreOffice data, limited to its validation and test splits (3,053 examples) so the
-suite stays fast. They run with `workers=2` (two OS processes sharing the source shards, merged
-into one cache per task: what `use_cached=True` loads below); the limited task is registered by a module
-written to a temp dir and put on PYTHONPATH, which is how the worker processes find it (the
-same `--module_import` route users take).
+suite stays fast. They run with `workers=2` (Beam's own multi_processing mode: two SDK worker
+processes); the limited task is registered by a module written to a temp dir and put on
+PYTHONPATH, which is how the worker processes find it (the same `--module_import` route users
+take).
 """
 import collections
 import hashlib
@@ -78,12 +78,13 @@ def test_run_writes_and_validates_both_tasks(cached):
   report = cached["report"]
   assert sorted(report.written) == sorted([QUIZ, LIMITED])
   assert report.ok, report.summary()
-  # --workers=2: two OS processes, each with the in-process runner, merged into one cache.
+  # --workers=2: Beam's multi_processing mode with two worker processes.
   assert report.processes == 2
-  assert "--direct_running_mode=in_memory" in report.pipeline_options
+  assert "--direct_num_workers=2" in report.pipeline_options
+  assert "--direct_running_mode=multi_processing" in report.pipeline_options
   for task in (QUIZ, LIMITED):
     task_dir = os.path.join(cached["dir"], task)
-    assert not [f for f in os.listdir(task_dir) if f.startswith(("part-", "beam-temp-"))]
+    assert not [f for f in os.listdir(task_dir) if f.startswith("beam-temp-")]
   by_task = {r.task: r for r in report.validation}
   quiz, limited = by_task[QUIZ], by_task[LIMITED]
   assert list(quiz.splits) == ["train", "validation", "test"]
@@ -191,13 +192,40 @@ def test_arrayrecord_output_is_written_and_loads(tmp_path, workers):
   assert from_cache == fly and sum(fly.values()) == 132
 
 
-def test_unsupported_output_format_is_refused(tmp_path):
-  from absl import flags
+def test_unsupported_output_format_is_refused(tmp_path, capsys):
+  from gemma_seqio import flags
   with pytest.raises(ValueError, match="tfrecord.*arrayrecord.*parquet"):
     cache_tasks.cache_tasks([QUIZ], str(tmp_path), output_format="parquet")
-  with pytest.raises(flags.IllegalFlagValueError, match="arrayrecord"):
-    flags.FLAGS["output_format"].parse("parquet")
+  with pytest.raises(SystemExit):
+    flags.parse(cache_tasks.CacheSettings, ["--output_format", "parquet"])
+  assert "arrayrecord" in capsys.readouterr().err
   assert not (tmp_path / QUIZ).exists()
+
+
+def test_flags_are_the_settings_fields():
+  """seqio's flag names, comma-separated lists as seqio's absl list flags took them."""
+  from gemma_seqio import flags
+  s = flags.parse(cache_tasks.CacheSettings, [
+      "--tasks=gemma_quiz_qa,gemma_en_.*", "--excluded_tasks", "x", "--output_cache_dir=/c",
+      "--module_import=gemma_tasks,my.tasks", "--pipeline_options=--runner=DirectRunner,--a=b",
+      "--min_shards=2", "--max_shards", "8", "--overwrite", "--workers=2", "--no_validate"])
+  assert s == cache_tasks.CacheSettings(
+      tasks=("gemma_quiz_qa", "gemma_en_.*"), excluded_tasks=("x",), output_cache_dir="/c",
+      module_import=("gemma_tasks", "my.tasks"), pipeline_options=("--runner=DirectRunner", "--a=b"),
+      min_shards=2, max_shards=8, overwrite=True, workers=2, validate=False)
+  assert flags.parse(cache_tasks.CacheSettings, flags.to_argv(s)) == s
+  # Python callers may pass lists; the settings hold tuples.
+  assert cache_tasks.CacheSettings(tasks=["a"], module_import=["m"]).module_import == ("m",)
+
+
+def test_the_job_swaps_no_seqio_attribute(cached):
+  """The graph is composed from seqio's pieces: seqio's own functions stay in place."""
+  import seqio
+  from seqio import beam_utils
+  from cache_scripts import pipeline
+  assert seqio.dict_to_tfexample.__module__.startswith("seqio")
+  assert beam_utils.PreprocessTask.__module__ == "seqio.beam_utils"
+  assert issubclass(pipeline.ShardedPreprocessTask, beam_utils.PreprocessTask)
 
 
 def test_completed_task_is_skipped_without_overwrite(cached):
@@ -239,9 +267,9 @@ def test_fast_tfexample_writes_the_same_bytes_as_seqio():
   assert tfexample.dict_to_tfexample(ragged) == seqio.dict_to_tfexample(ragged)
 
 
-def test_parallel_cache_has_seqio_files_and_merged_stats(cached):
-  """The merged cache is what one process would write: shard names from info.num_shards, stats
-  that add up (examples, tokens) or take the maximum (max_tokens), COMPLETED with metadata."""
+def test_cache_has_seqio_files_and_stats(cached):
+  """What seqio's pipeline writes: shard names from info.num_shards, stats that add up
+  (examples, tokens) or take the maximum (max_tokens), COMPLETED with metadata."""
   import seqio
   task_dir = os.path.join(cached["dir"], QUIZ)
   for split in ("train", "validation", "test"):
@@ -264,68 +292,3 @@ def test_parallel_cache_has_seqio_files_and_merged_stats(cached):
       assert stats[f"{feature}_tokens"] == sum(counts)
       assert stats[f"{feature}_max_tokens"] == max(counts)
   assert reader.read_metadata(task_dir)["tasks"][QUIZ]["fingerprint"]
-
-
-def test_part_planning_and_stats_merge():
-  from cache_scripts import parallel
-  plans = parallel.plan_parts({"train": 4, "test": 4}, 2, 5, 0)
-  assert plans["train"].parts == 2 and plans["train"].output_shards == 5
-  assert plans["train"].output_counts() == [3, 2]
-  assert plans["train"].source_indices(1) == [1, 3]
-  # A split with one (unsplittable) source shard: one process, no parts.
-  assert parallel.plan_parts({"train": 4, "test": 1}, 2, 2, 0)["train"].parts == 1
-  assert parallel.merge_stats([
-      {"examples": 2, "inputs_tokens": 5, "inputs_max_tokens": 3, "inputs_chars": 9},
-      {"examples": 0},
-      {"examples": 1, "inputs_tokens": 4, "inputs_max_tokens": 4, "inputs_chars": 1}]) == {
-          "examples": 3, "inputs_chars": 10, "inputs_max_tokens": 4, "inputs_tokens": 9}
-  with pytest.raises(ValueError, match="task_ids"):
-    parallel.merge_stats([{"task_ids": {"a": 1}}, {"task_ids": {"a": 2}}])
-  assert parallel.merge_info([{}, {"features": {"x": 1}, "num_shards": 2}], 5) == {
-      "features": {"x": 1}, "num_shards": 5}
-
-
-def test_parts_claim_source_shards_so_each_is_emitted_once(tmp_path):
-  """With a claims dir every part lists every shard (its own first, then the others from the far
-  end) and emits a shard only if it claims it first: a late part leaves the rest to the others,
-  and each shard is read with its global index, so the examples are the one-process ones."""
-  import seqio
-  from cache_scripts import cache_tasks
-  task = seqio.get_mixture_or_task(QUIZ)
-  parts = []
-  for k in range(2):
-    pat = cache_tasks.ShardedPreprocessTask(task, "train", min_source_shards=4)
-    pat.keep_part(k, 2, str(tmp_path))
-    parts.append(pat)
-  assert [i for i, _ in parts[0]._part] == [0, 2, 3, 1]
-  assert [i for i, _ in parts[1]._part] == [1, 3, 2, 0]
-  # Part 0 started first and got through three shards; part 1 then finds only shard 1 free.
-  emitted = {k: [] for k in range(2)}
-  for k, shard in [(0, parts[0]._part[0]), (0, parts[0]._part[1]), (0, parts[0]._part[2]),
-                   *[(1, s) for s in parts[1]._part]]:
-    emitted[k] += [(shard[0], ex) for ex in parts[k]._emit_examples(shard)]
-  assert sorted({i for i, _ in emitted[0]}) == [0, 2, 3] and {i for i, _ in emitted[1]} == {1}
-  one_process = cache_tasks.ShardedPreprocessTask(task, "train", min_source_shards=4)
-  expected = sorted(ex["question"] for s in one_process.shards
-                    for ex in one_process._emit_examples(s))
-  assert sorted(ex["question"] for _, ex in emitted[0] + emitted[1]) == expected
-  assert len(expected) == task.num_input_examples("train")
-
-
-def test_part_pipeline_claims_in_its_order(tmp_path, monkeypatch):
-  """The Beam graph of a part walks `_part` in order (own shards first, then the others from the
-  far end), so two parts meet in the middle instead of racing for the same shards."""
-  import apache_beam as beam
-  import seqio
-  from cache_scripts import parallel
-  task = seqio.get_mixture_or_task(QUIZ)
-  pat = cache_tasks.ShardedPreprocessTask(task, "validation", min_source_shards=4)
-  pat.keep_part(1, 2, str(tmp_path))
-  asked = []
-  claim = parallel.claim_shard
-  monkeypatch.setattr(parallel, "claim_shard",
-                      lambda d, name: asked.append(int(name.rsplit(".", 1)[1])) or claim(d, name))
-  with beam.Pipeline(options=beam.options.pipeline_options.PipelineOptions(
-      ["--runner=FnApiRunner"])) as p:
-    _ = p | pat
-  assert asked == [1, 3, 2, 0]
