@@ -25,9 +25,9 @@ from gemma_seqio import cli_log
 # imports below load TensorFlow (see gemma_seqio.cli_log).
 cli_log.start_if_run_as_module("cache_scripts")
 
-from cache_scripts import reader  # noqa: E402  pylint: disable=g-import-not-at-top
-from cache_scripts.reader import (CacheCorruptError, CacheFingerprintError, CacheNotFoundError,
-                                  install, uninstall)
+from gemma_tasks import cached as reader  # noqa: E402  pylint: disable=g-import-not-at-top
+from gemma_tasks.cached import (CacheCorruptError, CacheFingerprintError, CacheNotFoundError,
+                                install, uninstall)
 
 
 def add_cache_dirs(cache_dirs):

@@ -85,12 +85,12 @@ from seqio import beam_utils
 from seqio.scripts import cache_tasks_main
 import tensorflow as tf
 
-from cache_scripts import fingerprint as fingerprint_lib
-from cache_scripts import integrity
 from cache_scripts import parallel
-from cache_scripts import reader
 from cache_scripts import tfexample
 from cache_scripts import validate as validate_lib
+from gemma_tasks import cache_fingerprint as fingerprint_lib
+from gemma_tasks import cache_integrity as integrity
+from gemma_tasks import cache_metadata
 
 FLAGS = flags.FLAGS
 OUTPUT_FORMATS = ("tfrecord", "arrayrecord")
@@ -379,10 +379,10 @@ def _remove_beam_temp(task_dirs: Sequence[str]) -> None:
 
 def cache_problems(task: seqio.Task, cache_dir: str) -> List[str]:
   """What `integrity` finds wrong with the files of every split of `task` at `cache_dir`."""
-  meta = reader.read_metadata(cache_dir)
+  meta = cache_metadata.read_metadata(cache_dir)
   return [problem for split in task.splits
           for problem in integrity.split_problems(
-              cache_dir, split, reader.output_format_of(cache_dir, split), meta)]
+              cache_dir, split, cache_metadata.output_format_of(cache_dir, split), meta)]
 
 
 def make_output_dir(path: str) -> None:
@@ -423,7 +423,7 @@ def _run_in_process(tasks, options, module_import, flag_values, min_source_shard
           pipeline, [re.escape(name)], output_cache_dir,
           modules_to_import=list(module_import), overwrite=overwrite,
           ignore_other_caches=ignore_other_caches,
-          completed_file_contents=reader.completed_contents(output_format, {name: fp}),
+          completed_file_contents=cache_metadata.completed_contents(output_format, {name: fp}),
           output_format=output_format)
     logging.info("Caching %s with %s", [n for n, _, _ in tasks], " ".join(options))
     pipeline.run().wait_until_finish()
@@ -550,7 +550,6 @@ def cache_tasks(
                      f"write), got {output_format!r}")
   start = time.time()
   _import_modules(module_import)
-  reader.install()
   seqio.add_global_cache_dirs([output_cache_dir] + list(tasks_additional_cache_dirs))
   if tfds_data_dir:
     seqio.set_tfds_data_dir_override(tfds_data_dir)
@@ -648,7 +647,7 @@ def cache_tasks(
           parallel.merge_parts(out_dir, in_parts[name], output_format)
           # Last, as in seqio's pipeline: a cache has COMPLETED only when everything is there.
           with tf.io.gfile.GFile(os.path.join(out_dir, "COMPLETED"), "w") as f:
-            f.write(reader.completed_contents(output_format, {name: fp}))
+            f.write(cache_metadata.completed_contents(output_format, {name: fp}))
     except BaseException as e:
       for proc, _ in children:
         if proc.poll() is None:
@@ -668,7 +667,7 @@ def cache_tasks(
     report.written += [name for name, _, _ in to_write]
     _remove_beam_temp([d for _, d, _ in to_write])
     for name, out_dir, _ in to_write:
-      reader.record_shard_bytes(out_dir, seqio.TaskRegistry.get(name).splits)
+      cache_metadata.record_shard_bytes(out_dir, seqio.TaskRegistry.get(name).splits)
 
   if validate:
     for name, out_dir, _ in to_write:

@@ -21,7 +21,8 @@ import pytest
 
 import gemma_tasks  # noqa: F401  (registers gemma_quiz_qa for tests run on their own)
 import cache_scripts  # noqa: F401  (installs the reader hooks)
-from cache_scripts import cache_tasks, reader
+from cache_scripts import cache_tasks
+from gemma_tasks import cache_metadata, cached
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUIZ = "gemma_quiz_qa"
@@ -97,7 +98,7 @@ def test_run_writes_and_validates_both_tasks(cached):
     assert r.num_shards == 4
   for split, r in limited.splits.items():
     assert r.examples == r.records == sizes[f"libreoffice_en_de.{split}"]
-  meta = reader.read_metadata(os.path.join(cached["dir"], QUIZ))
+  meta = cache_metadata.read_metadata(os.path.join(cached["dir"], QUIZ))
   assert meta["output_format"] == "tfrecord"
   assert set(meta["tasks"]) == {QUIZ}
   assert "Caching" not in report.summary() and "validation: OK" in report.summary()
@@ -175,7 +176,7 @@ def test_arrayrecord_output_is_written_and_loads(tmp_path, workers):
     assert report.processes == workers
     assert report.ok and report.written == [QUIZ], report.summary()
     task_dir = tmp_path / QUIZ
-    assert reader.read_metadata(str(task_dir))["output_format"] == "arrayrecord"
+    assert cache_metadata.read_metadata(str(task_dir))["output_format"] == "arrayrecord"
     # Default --min_source_shards = 2 x workers line shards, above --min_shards=2.
     n = 2 * workers
     assert sorted(p.name for p in task_dir.glob("test.*record*")) == [
@@ -263,7 +264,7 @@ def test_parallel_cache_has_seqio_files_and_merged_stats(cached):
                 for ex in examples]
       assert stats[f"{feature}_tokens"] == sum(counts)
       assert stats[f"{feature}_max_tokens"] == max(counts)
-  assert reader.read_metadata(task_dir)["tasks"][QUIZ]["fingerprint"]
+  assert cache_metadata.read_metadata(task_dir)["tasks"][QUIZ]["fingerprint"]
 
 
 def test_part_planning_and_stats_merge():

@@ -57,14 +57,13 @@ import seqio
 import tensorflow as tf
 from seqio import utils as seqio_utils
 
-from cache_scripts import fingerprint as fingerprint_lib
-from cache_scripts import integrity
-from cache_scripts.integrity import CacheCorruptError  # noqa: F401  (part of this API)
+from gemma_tasks import cache_fingerprint
+from gemma_tasks import cache_integrity
+from gemma_tasks import cache_metadata
+from gemma_tasks.cache_integrity import CacheCorruptError  # noqa: F401  (part of this API)
 
-METADATA_KEY = "gemma_seqio_cache"
 IGNORE_FINGERPRINT_ENV = "GEMMA_SEQIO_IGNORE_CACHE_FINGERPRINT"
 PARSE_BATCH_SIZE = 256
-ARRAY_RECORD_SUFFIX = integrity.ARRAY_RECORD_SUFFIX
 
 _LOGGER = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -82,79 +81,6 @@ class CacheNotFoundError(AssertionError):
 
 class CacheFingerprintError(ValueError):
   """The cache was written from another vocabulary / preprocessors / source / features."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Metadata
-# ---------------------------------------------------------------------------------------------
-
-def completed_contents(output_format: str, fingerprints: Mapping[str, Mapping[str, Any]]) -> str:
-  """The JSON text that `cache_tasks` writes into each task's `COMPLETED` file.
-
-  `COMPLETED` is written last, after every shard, info and stats file, so keeping the metadata
-  in it means a cache either has both or neither.
-
-  >>> json.loads(completed_contents("tfrecord", {"t": {"fingerprint": "ab", "components": {}}}))
-  ... # doctest: +ELLIPSIS
-  {'gemma_seqio_cache': 1, 'output_format': 'tfrecord', 'seqio_version': '...', 'tasks': {'t': ...}}
-  """
-  return json.dumps({
-      METADATA_KEY: 1,
-      "output_format": output_format,
-      "seqio_version": seqio.__version__,
-      "tasks": {k: dict(v) for k, v in sorted(fingerprints.items())},
-  }, sort_keys=True)
-
-
-def record_shard_bytes(cache_dir: str, splits) -> None:
-  """Adds the size of every data file to our `COMPLETED` (for `integrity`'s check on open).
-
-  Run by `cache_tasks` once the files are final. `COMPLETED` is replaced by a rename, so it is
-  never seen half-written; if this step does not happen the cache is complete all the same and
-  is checked for missing shards only.
-  """
-  meta = read_metadata(cache_dir)
-  if meta is None:
-    return
-  meta[integrity.SHARD_BYTES_KEY] = integrity.shard_bytes(cache_dir, splits, meta["output_format"])
-  path = os.path.join(cache_dir, "COMPLETED")
-  with tf.io.gfile.GFile(path + ".tmp", "w") as f:
-    f.write(json.dumps(meta, sort_keys=True))
-  tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
-
-
-def read_metadata(cache_dir: str) -> Optional[Dict[str, Any]]:
-  """The metadata in `cache_dir/COMPLETED`, or None for a cache written by plain seqio.
-
-  >>> read_metadata("/tmp/cache/gemma_quiz_qa")["output_format"]
-  'tfrecord'
-  """
-  path = os.path.join(cache_dir, "COMPLETED")
-  with tf.io.gfile.GFile(path) as f:
-    text = f.read().strip()
-  try:
-    data = json.loads(text) if text else None
-  except json.JSONDecodeError:
-    # seqio 0.0.20's own main() writes the word 'tfrecord' here (its positional-argument bug).
-    return None
-  return data if isinstance(data, dict) and METADATA_KEY in data else None
-
-
-def output_format_of(cache_dir: str, split: str) -> str:
-  """'tfrecord' or 'arrayrecord', from the metadata or else from the files present."""
-  meta = read_metadata(cache_dir)
-  if meta and meta.get("output_format"):
-    return meta["output_format"]
-  prefix = os.path.join(cache_dir, split + ARRAY_RECORD_SUFFIX)
-  return "arrayrecord" if tf.io.gfile.glob(prefix + "-*") else "tfrecord"
-
-
-def shard_files(cache_dir: str, split: str, output_format: str) -> List[str]:
-  """The data files of `split`, as the writer named them (matching info's `num_shards`)."""
-  num_shards = integrity.read_json(seqio_utils.get_cached_info_path(cache_dir, split),
-                                   cache_dir)["num_shards"]
-  prefix = integrity.data_prefix(cache_dir, split, output_format)
-  return sorted(tf.io.gfile.glob(f"{prefix}-*-of-*{num_shards}"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,7 +107,7 @@ def check_fingerprint(task: seqio.Task, cache_dir: str) -> None:
 
   >>> check_fingerprint(seqio.get_mixture_or_task("gemma_quiz_qa"), "/tmp/cache/gemma_quiz_qa")
   """
-  meta = read_metadata(cache_dir)
+  meta = cache_metadata.read_metadata(cache_dir)
   if meta is None:
     _LOGGER.warning(
         "Cache of %r at %s has no gemma-seqio fingerprint (written by seqio's own "
@@ -195,10 +121,10 @@ def check_fingerprint(task: seqio.Task, cache_dir: str) -> None:
         f"The cache at {cache_dir} has no fingerprint for task {task.name!r} (it lists "
         f"{sorted(meta.get('tasks', {}))}); it was written for another task. Rebuild with "
         f"--overwrite.")
-  current = fingerprint_lib.task_fingerprint(task)
+  current = cache_fingerprint.task_fingerprint(task)
   if cached.get("fingerprint") == current["fingerprint"]:
     return
-  changed = fingerprint_lib.diff_components(cached.get("components", {}), current["components"])
+  changed = cache_fingerprint.diff_components(cached.get("components", {}), current["components"])
   message = (
       f"The cache of task {task.name!r} at {cache_dir} was written from a different task "
       f"definition; changed: {', '.join(changed) or 'unknown'}. Using it would feed data that "
@@ -245,9 +171,9 @@ class FastCachedDataSource(seqio.FileDataSource):
   def __init__(self, cache_dir: str, split: str, file_shuffle_buffer_size: Optional[int] = None,
                cycle_length: int = 16, block_length: int = 16,
                output_format: Optional[str] = None):
-    info = integrity.read_json(seqio_utils.get_cached_info_path(cache_dir, split), cache_dir)
-    stats = integrity.read_json(seqio_utils.get_cached_stats_path(cache_dir, split), cache_dir)
-    self.output_format = output_format or output_format_of(cache_dir, split)
+    info = cache_integrity.read_json(seqio_utils.get_cached_info_path(cache_dir, split), cache_dir)
+    stats = cache_integrity.read_json(seqio_utils.get_cached_stats_path(cache_dir, split), cache_dir)
+    self.output_format = output_format or cache_metadata.output_format_of(cache_dir, split)
     self._features = {k: dict(v) for k, v in info["features"].items()}
     if version_lib.Version(info.get("seqio_version", "0.pre")) < version_lib.Version("0.0.0"):
       # Same rule as seqio's reader: very old caches stored int32 features as int64.
@@ -255,7 +181,7 @@ class FastCachedDataSource(seqio.FileDataSource):
         if feat["dtype"] == "int64":
           feat["dtype"] = "int32"
     if self.output_format == "arrayrecord":
-      prefix = os.path.join(cache_dir, split + ARRAY_RECORD_SUFFIX)
+      prefix = os.path.join(cache_dir, split + cache_metadata.ARRAY_RECORD_SUFFIX)
       reader = _array_record_dataset
     else:
       prefix = seqio_utils.get_cached_tfrecord_prefix(cache_dir, split)
@@ -272,7 +198,7 @@ class FastCachedDataSource(seqio.FileDataSource):
   @staticmethod
   def supports(cache_dir: str, split: str) -> bool:
     """True if every feature has rank <= 1 (the batched parse keeps them exact)."""
-    features = integrity.read_json(seqio_utils.get_cached_info_path(cache_dir, split),
+    features = cache_integrity.read_json(seqio_utils.get_cached_info_path(cache_dir, split),
                                    cache_dir)["features"]
     return all(len(v["shape"] or []) <= 1 for v in features.values())
 
@@ -312,7 +238,7 @@ class FastCachedDataSource(seqio.FileDataSource):
 
 def reader_for(cache_dir: str, split: str, file_shuffle_buffer_size: Optional[int] = None):
   """`FastCachedDataSource` when it applies, else seqio's own `_CachedDataSource`."""
-  fmt = output_format_of(cache_dir, split)
+  fmt = cache_metadata.output_format_of(cache_dir, split)
   if fmt == "arrayrecord" or FastCachedDataSource.supports(cache_dir, split):
     return FastCachedDataSource(cache_dir, split, file_shuffle_buffer_size, output_format=fmt)
   return seqio.dataset_providers._CachedDataSource(  # pylint: disable=protected-access
@@ -332,8 +258,8 @@ def _get_cached_source(self, split: str, file_shuffle_buffer_size: Optional[int]
   self.assert_cached()
   cache_dir = self.cache_dir
   # Every time (a listing and a size query per shard): files can go between two loads.
-  integrity.check_split(cache_dir, split, output_format_of(cache_dir, split),
-                        read_metadata(cache_dir), task_name=self.name)
+  cache_integrity.check_split(cache_dir, split, cache_metadata.output_format_of(cache_dir, split),
+                        cache_metadata.read_metadata(cache_dir), task_name=self.name)
   if cache_dir not in _checked.get(self, ()):
     check_fingerprint(self, cache_dir)
     _checked.setdefault(self, set()).add(cache_dir)
