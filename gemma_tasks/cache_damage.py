@@ -1,7 +1,7 @@
 """Which cache shard is damaged, when reading a cached task fails in the middle of a file.
 
 A byte flipped inside a record keeps the shard's size, so the checks made when a split is opened
-(`cache_scripts.integrity`) cannot see it; TF finds it while reading and raises
+(`gemma_tasks.cache_integrity`) cannot see it; TF finds it while reading and raises
 `DataLossError: corrupted record at 5442` without the file's name. Reading every shard up front
 would cost a full pass over the data on every load, so the search happens on the failure path
 only: `naming_damaged_shards` lets a `DataLossError` out of its block as a `CacheCorruptError`
@@ -37,7 +37,8 @@ def damaged_shards_error(task_or_mixture: str, split: str
     cache_dir = task.cache_dir
     if cache_metadata.output_format_of(cache_dir, split) != "tfrecord":
       continue  # ArrayRecord errors are not TF's DataLossError
-    problems = cache_integrity.corrupt_records(cache_metadata.shard_files(cache_dir, split, "tfrecord"))
+    files = cache_metadata.shard_files(cache_dir, split, "tfrecord")
+    problems = cache_integrity.corrupt_records(files)
     if problems:
       messages.append(cache_integrity.damaged_message(cache_dir, problems, task.name, _STOPPED))
   return cache_integrity.CacheCorruptError("\n".join(messages)) if messages else None

@@ -46,7 +46,8 @@ def record_shard_bytes(cache_dir: str, splits) -> None:
   meta = read_metadata(cache_dir)
   if meta is None:
     return
-  meta[cache_integrity.SHARD_BYTES_KEY] = cache_integrity.shard_bytes(cache_dir, splits, meta["output_format"])
+  meta[cache_integrity.SHARD_BYTES_KEY] = cache_integrity.shard_bytes(cache_dir, splits,
+                                                                     meta["output_format"])
   path = os.path.join(cache_dir, "COMPLETED")
   with tf.io.gfile.GFile(path + ".tmp", "w") as f:
     f.write(json.dumps(meta, sort_keys=True))

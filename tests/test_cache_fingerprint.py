@@ -37,7 +37,6 @@ def cached_dir(tmp_path, temp_task_names, global_cache_dirs):
   report = cache_tasks.cache_tasks([NAME], str(tmp_path), min_shards=1, spot_check_examples=8)
   assert report.ok, report.summary()
   seqio.add_global_cache_dirs([str(tmp_path)])
-  cached.forget_checks()
   return tmp_path
 
 
