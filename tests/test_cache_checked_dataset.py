@@ -91,6 +91,6 @@ def test_checked_dataset_refuses_a_stale_cache_of_a_plain_task_and_mixture(plain
 def test_checked_dataset_of_a_mixture_reads_every_task(plain_cached):
   import seqio
   seqio.MixtureRegistry.add(PLAIN_MIX, [(PLAIN, 1.0)])
-  ds = cached.checked_dataset(PLAIN_MIX, LENGTHS, "validation", shuffle=False)
+  ds = cached.checked_dataset(PLAIN_MIX, LENGTHS, "validation", shuffle=False, num_epochs=1)
   assert sum(1 for _ in ds.as_numpy_iterator()) == 108
   assert isinstance(ds, tf.data.Dataset)
