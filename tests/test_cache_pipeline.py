@@ -21,7 +21,8 @@ import pytest
 
 import gemma_tasks  # noqa: F401  (registers gemma_quiz_qa for tests run on their own)
 from cache_scripts import cache_tasks
-from gemma_tasks import cache_metadata, cached
+from gemma_tasks import cache_metadata
+from gemma_tasks.cached import CheckedCacheTask
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUIZ = "gemma_quiz_qa"
@@ -127,7 +128,7 @@ def test_our_reader_gives_what_seqio_reader_gives(cached):
   # The same task as a plain seqio.Task (same name, so the same cache): seqio's own reader.
   plain = seqio.Task(QUIZ, source=task.source, output_features=task.output_features,
                      preprocessors=task.preprocessors)
-  assert not isinstance(plain, cached.CheckedCacheTask)
+  assert not isinstance(plain, CheckedCacheTask)
   theirs_ds = plain.get_dataset(LENGTHS, "train", use_cached=True, shuffle=False)
   theirs = list(theirs_ds.as_numpy_iterator())
   assert [_key(e) for e in ours] == [_key(e) for e in theirs]
