@@ -15,9 +15,12 @@ r"""Caching and cached-reading throughput, measured next to their anchors in the
 2. Reading the train split of `--read_task`, three ways, interleaved and repeated (best of
    `--repeats`, so other load on the machine hurts every variant alike):
      * on the fly: `use_cached=False` (source -> preprocessors -> ...);
-     * seqio's reader: `use_cached=True` with `cache_scripts.reader` uninstalled (seqio 0.0.20's
-       `_CachedDataSource`);
-     * ours: `use_cached=True` through `cache_scripts.reader` (batched parse).
+     * seqio's reader: `use_cached=True` on a plain `seqio.Task` with the same name, source,
+       preprocessors and features (so the same cache; seqio 0.0.20's `_CachedDataSource`);
+     * ours: `use_cached=True` on a `gemma_tasks.cached.CheckedCacheTask` built the same way
+       (the checks, then the batched parse).
+   Both are fresh task objects on every run, so each run pays for its checks, as a new process
+   would.
    Each is read twice: "trainer view" = `seqio.get_dataset` with the Gemma PrefixLM converter,
    packed, batched (what a training loop pulls), and "example view" = iterating the Task's
    examples as numpy one by one (what a quick script measures). Each is timed overall (one pass,
@@ -86,8 +89,7 @@ def _cpu_seconds() -> float:
 def bench_reading(task_name, cache_dir, split, repeats, lengths, batch_size):
   """{variant: best examples/s} for the trainer and example views."""
   import seqio
-  import cache_scripts
-  from cache_scripts import reader
+  from gemma_tasks import cached
   try:
     import feature_converters
     converter = feature_converters.GemmaPrefixLMFeatureConverter(pack=True)
@@ -109,29 +111,31 @@ def bench_reading(task_name, cache_dir, split, repeats, lengths, batch_size):
       pass
     return first - start, time.perf_counter() - first
 
-  def trainer_view(use_cached):
+  def same_task(cls):
+    # A new, unregistered object of `cls` reading the same cache (the cache dir comes from the
+    # name): no check remembered from an earlier run.
+    return cls(task.name, source=task.source, output_features=task.output_features,
+               preprocessors=task.preprocessors)
+
+  def trainer_view(use_cached, cls):
     return timed(lambda: seqio.get_dataset(
-        task_name, lengths, dataset_split=split, shuffle=False, use_cached=use_cached,
+        same_task(cls), lengths, dataset_split=split, shuffle=False, use_cached=use_cached,
         feature_converter=converter, batch_size=batch_size))
 
-  def example_view(use_cached):
-    return timed(lambda: task.get_dataset(lengths, split, shuffle=False, use_cached=use_cached))
+  def example_view(use_cached, cls):
+    return timed(lambda: same_task(cls).get_dataset(lengths, split, shuffle=False,
+                                                    use_cached=use_cached))
 
   variants = {
-      "on the fly": (False, True),
-      "seqio's cached reader": (True, False),
-      "ours (cache_scripts.reader)": (True, True),
+      "on the fly": (False, cached.CheckedCacheTask),
+      "seqio's cached reader": (True, seqio.Task),
+      "ours (gemma_tasks.cached)": (True, cached.CheckedCacheTask),
   }
   best = {}
   for view_name, fn in (("trainer view", trainer_view), ("example view", example_view)):
     for r in range(repeats):
-      for name, (use_cached, ours) in variants.items():
-        if ours:
-          cache_scripts.install()
-        else:
-          cache_scripts.uninstall()
-        reader.forget_checks()
-        setup, rest = fn(use_cached)
+      for name, (use_cached, cls) in variants.items():
+        setup, rest = fn(use_cached, cls)
         # Overall = one pass with its set-up (what reading a small split once costs); steady =
         # after the first element (what a training loop that keeps the dataset sees).
         now = {"overall": examples / (setup + rest), "steady": examples / max(rest, 1e-9),
@@ -143,7 +147,6 @@ def bench_reading(task_name, cache_dir, split, repeats, lengths, batch_size):
         print(f"  {view_name}, {name}, run {r + 1}: {now['overall']:,.0f} examples/s overall, "
               f"{now['steady']:,.0f}/s after {setup:.2f}s to the first element ({_load()})",
               flush=True)
-  cache_scripts.install()
   return best, examples, converter_name
 
 
@@ -174,7 +177,6 @@ def main():
   absl_logging.set_verbosity(absl_logging.WARNING)
   logging.getLogger("apache_beam").setLevel(logging.WARNING)
   import gemma_tasks  # noqa: F401
-  import cache_scripts  # noqa: F401
 
   out_root = args.out or tempfile.mkdtemp(prefix="gemma_cache_bench_")
   tasks = args.cache_tasks.split(",")
@@ -200,7 +202,7 @@ def main():
           f"{(ex / s) / (base_n / base_s):.2f}x | | | |")
   for view in ("trainer view", "example view") if reading else ():
     fly = reading[(view, "on the fly")]
-    for name in ("on the fly", "seqio's cached reader", "ours (cache_scripts.reader)"):
+    for name in ("on the fly", "seqio's cached reader", "ours (gemma_tasks.cached)"):
       r = reading[(view, name)]
       print(f"| read {args.read_task}/{args.split} ({n_read:,} ex), {view}, {name} | "
             f"{r['overall']:,.0f} | {r['overall'] / fly['overall']:.2f}x | {r['steady']:,.0f} | "

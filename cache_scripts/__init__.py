@@ -1,25 +1,25 @@
-"""Offline caching of seqio Tasks with Beam, and the checked, faster `use_cached=True` path.
+"""Offline caching of seqio Tasks with Beam (the writing side of the cache).
 
   * `cache_scripts.cache_tasks` — the job and its CLI (`python -m cache_scripts.cache_tasks`);
     `cache_scripts.pipeline` — its Beam graph, composed from `seqio.beam_utils`;
     `cache_scripts.options` — local/remote Beam options (`--workers`);
     `cache_scripts.metadata` — what to write, skip, clean or rebuild, and the run report.
   * `cache_scripts.dataflow` — the same job on Dataflow (`--setup_file` ships gemma-seqio).
-  * `cache_scripts.reader` — what `Task.get_dataset(use_cached=True)` goes through: a clear error
-    for a missing cache, the fingerprint check, a batched-parse reader (TFRecord, ArrayRecord).
-  * `cache_scripts.fingerprint`, `cache_scripts.integrity`, `cache_scripts.validate`,
-    `cache_scripts.damage` (which shard a `DataLossError` came from) — the pieces behind those.
+  * `cache_scripts.validate` — checks what a run wrote; `cache_scripts.tfexample` — the records.
 
-Importing this package installs the `reader` hooks into `seqio.Task` (idempotent), so plain seqio
-calls get the checks:
+Reading a cache is `gemma_tasks`' side (`gemma_tasks.cached`: the named errors, the fingerprint
+and integrity checks, the batched-parse reader). The tasks of `gemma_tasks` read that way with
+plain seqio calls; any other task when asked, with `gemma_tasks.cached.checked_dataset`:
 
->>> import cache_scripts, gemma_tasks, seqio
+>>> import gemma_tasks, seqio
 >>> seqio.add_global_cache_dirs(["/data/seqio_cache"])
 >>> seqio.get_mixture_or_task("gemma_quiz_qa").get_dataset(split="test", use_cached=True)
 CacheNotFoundError: Task 'gemma_quiz_qa' has no completed cache (a directory with a COMPLETED
 file). Searched:
   /data/seqio_cache/gemma_quiz_qa
 ...
+
+Importing this package changes nothing in seqio.
 """
 from gemma_seqio import cli_log
 
@@ -27,16 +27,6 @@ from gemma_seqio import cli_log
 # imports below load TensorFlow (see gemma_seqio.cli_log).
 cli_log.start_if_run_as_module("cache_scripts")
 
-from cache_scripts import reader  # noqa: E402  pylint: disable=g-import-not-at-top
-from cache_scripts.reader import (CacheCorruptError, CacheFingerprintError, CacheNotFoundError,
-                                  install, uninstall)
-
-
-def add_cache_dirs(cache_dirs):
-  """`seqio.add_global_cache_dirs(cache_dirs)`, making sure the checks are installed."""
-  import seqio  # pylint: disable=g-import-not-at-top
-  install()
-  seqio.add_global_cache_dirs(list(cache_dirs))
-
-
-install()
+# The errors of the read path, also importable from here.
+from gemma_tasks.cached import (  # noqa: E402,F401  pylint: disable=g-import-not-at-top
+    CacheCorruptError, CacheFingerprintError, CacheNotFoundError)

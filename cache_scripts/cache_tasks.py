@@ -22,10 +22,10 @@ The job is composed in `cache_scripts.pipeline` from seqio's public Beam pieces;
     first tries to download the Prism runner); `--workers=N` is Beam's own
     `--direct_num_workers=N --direct_running_mode=multi_processing`.
   * `cache_scripts.metadata`: which tasks are written, skipped, cleaned (a task directory without
-    `COMPLETED`) or rebuilt (files not what the cache recorded, `cache_scripts.integrity`); the
+    `COMPLETED`) or rebuilt (files not what the cache recorded, `gemma_tasks.cache_integrity`); the
     run report. `beam-temp-*` leftovers are removed when a run fails.
   * Each task's `COMPLETED` holds JSON metadata with the output format and the task's fingerprint
-    (`cache_scripts.fingerprint`), checked when the cache is loaded (`cache_scripts.reader`);
+    (`gemma_tasks.cache_fingerprint`), checked when the cache is loaded (`gemma_tasks.cached`);
     after the run the size of every data file is added to it.
   * After the run every written task is validated (`cache_scripts.validate`).
   * Progress: one log line per source shard every `pipeline.PROGRESS_EVERY` examples with its
@@ -56,8 +56,8 @@ import seqio
 from cache_scripts import metadata
 from cache_scripts import options as options_lib
 from cache_scripts import pipeline as pipeline_lib
-from cache_scripts import reader
 from cache_scripts import validate as validate_lib
+from gemma_tasks import cache_metadata
 from gemma_seqio import cli_log
 from gemma_seqio import flags as flags_lib
 from gemma_seqio.flags import option
@@ -147,7 +147,6 @@ def run(s: CacheSettings) -> metadata.RunReport:
   out = s.output_cache_dir
   start = time.time()
   _import_modules(s.module_import)
-  reader.install()
   seqio.add_global_cache_dirs([out] + list(s.tasks_additional_cache_dirs))
   if s.tfds_data_dir:
     seqio.set_tfds_data_dir_override(s.tfds_data_dir)
@@ -174,7 +173,8 @@ def run(s: CacheSettings) -> metadata.RunReport:
     for t in to_write:
       _ = pipeline | pipeline_lib.CacheTask(
           seqio.TaskRegistry.get(t.name), t.output_dir,
-          completed_contents=reader.completed_contents(s.output_format, {t.name: t.fingerprint}),
+          completed_contents=cache_metadata.completed_contents(
+              s.output_format, {t.name: t.fingerprint}),
           min_shards=s.min_shards, max_shards=s.max_shards, min_source_shards=min_source_shards,
           output_format=s.output_format, modules_to_import=s.module_import,
           base_seed=s.base_seed, tfds_data_dir=s.tfds_data_dir,
@@ -193,7 +193,7 @@ def run(s: CacheSettings) -> metadata.RunReport:
     report.written += [t.name for t in to_write]
     metadata.remove_beam_temp([t.output_dir for t in to_write])
     for t in to_write:
-      reader.record_shard_bytes(t.output_dir, seqio.TaskRegistry.get(t.name).splits)
+      cache_metadata.record_shard_bytes(t.output_dir, seqio.TaskRegistry.get(t.name).splits)
 
   if s.validate:
     for t in to_write:

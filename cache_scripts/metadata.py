@@ -8,15 +8,15 @@ Deciding (`plan_tasks`), per selected task, before the job:
   * cleaned: a task directory in `--output_cache_dir` without `COMPLETED` (an interrupted or
     failed run) is removed before the task is written again;
   * repaired: a complete cache in `--output_cache_dir` whose files are not what was recorded
-    (`cache_scripts.integrity`: a shard deleted, emptied or cut, an info file cut short) is
+    (`gemma_tasks.cache_integrity`: a shard deleted, emptied or cut, an info file cut short) is
     removed and written again, with what was wrong in the report.
 
 Where a task is cached is looked up here (`find_cache`: the first of seqio's global cache dirs
 with `<dir>/<task>/COMPLETED`, seqio's own rule) rather than read from `Task.cache_dir`, which
 seqio memoises per Task object and would still name a directory this run removed.
 
-The contents of `COMPLETED` (output format + the task's fingerprint) are `reader.completed_contents`;
-after the job `reader.record_shard_bytes` adds every data file's size.
+The contents of `COMPLETED` (output format + the task's fingerprint) are
+`gemma_tasks.cache_metadata.completed_contents`; after the job `record_shard_bytes` adds every data file's size.
 """
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ from absl import logging
 import seqio
 import tensorflow as tf
 
-from cache_scripts import fingerprint as fingerprint_lib
-from cache_scripts import integrity
-from cache_scripts import reader
+from gemma_tasks import cache_fingerprint as fingerprint_lib
+from gemma_tasks import cache_integrity as integrity
+from gemma_tasks import cache_metadata
 from cache_scripts import validate as validate_lib
 
 
@@ -104,10 +104,10 @@ def find_cache(task_name: str) -> Optional[str]:
 
 def cache_problems(task: seqio.Task, cache_dir: str) -> List[str]:
   """What `integrity` finds wrong with the files of every split of `task` at `cache_dir`."""
-  meta = reader.read_metadata(cache_dir)
+  meta = cache_metadata.read_metadata(cache_dir)
   return [problem for split in task.splits
           for problem in integrity.split_problems(
-              cache_dir, split, reader.output_format_of(cache_dir, split), meta)]
+              cache_dir, split, cache_metadata.output_format_of(cache_dir, split), meta)]
 
 
 def make_output_dir(path: str) -> None:

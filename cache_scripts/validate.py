@@ -3,7 +3,7 @@
 For one task directory:
   * `COMPLETED` is present (and, for our caches, holds the metadata with the fingerprint);
   * per split: `info.<split>.json` and `stats.<split>.json` exist and parse, every data file the
-    info file lists exists with the size `COMPLETED` recorded (`cache_scripts.integrity`), the
+    info file lists exists with the size `COMPLETED` recorded (`gemma_tasks.cache_integrity`), the
     number of data files is the `num_shards` of the info file, and the number of records in them
     is the `examples` of the stats file (a corrupt record is reported with its file); the token
     counts come from the stats file;
@@ -31,8 +31,9 @@ import seqio
 import tensorflow as tf
 from seqio import utils as seqio_utils
 
-from cache_scripts import integrity
-from cache_scripts import reader
+from gemma_tasks import cache_integrity as integrity
+from gemma_tasks import cache_metadata
+from gemma_tasks.cached import reader_for
 
 
 @dataclasses.dataclass
@@ -111,7 +112,7 @@ def spot_check(task: seqio.Task, cache_dir: str, split: str, n: int) -> tuple:
   wanted = collections.Counter(_example_key(ex) for ex in on_the_fly.as_numpy_iterator())
   total = sum(wanted.values())
   missing = dict(wanted)
-  cached = reader.reader_for(cache_dir, split).get_dataset(split, shuffle=False)
+  cached = reader_for(cache_dir, split).get_dataset(split, shuffle=False)
   for ex in cached.as_numpy_iterator():
     key = _example_key(ex)
     if missing.get(key):
@@ -131,7 +132,7 @@ def validate_cache(task: seqio.Task, cache_dir: str, *, spot_check_examples: int
   if not tf.io.gfile.exists(completed):
     report.errors.append(f"no COMPLETED file in {cache_dir}")
     return report
-  meta = reader.read_metadata(cache_dir)
+  meta = cache_metadata.read_metadata(cache_dir)
   if meta is None:
     report.errors.append("COMPLETED holds no gemma-seqio metadata (no fingerprint)")
   else:
@@ -153,9 +154,9 @@ def validate_cache(task: seqio.Task, cache_dir: str, *, spot_check_examples: int
     r.tokens = {k[: -len("_tokens")]: int(v) for k, v in stats.items()
                 if k.endswith("_tokens") and not k.endswith("_max_tokens")}
     fmt = report.output_format if report.output_format != "?" else \
-        reader.output_format_of(cache_dir, split)
+        cache_metadata.output_format_of(cache_dir, split)
     report.errors += [f"{split}: {p}" for p in integrity.split_problems(cache_dir, split, fmt, meta)]
-    files = reader.shard_files(cache_dir, split, fmt)
+    files = cache_metadata.shard_files(cache_dir, split, fmt)
     r.num_shards = len(files)
     if len(files) != info.get("num_shards"):
       report.errors.append(f"{split}: {len(files)} data files, info says {info.get('num_shards')}")

@@ -6,10 +6,11 @@ Importing the package registers the Tasks and Mixtures:
 >>> seqio.get_mixture_or_task("gemma_en_de_libreoffice").splits
 ('train', 'validation', 'test')
 
-It also turns on the checked cache path of `cache_scripts` (shipped in the same distribution):
-`use_cached=True` without a cache raises `cache_scripts.CacheNotFoundError` naming the
+Its tasks are `gemma_tasks.cached.CheckedCacheTask`s (registered with seqio's `task_cls=`):
+`use_cached=True` without a cache raises `gemma_tasks.cached.CacheNotFoundError` naming the
 directories searched, and a cache written from another vocabulary or other preprocessors raises
-`cache_scripts.CacheFingerprintError` instead of being read.
+`gemma_tasks.cached.CacheFingerprintError` instead of being read. Other tasks get the same with
+`gemma_tasks.cached.checked_dataset`. Importing the package changes nothing in seqio.
 """
 from gemma_seqio import cli_log
 
@@ -26,10 +27,3 @@ from gemma_tasks.vocab import GemmaVocabulary, get_vocabulary
 
 tasks.register()
 mixtures.register()
-
-try:
-  # The cache checks belong to everyone who reads these tasks with use_cached=True, not only to
-  # those who remember a second import. cache_scripts imports gemma_tasks lazily (no cycle).
-  import cache_scripts  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
-except ImportError:  # gemma_tasks copied without its sibling package: seqio's own cached path
-  pass

@@ -14,6 +14,8 @@
 Every task built here runs: format as Gemma turns -> tokenize (Gemma vocabulary) ->
 `seqio.CacheDatasetPlaceholder` -> (length-dependent steps) -> append EOS where configured.
 `inputs` never carries BOS: the feature converters put exactly one BOS (2) at each sequence start.
+The tasks are `gemma_tasks.cached.CheckedCacheTask`s: `use_cached=True` checks the cache
+(missing, damaged, written for another version of the task) and reads it with the batched parse.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import seqio
 
+from gemma_tasks import cached
 from gemma_tasks import metrics as metrics_lib
 from gemma_tasks import postprocessors, preprocessors, tokenization
 from gemma_tasks.vocab import get_vocabulary
@@ -49,7 +52,7 @@ def add_translation_task(
     metric_fns: Sequence[Callable] = (metrics_lib.bleu,)) -> seqio.Task:
   """Registers `name`: {source_key, target_key} -> Gemma turns, evaluated with BLEU."""
   return seqio.TaskRegistry.add(
-      name, source=source,
+      name, task_cls=cached.CheckedCacheTask, source=source,
       preprocessors=[functools.partial(preprocessors.translation, source_key=source_key,
                                        target_key=target_key, prefix=prefix), *_tail()],
       output_features=output_features(vocabulary, add_eos=add_eos),
@@ -65,7 +68,7 @@ def add_qa_task(
   pre = preprocessor or functools.partial(preprocessors.qa, question_key=question_key,
                                           answers_key=answers_key)
   return seqio.TaskRegistry.add(
-      name, source=source, preprocessors=[pre, *_tail()],
+      name, task_cls=cached.CheckedCacheTask, source=source, preprocessors=[pre, *_tail()],
       output_features=output_features(vocabulary, add_eos=add_eos),
       postprocess_fn=postprocessors.qa_answers, metric_fns=list(metric_fns))
 
@@ -79,7 +82,7 @@ def add_lm_task(
   as plain language modelling. EOS marks the end of each document before chunking.
   """
   return seqio.TaskRegistry.add(
-      name, source=source,
+      name, task_cls=cached.CheckedCacheTask, source=source,
       preprocessors=[functools.partial(preprocessors.lm_text, text_key=text_key),
                      tokenization.tokenize, seqio.CacheDatasetPlaceholder(),
                      seqio.preprocessors.append_eos, preprocessors.chunk_targets],

@@ -114,7 +114,7 @@ EXPECTED_IN_PACKAGE = [
     "gemma_tasks/data/python_docs.validation.jsonl.gz",
     "gemma_tasks/data/trivia_qa_open.train.jsonl.gz", "gemma_tasks/data/gettext_en_de.train.jsonl.gz",
     "gemma_seqio/cli_log.py",
-    "cache_scripts/__init__.py", "cache_scripts/cache_tasks.py", "cache_scripts/reader.py",
+    "cache_scripts/__init__.py", "cache_scripts/cache_tasks.py", "gemma_tasks/cached.py",
     "cache_scripts/pipeline.py", "cache_scripts/options.py", "cache_scripts/metadata.py",
     "feature_converters/__init__.py",
 ]

@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 
 import cache_scripts
-from cache_scripts import cache_tasks, reader
+from cache_scripts import cache_tasks
+from gemma_tasks import cache_metadata, cached
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUIZ = "gemma_quiz_qa"
@@ -120,7 +121,7 @@ def test_importing_gemma_tasks_alone_turns_the_checks_on(tmp_path):
   fingerprint-checking reader; a fresh interpreter, so no earlier import of this session counts."""
   code = textwrap.dedent(f"""
       import sys, seqio, gemma_tasks
-      assert "cache_scripts" in sys.modules
+      assert "cache_scripts" not in sys.modules
       seqio.add_global_cache_dirs([{str(tmp_path)!r}])
       try:
         seqio.get_mixture_or_task({QUIZ!r}).get_dataset(split="test", use_cached=True)
@@ -175,7 +176,7 @@ def test_plain_seqio_cache_loads_with_a_warning(tmp_path, temp_task_names, globa
         LENGTHS, "validation", use_cached=True, shuffle=False))
   assert n == 108
   assert "no gemma-seqio fingerprint" in caplog.text
-  assert reader.read_metadata(str(tmp_path / name)) is None
+  assert cache_metadata.read_metadata(str(tmp_path / name)) is None
 
 
 FAILING_MODULE = f'''
@@ -285,7 +286,7 @@ def test_damaged_shard_is_refused_on_open(quiz_copy, how):
   assert _count_cached() == 960
   shard = quiz_copy / QUIZ / "train.tfrecord-00001-of-00002"
   _damage(shard, how)
-  with pytest.raises(reader.CacheCorruptError) as err:
+  with pytest.raises(cached.CacheCorruptError) as err:
     _count_cached()
   message = str(err.value)
   said = {"deleted": "is missing", "emptied": "has 0 bytes", "cut": "bytes were written"}[how]
@@ -319,7 +320,7 @@ def test_cache_tasks_rebuilds_a_damaged_cache_instead_of_skipping_it(quiz_copy):
 def test_truncated_info_file_names_the_file_and_the_fix(quiz_copy):
   info = quiz_copy / QUIZ / "info.train.json"
   info.write_bytes(info.read_bytes()[:100])
-  with pytest.raises(reader.CacheCorruptError) as err:
+  with pytest.raises(cached.CacheCorruptError) as err:
     _count_cached()
   message = str(err.value)
   assert f"{info}: not valid JSON" in message and _fix_command(quiz_copy) in message
@@ -383,7 +384,7 @@ def test_corrupt_record_in_a_shard_names_the_shard_when_evaluating(quiz_copy, tm
                               warmup_steps=1, shuffle_buffer_size=64, progress=False))
   shard = quiz_copy / QUIZ / "validation.tfrecord-00000-of-00002"
   _flip_a_byte_in_second_record(shard)
-  with pytest.raises(reader.CacheCorruptError) as err:
+  with pytest.raises(cached.CacheCorruptError) as err:
     evaluate.evaluate(evaluate.EvalArgs(checkpoint_dir=str(run), task=QUIZ, split="validation",
                                         use_cached=True, num_examples=4, max_decode_length=2,
                                         progress=False))

@@ -4,7 +4,9 @@ import functools
 import pytest
 
 import cache_scripts
-from cache_scripts import cache_tasks, fingerprint, reader
+from cache_scripts import cache_tasks
+from gemma_tasks import cache_fingerprint as fingerprint
+from gemma_tasks import cache_metadata, cached
 
 NAME = "gemma_test_cache_fingerprint_quiz"
 LENGTHS = {"inputs": 512, "targets": 512}
@@ -35,7 +37,6 @@ def cached_dir(tmp_path, temp_task_names, global_cache_dirs):
   report = cache_tasks.cache_tasks([NAME], str(tmp_path), min_shards=1, spot_check_examples=8)
   assert report.ok, report.summary()
   seqio.add_global_cache_dirs([str(tmp_path)])
-  reader.forget_checks()
   return tmp_path
 
 
@@ -47,7 +48,7 @@ def _load(split="validation"):
 
 def test_same_task_loads(cached_dir):
   assert _load() == 108
-  meta = reader.read_metadata(str(cached_dir / NAME))
+  meta = cache_metadata.read_metadata(str(cached_dir / NAME))
   import seqio
   assert meta["tasks"][NAME] == fingerprint.task_fingerprint(seqio.get_mixture_or_task(NAME))
 
@@ -81,7 +82,7 @@ def test_other_preprocessors_are_refused(cached_dir):
 
 def test_env_override_turns_refusal_into_warning(cached_dir, monkeypatch, caplog):
   _register(prefix_question="Quiz: ")
-  monkeypatch.setenv(reader.IGNORE_FINGERPRINT_ENV, "1")
+  monkeypatch.setenv(cached.IGNORE_FINGERPRINT_ENV, "1")
   with caplog.at_level("WARNING"):
     assert _load() == 108
   assert "Ignored because" in caplog.text
@@ -118,7 +119,7 @@ def test_reregistered_task_is_checked_even_when_it_gets_the_old_tasks_id(cached_
   address (id) of a freed one, so a task re-registered with other preprocessors could inherit
   the old task's "checked" mark and read the stale cache. Which address a new task gets is up to
   the allocator, so the reuse is simulated: every object gets the same id in the reader."""
-  monkeypatch.setattr(reader, "id", lambda obj: 1, raising=False)
+  monkeypatch.setattr(cached, "id", lambda obj: 1, raising=False)
   assert _load() == 108  # the registered task is checked (and remembered)
   _register(prefix_question="Quiz: ")  # same name, other preprocessors, "same id"
   with pytest.raises(cache_scripts.CacheFingerprintError, match=r"changed: preprocessor\[0\]"):

@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 
 import gemma_tasks  # noqa: F401  (registers gemma_quiz_qa for tests run on their own)
-import cache_scripts  # noqa: F401  (installs the reader hooks)
-from cache_scripts import cache_tasks, reader
+from cache_scripts import cache_tasks
+from gemma_tasks import cache_metadata
+from gemma_tasks.cached import CheckedCacheTask
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUIZ = "gemma_quiz_qa"
@@ -98,7 +99,7 @@ def test_run_writes_and_validates_both_tasks(cached):
     assert r.num_shards == 4
   for split, r in limited.splits.items():
     assert r.examples == r.records == sizes[f"libreoffice_en_de.{split}"]
-  meta = reader.read_metadata(os.path.join(cached["dir"], QUIZ))
+  meta = cache_metadata.read_metadata(os.path.join(cached["dir"], QUIZ))
   assert meta["output_format"] == "tfrecord"
   assert set(meta["tasks"]) == {QUIZ}
   assert "Caching" not in report.summary() and "validation: OK" in report.summary()
@@ -125,12 +126,12 @@ def test_our_reader_gives_what_seqio_reader_gives(cached):
   seqio.add_global_cache_dirs([cached["dir"]])
   task = seqio.get_mixture_or_task(QUIZ)
   ours = list(task.get_dataset(LENGTHS, "train", use_cached=True, shuffle=False).as_numpy_iterator())
-  cache_scripts.uninstall()
-  try:
-    theirs_ds = task.get_dataset(LENGTHS, "train", use_cached=True, shuffle=False)
-    theirs = list(theirs_ds.as_numpy_iterator())
-  finally:
-    cache_scripts.install()
+  # The same task as a plain seqio.Task (same name, so the same cache): seqio's own reader.
+  plain = seqio.Task(QUIZ, source=task.source, output_features=task.output_features,
+                     preprocessors=task.preprocessors)
+  assert not isinstance(plain, CheckedCacheTask)
+  theirs_ds = plain.get_dataset(LENGTHS, "train", use_cached=True, shuffle=False)
+  theirs = list(theirs_ds.as_numpy_iterator())
   assert [_key(e) for e in ours] == [_key(e) for e in theirs]
   ours_spec = task.get_dataset(LENGTHS, "train", use_cached=True, shuffle=False).element_spec
   assert ours_spec == theirs_ds.element_spec
@@ -176,7 +177,7 @@ def test_arrayrecord_output_is_written_and_loads(tmp_path, workers):
     assert report.processes == workers
     assert report.ok and report.written == [QUIZ], report.summary()
     task_dir = tmp_path / QUIZ
-    assert reader.read_metadata(str(task_dir))["output_format"] == "arrayrecord"
+    assert cache_metadata.read_metadata(str(task_dir))["output_format"] == "arrayrecord"
     # Default --min_source_shards = 2 x workers line shards, above --min_shards=2.
     n = 2 * workers
     assert sorted(p.name for p in task_dir.glob("test.*record*")) == [
@@ -291,4 +292,4 @@ def test_cache_has_seqio_files_and_stats(cached):
                 for ex in examples]
       assert stats[f"{feature}_tokens"] == sum(counts)
       assert stats[f"{feature}_max_tokens"] == max(counts)
-  assert reader.read_metadata(task_dir)["tasks"][QUIZ]["fingerprint"]
+  assert cache_metadata.read_metadata(task_dir)["tasks"][QUIZ]["fingerprint"]

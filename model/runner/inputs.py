@@ -53,7 +53,7 @@ def add_cache_dirs(cache_dirs: Sequence[str]) -> None:
 
 def naming_damaged_cache(task: str, split: str, use_cached: bool):
   """A context in which a corrupt record of `task`'s cache is reported by shard file and fix
-  command (`cache_scripts.damage`) instead of TF's bare `DataLossError`; a no-op on the fly.
+  command (`gemma_tasks.cache_damage`) instead of TF's bare `DataLossError`; a no-op on the fly.
 
   >>> with naming_damaged_cache("gemma_quiz_qa", "train", use_cached=True):
   ...   next(train_batches("gemma_quiz_qa", {"inputs": 64, "targets": 32}, batch_size=4,
@@ -63,8 +63,8 @@ def naming_damaged_cache(task: str, split: str, use_cached: bool):
   import contextlib  # pylint: disable=g-import-not-at-top
   if not use_cached:
     return contextlib.nullcontext()
-  from cache_scripts import damage  # pylint: disable=g-import-not-at-top
-  return damage.naming_damaged_shards(task, split)
+  from gemma_tasks import cache_damage  # pylint: disable=g-import-not-at-top
+  return cache_damage.naming_damaged_shards(task, split)
 
 
 def subtasks(name: str):

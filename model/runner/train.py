@@ -24,7 +24,7 @@ What it does, in order:
     `train_metrics.jsonl` and, at the end, `learning_curve.png`;
   * as a CLI, keeps library output (TF, orbax, SentencePiece) off the terminal, in
     `<model_dir>/train.log` (`gemma_seqio.cli_log`); a cached record that does not read back is an
-    error naming its shard (`cache_scripts.damage`).
+    error naming its shard (`gemma_tasks.cache_damage`).
 
 `<model_dir>/model_config.json` (the GemmaConfig), `train_args.json` and `vocabulary.json` make
 the directory self-describing: `model.runner.evaluate --checkpoint_dir <model_dir>` needs nothing else.

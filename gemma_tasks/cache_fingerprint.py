@@ -4,7 +4,7 @@ A cache holds the output of every preprocessor before `seqio.CacheDatasetPlaceho
 vocabulary file, a preprocessor, the source data or the output features change after the cache
 was written, `use_cached=True` would silently train on stale tokens. So the cache job stores a
 fingerprint of each of these parts in the cache metadata, and the loader compares it with the
-fingerprint of the Task as registered now (see `cache_scripts.reader`).
+fingerprint of the Task as registered now (see `gemma_tasks.cached`).
 
 >>> import gemma_tasks, seqio
 >>> fp = task_fingerprint(seqio.get_mixture_or_task("gemma_quiz_qa"))

@@ -1,7 +1,7 @@
 """Which cache shard is damaged, when reading a cached task fails in the middle of a file.
 
 A byte flipped inside a record keeps the shard's size, so the checks made when a split is opened
-(`cache_scripts.integrity`) cannot see it; TF finds it while reading and raises
+(`gemma_tasks.cache_integrity`) cannot see it; TF finds it while reading and raises
 `DataLossError: corrupted record at 5442` without the file's name. Reading every shard up front
 would cost a full pass over the data on every load, so the search happens on the failure path
 only: `naming_damaged_shards` lets a `DataLossError` out of its block as a `CacheCorruptError`
@@ -20,28 +20,28 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator, Optional
 
-from cache_scripts import integrity
+from gemma_tasks import cache_integrity, cache_metadata
 
 _STOPPED = "TF stopped reading it (DataLossError)."
 
 
 def damaged_shards_error(task_or_mixture: str, split: str
-                         ) -> Optional[integrity.CacheCorruptError]:
+                         ) -> Optional[cache_integrity.CacheCorruptError]:
   """A `CacheCorruptError` naming the unreadable shards of the caches of `task_or_mixture`'s
   tasks for `split`, or None if every shard reads back (the data loss came from elsewhere)."""
   import seqio  # pylint: disable=g-import-not-at-top
-  from cache_scripts import reader  # pylint: disable=g-import-not-at-top
   messages = []
   for task in seqio.get_subtasks(seqio.get_mixture_or_task(task_or_mixture)):
     if split not in task.splits or not task.supports_caching or not task.cache_dir:
       continue
     cache_dir = task.cache_dir
-    if reader.output_format_of(cache_dir, split) != "tfrecord":
+    if cache_metadata.output_format_of(cache_dir, split) != "tfrecord":
       continue  # ArrayRecord errors are not TF's DataLossError
-    problems = integrity.corrupt_records(reader.shard_files(cache_dir, split, "tfrecord"))
+    files = cache_metadata.shard_files(cache_dir, split, "tfrecord")
+    problems = cache_integrity.corrupt_records(files)
     if problems:
-      messages.append(integrity.damaged_message(cache_dir, problems, task.name, _STOPPED))
-  return integrity.CacheCorruptError("\n".join(messages)) if messages else None
+      messages.append(cache_integrity.damaged_message(cache_dir, problems, task.name, _STOPPED))
+  return cache_integrity.CacheCorruptError("\n".join(messages)) if messages else None
 
 
 @contextlib.contextmanager

@@ -5,7 +5,7 @@ examples without a word (945 of 960), and a cut `info.<split>.json` is a bare `J
 A cache records what it should hold, so both are detectable without reading the data:
 
   * `info.<split>.json` has `num_shards`: every `<split>.tfrecord-0000i-of-0000n` must exist;
-  * `COMPLETED` (our metadata, see `cache_scripts.reader`) has `shard_bytes`: the size of every
+  * `COMPLETED` (our metadata, see `gemma_tasks.cache_metadata`) has `shard_bytes`: the size of every
     data file as written, recorded by `cache_tasks` after the job; a shard emptied or cut short
     no longer has it (caches written before sizes were recorded get the first check only).
 

@@ -1,24 +1,30 @@
-"""What `Task.get_dataset(..., use_cached=True)` goes through once `install()` has run.
+"""The checked `use_cached=True` path, for caches written by `cache_scripts.cache_tasks`.
 
-`import cache_scripts` calls `install()`, which wraps two `seqio.Task` methods (for every Task;
-caches without our metadata behave as before, apart from the clearer error):
+seqio's `Task` has two methods for the cached path; `CheckedCacheTask` overrides them, and the
+tasks of `gemma_tasks` are registered with `task_cls=CheckedCacheTask` (seqio's extension point;
+no other Task and nothing in seqio is changed):
 
   * `assert_cached`: a Task with no completed cache raises `CacheNotFoundError` (an
     `AssertionError`, as seqio's own) naming the task, every directory searched and the command
     that builds the cache, instead of seqio's "'x' does not exist in any of the task cache
     directories."
   * `_get_cached_source`: before reading, the split's files are checked against what the cache
-    says was written (`cache_scripts.integrity`: every shard present, with its recorded size);
-    a deleted, emptied or cut shard or a cut `info.<split>.json` raises `CacheCorruptError`
-    naming the file and the command that rebuilds the cache. Then the fingerprint stored by
-    `cache_scripts.cache_tasks` in the cache's `COMPLETED` file is compared with the Task as
-    registered now; a cache written with another vocabulary, other preprocessors, other source
-    data or other output features raises `CacheFingerprintError` naming what changed. Then the
-    data is read by `FastCachedDataSource`.
+    says was written (`gemma_tasks.cache_integrity`: every shard present, with its recorded
+    size); a deleted, emptied or cut shard or a cut `info.<split>.json` raises
+    `CacheCorruptError` naming the file and the command that rebuilds the cache. Then the
+    fingerprint stored by `cache_scripts.cache_tasks` in the cache's `COMPLETED` file
+    (`gemma_tasks.cache_metadata`) is compared with the Task as registered now
+    (`gemma_tasks.cache_fingerprint`); a cache written with another vocabulary, other
+    preprocessors, other source data or other output features raises `CacheFingerprintError`
+    naming what changed. Then the data is read by `FastCachedDataSource`.
 
-Typical use (plain seqio calls):
+Any other Task gets the same when asked, without changing the task or its registration:
+`checked_dataset(task_or_mixture, sequence_length, split, ...)` (its `get_dataset(use_cached=True)`
+through these checks), or `check_cache(task, split)` / `cached_source(task, split)` alone.
 
->>> import cache_scripts, gemma_tasks, seqio, feature_converters
+Typical use (plain seqio calls on a gemma_tasks task):
+
+>>> import gemma_tasks, seqio, feature_converters
 >>> seqio.add_global_cache_dirs(["/data/seqio_cache"])
 >>> ds = seqio.get_dataset("gemma_quiz_qa", {"inputs": 256, "targets": 64}, "validation",
 ...                        use_cached=True, shuffle=False,
@@ -44,12 +50,11 @@ into a warning, for when you know the change does not affect the cached data.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
 import weakref
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional
 
 import numpy as np
 from packaging import version as version_lib
@@ -57,18 +62,16 @@ import seqio
 import tensorflow as tf
 from seqio import utils as seqio_utils
 
-from cache_scripts import fingerprint as fingerprint_lib
-from cache_scripts import integrity
-from cache_scripts.integrity import CacheCorruptError  # noqa: F401  (part of this API)
+from gemma_tasks import cache_fingerprint
+from gemma_tasks import cache_integrity
+from gemma_tasks import cache_metadata
+from gemma_tasks.cache_integrity import CacheCorruptError  # noqa: F401  (part of this API)
 
-METADATA_KEY = "gemma_seqio_cache"
 IGNORE_FINGERPRINT_ENV = "GEMMA_SEQIO_IGNORE_CACHE_FINGERPRINT"
 PARSE_BATCH_SIZE = 256
-ARRAY_RECORD_SUFFIX = integrity.ARRAY_RECORD_SUFFIX
 
 _LOGGER = logging.getLogger(__name__)
 _lock = threading.Lock()
-_original: Dict[str, Any] = {}
 # Task -> cache dirs whose fingerprint matched it, so each get_dataset call does not rehash. Keyed
 # by the task object itself, weakly: the mark goes with the object. An `id()` would outlive it,
 # and CPython hands a freed address (= id) to new objects, e.g. a task re-registered with other
@@ -82,79 +85,6 @@ class CacheNotFoundError(AssertionError):
 
 class CacheFingerprintError(ValueError):
   """The cache was written from another vocabulary / preprocessors / source / features."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Metadata
-# ---------------------------------------------------------------------------------------------
-
-def completed_contents(output_format: str, fingerprints: Mapping[str, Mapping[str, Any]]) -> str:
-  """The JSON text that `cache_tasks` writes into each task's `COMPLETED` file.
-
-  `COMPLETED` is written last, after every shard, info and stats file, so keeping the metadata
-  in it means a cache either has both or neither.
-
-  >>> json.loads(completed_contents("tfrecord", {"t": {"fingerprint": "ab", "components": {}}}))
-  ... # doctest: +ELLIPSIS
-  {'gemma_seqio_cache': 1, 'output_format': 'tfrecord', 'seqio_version': '...', 'tasks': {'t': ...}}
-  """
-  return json.dumps({
-      METADATA_KEY: 1,
-      "output_format": output_format,
-      "seqio_version": seqio.__version__,
-      "tasks": {k: dict(v) for k, v in sorted(fingerprints.items())},
-  }, sort_keys=True)
-
-
-def record_shard_bytes(cache_dir: str, splits) -> None:
-  """Adds the size of every data file to our `COMPLETED` (for `integrity`'s check on open).
-
-  Run by `cache_tasks` once the files are final. `COMPLETED` is replaced by a rename, so it is
-  never seen half-written; if this step does not happen the cache is complete all the same and
-  is checked for missing shards only.
-  """
-  meta = read_metadata(cache_dir)
-  if meta is None:
-    return
-  meta[integrity.SHARD_BYTES_KEY] = integrity.shard_bytes(cache_dir, splits, meta["output_format"])
-  path = os.path.join(cache_dir, "COMPLETED")
-  with tf.io.gfile.GFile(path + ".tmp", "w") as f:
-    f.write(json.dumps(meta, sort_keys=True))
-  tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
-
-
-def read_metadata(cache_dir: str) -> Optional[Dict[str, Any]]:
-  """The metadata in `cache_dir/COMPLETED`, or None for a cache written by plain seqio.
-
-  >>> read_metadata("/tmp/cache/gemma_quiz_qa")["output_format"]
-  'tfrecord'
-  """
-  path = os.path.join(cache_dir, "COMPLETED")
-  with tf.io.gfile.GFile(path) as f:
-    text = f.read().strip()
-  try:
-    data = json.loads(text) if text else None
-  except json.JSONDecodeError:
-    # seqio 0.0.20's own main() writes the word 'tfrecord' here (its positional-argument bug).
-    return None
-  return data if isinstance(data, dict) and METADATA_KEY in data else None
-
-
-def output_format_of(cache_dir: str, split: str) -> str:
-  """'tfrecord' or 'arrayrecord', from the metadata or else from the files present."""
-  meta = read_metadata(cache_dir)
-  if meta and meta.get("output_format"):
-    return meta["output_format"]
-  prefix = os.path.join(cache_dir, split + ARRAY_RECORD_SUFFIX)
-  return "arrayrecord" if tf.io.gfile.glob(prefix + "-*") else "tfrecord"
-
-
-def shard_files(cache_dir: str, split: str, output_format: str) -> List[str]:
-  """The data files of `split`, as the writer named them (matching info's `num_shards`)."""
-  num_shards = integrity.read_json(seqio_utils.get_cached_info_path(cache_dir, split),
-                                   cache_dir)["num_shards"]
-  prefix = integrity.data_prefix(cache_dir, split, output_format)
-  return sorted(tf.io.gfile.glob(f"{prefix}-*-of-*{num_shards}"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,7 +111,7 @@ def check_fingerprint(task: seqio.Task, cache_dir: str) -> None:
 
   >>> check_fingerprint(seqio.get_mixture_or_task("gemma_quiz_qa"), "/tmp/cache/gemma_quiz_qa")
   """
-  meta = read_metadata(cache_dir)
+  meta = cache_metadata.read_metadata(cache_dir)
   if meta is None:
     _LOGGER.warning(
         "Cache of %r at %s has no gemma-seqio fingerprint (written by seqio's own "
@@ -195,10 +125,10 @@ def check_fingerprint(task: seqio.Task, cache_dir: str) -> None:
         f"The cache at {cache_dir} has no fingerprint for task {task.name!r} (it lists "
         f"{sorted(meta.get('tasks', {}))}); it was written for another task. Rebuild with "
         f"--overwrite.")
-  current = fingerprint_lib.task_fingerprint(task)
+  current = cache_fingerprint.task_fingerprint(task)
   if cached.get("fingerprint") == current["fingerprint"]:
     return
-  changed = fingerprint_lib.diff_components(cached.get("components", {}), current["components"])
+  changed = cache_fingerprint.diff_components(cached.get("components", {}), current["components"])
   message = (
       f"The cache of task {task.name!r} at {cache_dir} was written from a different task "
       f"definition; changed: {', '.join(changed) or 'unknown'}. Using it would feed data that "
@@ -245,9 +175,11 @@ class FastCachedDataSource(seqio.FileDataSource):
   def __init__(self, cache_dir: str, split: str, file_shuffle_buffer_size: Optional[int] = None,
                cycle_length: int = 16, block_length: int = 16,
                output_format: Optional[str] = None):
-    info = integrity.read_json(seqio_utils.get_cached_info_path(cache_dir, split), cache_dir)
-    stats = integrity.read_json(seqio_utils.get_cached_stats_path(cache_dir, split), cache_dir)
-    self.output_format = output_format or output_format_of(cache_dir, split)
+    info = cache_integrity.read_json(seqio_utils.get_cached_info_path(cache_dir, split),
+                                     cache_dir)
+    stats = cache_integrity.read_json(seqio_utils.get_cached_stats_path(cache_dir, split),
+                                      cache_dir)
+    self.output_format = output_format or cache_metadata.output_format_of(cache_dir, split)
     self._features = {k: dict(v) for k, v in info["features"].items()}
     if version_lib.Version(info.get("seqio_version", "0.pre")) < version_lib.Version("0.0.0"):
       # Same rule as seqio's reader: very old caches stored int32 features as int64.
@@ -255,7 +187,7 @@ class FastCachedDataSource(seqio.FileDataSource):
         if feat["dtype"] == "int64":
           feat["dtype"] = "int32"
     if self.output_format == "arrayrecord":
-      prefix = os.path.join(cache_dir, split + ARRAY_RECORD_SUFFIX)
+      prefix = os.path.join(cache_dir, split + cache_metadata.ARRAY_RECORD_SUFFIX)
       reader = _array_record_dataset
     else:
       prefix = seqio_utils.get_cached_tfrecord_prefix(cache_dir, split)
@@ -272,7 +204,7 @@ class FastCachedDataSource(seqio.FileDataSource):
   @staticmethod
   def supports(cache_dir: str, split: str) -> bool:
     """True if every feature has rank <= 1 (the batched parse keeps them exact)."""
-    features = integrity.read_json(seqio_utils.get_cached_info_path(cache_dir, split),
+    features = cache_integrity.read_json(seqio_utils.get_cached_info_path(cache_dir, split),
                                    cache_dir)["features"]
     return all(len(v["shape"] or []) <= 1 for v in features.values())
 
@@ -312,7 +244,7 @@ class FastCachedDataSource(seqio.FileDataSource):
 
 def reader_for(cache_dir: str, split: str, file_shuffle_buffer_size: Optional[int] = None):
   """`FastCachedDataSource` when it applies, else seqio's own `_CachedDataSource`."""
-  fmt = output_format_of(cache_dir, split)
+  fmt = cache_metadata.output_format_of(cache_dir, split)
   if fmt == "arrayrecord" or FastCachedDataSource.supports(cache_dir, split):
     return FastCachedDataSource(cache_dir, split, file_shuffle_buffer_size, output_format=fmt)
   return seqio.dataset_providers._CachedDataSource(  # pylint: disable=protected-access
@@ -320,53 +252,121 @@ def reader_for(cache_dir: str, split: str, file_shuffle_buffer_size: Optional[in
 
 
 # ---------------------------------------------------------------------------------------------
-# Hooks into seqio.Task
+# The checked path: a Task subclass, and functions for any task
 # ---------------------------------------------------------------------------------------------
 
-def _assert_cached(self) -> None:
-  if not self.cache_dir:
-    raise CacheNotFoundError(missing_cache_message(self))
+def _memo_key(task: seqio.Task) -> seqio.Task:
+  # `checked_dataset` reads through a short-lived copy of the caller's task; its mark belongs to
+  # the caller's task object.
+  return task.__dict__.get("_checked_copy_of", task)
 
 
-def _get_cached_source(self, split: str, file_shuffle_buffer_size: Optional[int] = None):
-  self.assert_cached()
-  cache_dir = self.cache_dir
-  # Every time (a listing and a size query per shard): files can go between two loads.
-  integrity.check_split(cache_dir, split, output_format_of(cache_dir, split),
-                        read_metadata(cache_dir), task_name=self.name)
-  if cache_dir not in _checked.get(self, ()):
-    check_fingerprint(self, cache_dir)
-    _checked.setdefault(self, set()).add(cache_dir)
-  file_shuffle_buffer_size = (
-      file_shuffle_buffer_size
-      or self._cache_dataset_placerholder.file_shuffle_buffer_size)  # pylint: disable=protected-access
+def require_cache(task: seqio.Task) -> str:
+  """`task`'s completed cache directory, or `CacheNotFoundError` naming the directories searched
+  and the command that builds the cache."""
+  cache_dir = task.cache_dir
+  if not cache_dir:
+    raise CacheNotFoundError(missing_cache_message(task))
+  return cache_dir
+
+
+def check_cache(task: seqio.Task, split: str) -> str:
+  """Runs every check on `task`'s cache of `split` and returns the cache directory.
+
+  `CacheNotFoundError` if there is no completed cache, `CacheCorruptError` if a file of the split
+  is not what the cache recorded (checked every time: files can go between two loads),
+  `CacheFingerprintError` if the cache was written for another version of `task` (checked once
+  per task object and cache directory).
+
+  >>> check_cache(seqio.get_mixture_or_task("gemma_quiz_qa"), "validation")
+  '/data/seqio_cache/gemma_quiz_qa'
+  """
+  cache_dir = require_cache(task)
+  cache_integrity.check_split(cache_dir, split, cache_metadata.output_format_of(cache_dir, split),
+                              cache_metadata.read_metadata(cache_dir), task_name=task.name)
+  key = _memo_key(task)
+  if cache_dir not in _checked.get(key, ()):
+    check_fingerprint(task, cache_dir)
+    _checked.setdefault(key, set()).add(cache_dir)
+  return cache_dir
+
+
+def cached_source(task: seqio.Task, split: str,
+                  file_shuffle_buffer_size: Optional[int] = None) -> seqio.DataSource:
+  """`check_cache`, then the data source that reads the split (`reader_for`)."""
+  cache_dir = check_cache(task, split)
+  placeholder = task._cache_dataset_placerholder  # pylint: disable=protected-access
+  file_shuffle_buffer_size = file_shuffle_buffer_size or placeholder.file_shuffle_buffer_size
   return reader_for(cache_dir, split, file_shuffle_buffer_size)
 
 
-def install() -> None:
-  """Routes `seqio.Task`'s cached path through the checks and reader above (idempotent)."""
+class CheckedCacheTask(seqio.Task):
+  """A `seqio.Task` whose `use_cached=True` path is checked and read by `FastCachedDataSource`.
+
+  Through seqio's own extension point: register with
+  `seqio.TaskRegistry.add(name, ..., task_cls=CheckedCacheTask)` (`gemma_tasks.builders` does).
+  Nothing else changes: everything but the two methods below is `seqio.Task`'s.
+  """
+
+  def assert_cached(self) -> None:
+    require_cache(self)
+
+  def _get_cached_source(self, split: str, file_shuffle_buffer_size: Optional[int] = None):
+    return cached_source(self, split, file_shuffle_buffer_size)
+
+
+class _CheckedMixture(seqio.Mixture):
+  """A mixture whose tasks are each read through `_with_checks`."""
+
+  def get_task_dataset(self, task, *args, **kwargs):
+    return super().get_task_dataset(_with_checks(task), *args, **kwargs)
+
+
+_COPY_CLASSES: Dict[type, type] = {}
+
+
+def _checked_copy(obj, mixin: type):
+  """A shallow copy of `obj` whose class puts `mixin` first; `obj` itself is not changed."""
+  cls = type(obj)
   with _lock:
-    if _original:
-      return
-    _original["assert_cached"] = seqio.Task.assert_cached
-    _original["_get_cached_source"] = seqio.Task._get_cached_source  # pylint: disable=protected-access
-    seqio.Task.assert_cached = _assert_cached
-    seqio.Task._get_cached_source = _get_cached_source  # pylint: disable=protected-access
+    if cls not in _COPY_CLASSES:
+      _COPY_CLASSES[cls] = type(f"Checked{cls.__name__}", (mixin, cls), {})
+    copy_cls = _COPY_CLASSES[cls]
+  copy = copy_cls.__new__(copy_cls)
+  # Dicts copied too: seqio memoizes into some (a task's `_stats`), and those stay the caller's.
+  copy.__dict__.update({k: dict(v) if type(v) is dict else v  # pylint: disable=unidiomatic-typecheck
+                        for k, v in vars(obj).items()})
+  copy.__dict__["_checked_copy_of"] = obj.__dict__.get("_checked_copy_of", obj)
+  return copy
 
 
-def uninstall() -> None:
-  """Restores seqio's own methods (for tests and for measuring seqio's reader)."""
-  with _lock:
-    for name, fn in _original.items():
-      setattr(seqio.Task, name, fn)
-    _original.clear()
-    _checked.clear()
+def _with_checks(provider):
+  if isinstance(provider, (CheckedCacheTask, _CheckedMixture)):
+    return provider
+  if isinstance(provider, seqio.Task):
+    return _checked_copy(provider, CheckedCacheTask)
+  if isinstance(provider, seqio.Mixture):
+    return _checked_copy(provider, _CheckedMixture)
+  raise TypeError(f"Expected a seqio.Task or seqio.Mixture, got {type(provider).__name__}")
 
 
-def installed() -> bool:
-  return bool(_original)
+def checked_dataset(task_or_mixture, sequence_length: Optional[Mapping[str, int]] = None,
+                    split: str = "train", **get_dataset_kwargs) -> tf.data.Dataset:
+  """`get_dataset(..., use_cached=True)` of any Task or Mixture (object or registered name),
+  through the checks and the reader of `CheckedCacheTask`.
 
+  For tasks registered without `task_cls=CheckedCacheTask` (your own, plain seqio ones): the
+  task object, its registration and seqio stay as they are; the read goes through a copy of the
+  task that has the checked methods. The other arguments are those of `seqio.Task.get_dataset`
+  (`shuffle`, `seed`, `shard_info`, `num_epochs`, ...). A feature converter applies to the result
+  as usual: `converter(ds, task_feature_lengths)`.
 
-def forget_checks() -> None:
-  """Makes the next load re-check fingerprints (e.g. after re-registering a task)."""
-  _checked.clear()
+  >>> seqio.add_global_cache_dirs(["/data/seqio_cache"])
+  >>> ds = checked_dataset("my_task", {"inputs": 256, "targets": 64}, "validation", shuffle=False)
+  CacheFingerprintError: The cache of task 'my_task' at /data/seqio_cache/my_task was written
+  from a different task definition; changed: preprocessor[0]:my_project.preprocess ...
+  """
+  provider = (seqio.get_mixture_or_task(task_or_mixture) if isinstance(task_or_mixture, str)
+              else task_or_mixture)
+  return _with_checks(provider).get_dataset(sequence_length=sequence_length, split=split,
+                                            use_cached=True, **get_dataset_kwargs)
