@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
-.PHONY: test test-t5x demo venv clean
+.PHONY: test test-slow test-all test-t5x demo venv clean
 
 # T5X is not on PyPI: its wheels (built from its public sources) sit in ../shared/t5x. The T5X
 # tests run in a venv of their own, so `make test` keeps proving that nothing needs T5X.
@@ -22,8 +22,16 @@ $(STAMP): setup.py constraints.txt
 
 venv: $(STAMP)
 
+# The fast default for development (minutes); the integration runs marked `slow` (Beam jobs, CLIs in
+# fresh interpreters, wheel builds, multi-device subprocesses) are `make test-slow`.
 test: $(STAMP)
-	$(PY) -m pytest -q -rs tests
+	$(PY) -m pytest -q -rs -m "not slow" tests
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -rs -m slow tests
+
+# Everything CI runs: the fast tests, the slow ones, then the real T5X.
+test-all: test test-slow test-t5x
 
 $(STAMP_T5X): setup.py constraints.txt
 	test -x $(PY_T5X) || $(PYTHON) -m venv $(VENV_T5X)

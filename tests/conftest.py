@@ -45,4 +45,7 @@ def flip_a_bit():
 
 def pytest_configure(config):
   config.addinivalue_line(
+      "markers", "slow: integration runs (Beam jobs, CLIs in fresh interpreters, wheel builds, "
+      "multi-device subprocesses); `make test` leaves them out, `make test-slow` and CI run them")
+  config.addinivalue_line(
       "markers", "t5x: runs the real T5X library (installed by `make test-t5x`; skipped without it)")

@@ -140,6 +140,7 @@ def built(tmp_path_factory):
   return dist
 
 
+@pytest.mark.slow  # builds and installs a wheel
 def test_wheel_contains_tasks_and_data(built):
   wheels = list(built.glob("gemma_seqio-*.whl"))
   assert len(wheels) == 1
@@ -173,6 +174,7 @@ def test_sdist_contains_tasks_data_and_setup(built):
   assert not missing, missing
 
 
+@pytest.mark.slow  # builds and installs a wheel
 def test_installed_wheel_registers_tasks_from_its_own_data(built, tmp_path):
   """What a Dataflow worker does after pip install: import gemma_tasks, read a split."""
   wheel = next(built.glob("gemma_seqio-*.whl"))

@@ -13,6 +13,9 @@ import cache_scripts
 from cache_scripts import cache_tasks
 from gemma_tasks import cache_metadata, cached
 
+# Slow (`make test-slow`, run by CI): Beam runs of the caching job, killed and failed CLI runs.
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUIZ = "gemma_quiz_qa"
 FLAKY = "gemma_test_cache_failing_quiz"

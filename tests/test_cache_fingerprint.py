@@ -8,6 +8,9 @@ from cache_scripts import cache_tasks
 from gemma_tasks import cache_fingerprint as fingerprint
 from gemma_tasks import cache_metadata, cached
 
+# Slow (`make test-slow`, run by CI): Beam runs of the caching job.
+pytestmark = pytest.mark.slow
+
 NAME = "gemma_test_cache_fingerprint_quiz"
 LENGTHS = {"inputs": 512, "targets": 512}
 

@@ -33,6 +33,9 @@ import seqio
 import gemma_tasks
 from gemma_tasks import builders, preprocessors, sources
 
+# Slow (`make test-slow`, run by CI): Beam runs of the caching job.
+pytestmark = pytest.mark.slow
+
 if "{LIMITED}" not in seqio.TaskRegistry.names():
   builders.add_translation_task(
       "{LIMITED}",

@@ -9,6 +9,9 @@ import sys
 
 import pytest
 
+# Slow (`make test-slow`, run by CI): every test runs a CLI in a fresh interpreter.
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Lines a newcomer used to get between ours (TF/absl start-up, SentencePiece inside
 # tensorflow_text, Beam, apitools, orbax).

@@ -545,6 +545,7 @@ def test_missing_or_non_integer_length_is_a_clear_error():
     fc.GemmaPrefixLMFeatureConverter(pack=True)(ds, {"inputs": 8.5, "targets": 8})
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_zero_lengths_through_seqio_get_dataset_in_a_fresh_interpreter():
   """Was a segfault (rc 139) of the whole interpreter; now a ValueError naming the feature."""
   import os

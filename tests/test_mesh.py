@@ -17,6 +17,10 @@ from model.runner import mesh as mesh_lib
 from model.config import tiny_gemma2
 from model.runner.t5x_model import GemmaDecoderOnlyModel
 
+# Slow (`make test-slow`, run by CI): 8 simulated devices and two-process jax.distributed runs
+# in fresh interpreters.
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
