@@ -24,6 +24,9 @@ from cache_scripts import cache_tasks
 from gemma_tasks import cache_metadata
 from gemma_tasks.cached import CheckedCacheTask
 
+# Slow (`make test-slow`, run by CI): Beam runs of the caching job.
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUIZ = "gemma_quiz_qa"
 LIMITED = "gemma_test_cache_en_de_libreoffice_limited"
@@ -32,9 +35,6 @@ LIMITED_MODULE = f'''
 import seqio
 import gemma_tasks
 from gemma_tasks import builders, preprocessors, sources
-
-# Slow (`make test-slow`, run by CI): Beam runs of the caching job.
-pytestmark = pytest.mark.slow
 
 if "{LIMITED}" not in seqio.TaskRegistry.names():
   builders.add_translation_task(
