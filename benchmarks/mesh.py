@@ -67,8 +67,8 @@ def run(preset: str, steps: int, batch_size: int, length: int):
   reference = np.asarray(rows[0][3])
   print(f"{preset}: {cfg.num_params / 1e6:.2f}M parameters, batch {batch_size} x {length}, "
         f"{steps} steps, {jax.device_count()} simulated CPU devices\n")
-  print(f"| mesh | bytes on the fullest device | share of the total | max rel. loss diff "
-        f"| median step |")
+  print("| mesh | bytes on the fullest device | share of the total | max rel. loss diff "
+        "| median step |")
   print("|---|---:|---:|---:|---:|")
   for name, fullest, total, losses, seconds in rows:
     diff = float(np.max(np.abs(np.asarray(losses) - reference) / np.abs(reference)))

@@ -4,6 +4,7 @@ A bad value must stop the run with a message naming the flag, not after a step r
 ZeroDivisionError at the first save), and not by training the wrong way (a negative learning
 rate is gradient ascent). Nothing here imports TF or JAX.
 
+>>> from model.runner.train import TrainArgs
 >>> check_args(TrainArgs(task="t", model_dir="d", learning_rate=-1))
 Traceback (most recent call last):
 ValueError: --learning_rate must be > 0, got -1
@@ -30,6 +31,7 @@ def _at_least(name: str, value, low: int) -> List[str]:
 def problems(args) -> List[str]:
   """Every problem of a `TrainArgs`, one message each ([] when all is well).
 
+  >>> from model.runner.train import TrainArgs
   >>> problems(TrainArgs(task="t", model_dir="d", save_every=0, clip_norm=0))
   ['--clip_norm must be > 0, got 0', '--save_every must be >= 1, got 0']
   """
