@@ -200,46 +200,46 @@ def build_parser():
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  ns = flags.from_namespace(DemoArgs, build_parser().parse_args(argv))
+  opts = flags.from_namespace(DemoArgs, build_parser().parse_args(argv))
   t_start = time.time()
   try:
-    plan_minutes(ns.budget_minutes, ns.recipe)   # a bad budget stops before any work
+    plan_minutes(opts.budget_minutes, opts.recipe)   # a bad budget stops before any work
   except ValueError as e:
     print(f"[demo] ERROR: {e}", file=sys.stderr, flush=True)
     return 2
-  out = os.path.abspath(ns.out)
+  out = os.path.abspath(opts.out)
   os.makedirs(out, exist_ok=True)
   from gemma_seqio import cli_log  # pylint: disable=g-import-not-at-top
   # Before TensorFlow loads: library output of all three steps goes to <out>/demo.log.
   with cli_log.to_log_file(out, "demo") as log:
-    log.exit_code = _run(ns, out, t_start)
+    log.exit_code = _run(opts, out, t_start)
   return log.exit_code
 
 
-def _run(ns: DemoArgs, out: str, t_start: float) -> int:
+def _run(opts: DemoArgs, out: str, t_start: float) -> int:
   """The three steps and the table of `main`."""
-  cache_dir = os.path.abspath(ns.cache_dir) if ns.cache_dir else os.path.join(out, "cache")
+  cache_dir = os.path.abspath(opts.cache_dir) if opts.cache_dir else os.path.join(out, "cache")
   model_dir = os.path.join(out, "model")
 
   from model.runner import evaluate, train  # pylint: disable=g-import-not-at-top
 
   # 1. cache
-  use_cached = ns.cache
+  use_cached = opts.cache
   cache_seconds = 0.0
   if use_cached:
     _stage(f"1/3 caching {', '.join(CACHED_TASKS)} with Beam -> {cache_dir}")
-    cache_seconds = cache(CACHED_TASKS, cache_dir, workers=ns.workers)
+    cache_seconds = cache(CACHED_TASKS, cache_dir, workers=opts.workers)
     print(f"[cache] {cache_seconds:.0f} s", flush=True)
 
   # 2. train: what is left of the budget minus a reserve for evaluation (decoding ~2,000
   # test examples and the baselines).
-  _, train_minutes = plan_minutes(ns.budget_minutes, ns.recipe, (time.time() - t_start) / 60)
+  _, train_minutes = plan_minutes(opts.budget_minutes, opts.recipe, (time.time() - t_start) / 60)
   args = train.TrainArgs(
       task=TRANSLATION_TASK, model_dir=model_dir, train_steps=1, save_every=100, keep=2,
       log_every=10, time_budget_minutes=train_minutes, use_cached=use_cached,
-      cache_dirs=(cache_dir,) if use_cached else (), progress=ns.progress,
+      cache_dirs=(cache_dir,) if use_cached else (), progress=opts.progress,
       preset=RECIPE_PRESET, **RECIPE_TRAIN)
-  steps = ns.train_steps
+  steps = opts.train_steps
   saved = os.path.join(model_dir, train.TRAIN_ARGS_FILE)
   if not steps and os.path.exists(saved):   # resuming an interrupted demo: same schedule
     with open(saved, encoding="utf-8") as f:
@@ -254,22 +254,22 @@ def _run(ns: DemoArgs, out: str, t_start: float) -> int:
   result = train.train(args)
 
   # 3. evaluate
-  beam_size = ns.beam_size or (4 if ns.recipe else 1)
+  beam_size = opts.beam_size or (4 if opts.recipe else 1)
   _stage("3/3 evaluating on the test splits" + (
-      f" ({beam_size} beams, length penalty {ns.length_penalty})" if beam_size > 1 else
+      f" ({beam_size} beams, length penalty {opts.length_penalty})" if beam_size > 1 else
       " (greedy)"))
   rows = []
-  eval_plan = [(TRANSLATION_TASK, ns.translation_eval_examples)]
-  eval_plan += [(t, ns.qa_eval_examples) for t in QA_TASKS]
+  eval_plan = [(TRANSLATION_TASK, opts.translation_eval_examples)]
+  eval_plan += [(t, opts.qa_eval_examples) for t in QA_TASKS]
   summaries = {}
   for task, n in eval_plan:
     cached = use_cached and task in CACHED_TASKS
     summary = evaluate.evaluate(evaluate.EvalArgs(
         checkpoint_dir=model_dir, task=task, split="test", num_examples=n,
-        batch_size=ns.eval_batch_size, max_decode_length=ns.max_decode_length,
+        batch_size=opts.eval_batch_size, max_decode_length=opts.max_decode_length,
         baselines=True, use_cached=cached, beam_size=beam_size,
-        length_penalty=ns.length_penalty,
-        cache_dirs=(cache_dir,) if cached else (), progress=ns.progress,
+        length_penalty=opts.length_penalty,
+        cache_dirs=(cache_dir,) if cached else (), progress=opts.progress,
         output_dir=os.path.join(out, "eval", task)))
     summaries[task] = summary
     entry = summary["tasks"][task]
