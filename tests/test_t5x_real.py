@@ -313,7 +313,7 @@ def test_t5x_train_with_1_2_4_partitions_gives_the_same_losses(partitioned_runs)
 
 def test_our_partitioner_honours_num_partitions_on_cpu(tmp_path):
   """T5X's CPU mesh puts every device on 'model'; ours is (devices / n, n), as on TPU/GPU."""
-  code = ("from model import partitioning, t5x_partitioner\n"
+  code = ("from model import partitioning\nfrom model.runner import t5x_partitioner\n"
           "for n in (1, 2, 4, 8):\n"
           "  p = t5x_partitioner.PjitPartitioner(num_partitions=n,\n"
           "      logical_axis_rules=partitioning.logical_axis_rules())\n"
