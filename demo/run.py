@@ -110,8 +110,8 @@ def results_table(rows: List[dict]) -> str:
 
   >>> print(results_table([{"task": "t", "split": "test", "examples": 9, "metric": "bleu",
   ...                       "value": 12.3, "baseline": 5.5, "baseline_name": "copy the source"}]))
-  task     split  examples  metric  model  baseline
-  t        test          9  bleu    12.30  5.50 (copy the source)
+  task  split  examples  metric  model  baseline
+  t     test          9  bleu    12.30  5.50 (copy the source)
   """
   head = ("task", "split", "examples", "metric", "model", "baseline")
   body = [(r["task"], r["split"], str(r["examples"]), r["metric"], f"{r['value']:.2f}",

@@ -212,7 +212,7 @@ def make_score_fn(model, params, *, batch_size: int = 32, plan=None):
 def run_dir(checkpoint_dir: str) -> Tuple[str, Optional[int]]:
   """(model dir, step named by the path or None) of a `--checkpoint_dir`.
 
-  >>> run_dir("runs/ende/checkpoint_400")
+  >>> run_dir("runs/ende/checkpoint_400")  # doctest: +ELLIPSIS
   ('/.../runs/ende', 400)
   """
   from model.runner import t5x_checkpoints  # pylint: disable=g-import-not-at-top

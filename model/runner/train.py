@@ -229,7 +229,7 @@ def _keep_recorded_model_flags(model_dir: str, args: TrainArgs) -> TrainArgs:
   >>> import tempfile; run = tempfile.mkdtemp()
   >>> _write_json(os.path.join(run, TRAIN_ARGS_FILE), {"dtype": "float32"})   # a float32 run
   >>> args = TrainArgs(task="t", model_dir=run, dtype="bfloat16")
-  >>> _keep_recorded_model_flags(run, args).dtype
+  >>> _keep_recorded_model_flags(run, args).dtype  # doctest: +ELLIPSIS
   [train] resuming: --dtype 'bfloat16' ignored, the run's 'float32' is kept (...)
   'float32'
   """
