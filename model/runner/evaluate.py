@@ -37,9 +37,7 @@ import numpy as np
 
 from gemma_seqio import flags
 from gemma_seqio.flags import option
-
-PAD_ID = 0
-BOS_ID = 2
+from gemma_seqio.special_tokens import BOS_ID, PAD_ID
 
 
 # -- the two seqio 0.0.20 fixes ----------------------------------------------------------------
