@@ -26,11 +26,11 @@ MESHES = [("one device", "data=1", False), ("(8, 1)", "data=8", False),
 
 def run(preset: str, steps: int, batch_size: int, length: int):
   import jax  # noqa: PLC0415
-  import jax.numpy as jnp  # noqa: PLC0415
   import numpy as np  # noqa: PLC0415
   from model import config as config_lib  # noqa: PLC0415
   from model.runner import mesh as mesh_lib, optim  # noqa: PLC0415
   from model.runner.t5x_model import GemmaDecoderOnlyModel  # noqa: PLC0415
+  from model.runner.train_step import make_train_step  # noqa: PLC0415
 
   cfg = config_lib.get_config(preset)
   model = GemmaDecoderOnlyModel(cfg)
@@ -47,28 +47,22 @@ def run(preset: str, steps: int, batch_size: int, length: int):
     total = sum(x.nbytes for x in jax.tree.leaves((params, state))
                 if hasattr(x, "nbytes"))
 
-    def step(p, s, batch):
-      (loss, _), grads = jax.value_and_grad(model.weighted_loss, has_aux=True)(p, batch, None)
-      updates, s = tx.update(grads, s, p)
-      return jax.tree.map(jnp.add, p, updates), s, loss
-
-    step = jax.jit(step, donate_argnums=(0, 1), out_shardings=(param_sh, state_sh,
-                                                                 plan.replicated))
+    step = make_train_step(model, tx, out_shardings=(param_sh, state_sh, plan.replicated))
     losses, times = [], []
     for i in range(steps):
       batch = plan.global_batch({
           "decoder_input_tokens": np.pad(tokens[i], ((0, 0), (1, 0)), constant_values=2)[:, :-1],
           "decoder_target_tokens": tokens[i], "decoder_loss_weights": weights})
       t0 = time.perf_counter()
-      params, state, loss = step(params, state, batch)
-      losses.append(float(loss))
+      params, state, metrics = step(params, state, batch, i, None)
+      losses.append(float(metrics["loss"]))
       times.append(time.perf_counter() - t0)
     rows.append((name, max(per_device.values()), total, losses, float(np.median(times[2:]))))
   reference = np.asarray(rows[0][3])
   print(f"{preset}: {cfg.num_params / 1e6:.2f}M parameters, batch {batch_size} x {length}, "
         f"{steps} steps, {jax.device_count()} simulated CPU devices\n")
-  print(f"| mesh | bytes on the fullest device | share of the total | max rel. loss diff "
-        f"| median step |")
+  print("| mesh | bytes on the fullest device | share of the total | max rel. loss diff "
+        "| median step |")
   print("|---|---:|---:|---:|---:|")
   for name, fullest, total, losses, seconds in rows:
     diff = float(np.max(np.abs(np.asarray(losses) - reference) / np.abs(reference)))

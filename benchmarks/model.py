@@ -5,7 +5,7 @@
 
 1. CPU matmul peak: a jitted float32 [n, n] @ [n, n] on this machine, best of `--runs`
    (FLOPs = 2 n^3). Everything below is measured against it in the same process.
-2. Training step: `GemmaDecoderOnlyModel.weighted_loss` + AdamW (optax), jitted, on random tokens
+2. Training step: the trainer's (`model.runner.train_step`) with plain AdamW (optax), on random tokens
    [batch, seq], loss on every position. tokens/s = batch * seq / step time (median after
    warm-up). Then the same step on PrefixLM-shaped weights (`--prefix-lm-share` of each row,
    0.4 ~ en->de answers): logits at every position, only at the weighted ones (the trainer's
@@ -67,12 +67,12 @@ def bench_train(cfg, batch: int, seq: int, steps: int, answer_share: float = 1.0
   """(median step seconds, compile seconds, losses). Loss weight on the last `answer_share` of
   every row (1.0: LM, every position; ~0.4: PrefixLM en->de rows); with a bucket, logits only at
   the weighted positions (`model.runner.train.loss_positions_bucket`, as the trainer does)."""
-  import functools
   import jax
   import jax.numpy as jnp
   import optax
   from model.runner.t5x_model import GemmaDecoderOnlyModel
   from model.runner.train import loss_positions_bucket as bucket_of
+  from model.runner.train_step import make_train_step
 
   m = GemmaDecoderOnlyModel(cfg)
   shapes = {"decoder_input_tokens": (batch, seq)}
@@ -89,25 +89,18 @@ def bench_train(cfg, batch: int, seq: int, steps: int, answer_share: float = 1.0
   weights = np.zeros((batch, seq), np.int32)
   weights[:, seq - int(round(answer_share * seq)):] = 1
   batch_features["decoder_loss_weights"] = jnp.asarray(weights)
-  loss_fn = functools.partial(
-      m.weighted_loss, max_loss_positions=bucket_of({"decoder_loss_weights": weights},
-                                              loss_positions_bucket))
-
-  @jax.jit
-  def step(params, opt_state, features):
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, features, None)
-    updates, opt_state = opt.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+  positions = bucket_of({"decoder_loss_weights": weights}, loss_positions_bucket)
+  step = make_train_step(m, opt)   # the trainer's step
 
   t = time.perf_counter()
-  params, opt_state, loss = step(params, opt_state, batch_features)
-  loss.block_until_ready()
+  params, opt_state, metrics = step(params, opt_state, batch_features, 0, positions)
+  metrics["loss"].block_until_ready()
   compile_s = time.perf_counter() - t
   times, losses = [], []
   for _ in range(steps):
     t = time.perf_counter()
-    params, opt_state, loss = step(params, opt_state, batch_features)
-    loss.block_until_ready()
+    params, opt_state, metrics = step(params, opt_state, batch_features, 0, positions)
+    loss = metrics["loss"].block_until_ready()
     times.append(time.perf_counter() - t)
     losses.append(float(loss))
   return statistics.median(times), compile_s, losses

@@ -215,7 +215,7 @@ def profile_stages(lengths, n, runs):
   print(f"\n## where the time goes: bench_en_de, {lengths['inputs']}/{lengths['targets']}, "
         "cumulative stages\n")
   print("| stage | examples/s | us/example | added us/example |\n|---|---:|---:|---:|")
-  previous = 0.0
+  previous = stage_before_converters = 0.0
   for label, make in stages.items():
     for _ in make():  # warm-up
       pass

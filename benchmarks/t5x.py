@@ -58,7 +58,8 @@ def main():
                   batch_size=a.batch_size, train_steps=a.steps, warmup_steps=20,
                   learning_rate=3e-3, end_lr_factor=0.1, shuffle_buffer_size=0,
                   packing="in_order", loss_positions_bucket=0, seed=0, log_every=1,
-                  save_every=a.steps, progress=False, dtype="float32", **demo_run.RECIPE_MODEL)
+                  save_every=a.steps, progress=False, dtype="float32",
+                  preset=demo_run.RECIPE_PRESET)
   t0 = time.time()
   train.train(train.TrainArgs(model_dir=os.path.join(a.out, "ours"), **settings))
   ours_wall = time.time() - t0
@@ -70,7 +71,7 @@ def main():
   manager.save(0, params, optim.adamw_with_clipping(total_steps=a.steps).init(params))
   manager.close()
   cmd = [sys.executable, "-m", "t5x.train", f"--gin_search_paths={REPO},{t5x_root}",
-         f"--gin_file={REPO}/model/configs/gemma_en_de_libreoffice_finetune.gin",
+         f"--gin_file={REPO}/model/runner/configs/gemma_en_de_libreoffice_finetune.gin",
          f"--gin.MODEL_DIR='{a.out}/t5x'",
          f"--gin.INITIAL_CHECKPOINT_PATH='{a.out}/init/checkpoint_0'",
          f"--gin.TRAIN_STEPS={a.steps}", f"--gin.BATCH_SIZE={a.batch_size}",

@@ -8,7 +8,7 @@ Steps, each with its own progress output:
   1. cache  `gemma_en_de_libreoffice` and `gemma_quiz_qa` with the Beam pipeline
             (`cache_scripts.cache_tasks`, in this process) into `<out>/cache` (skipped when
             already there);
-  2. train  a small Gemma (RECIPE_MODEL) on the cached `gemma_en_de_libreoffice` with
+  2. train  a small Gemma (the preset `recipe_gemma2`) on the cached `gemma_en_de_libreoffice` with
             `model.runner.train` (T5X-layout checkpoints in `<out>/model`), stopped by the time budget;
   3. eval   with `model.runner.evaluate` (seqio.Evaluator) on the test splits: LibreOffice en->de (BLEU),
             quiz and TriviaQA-open (exact match), next to the trivial baselines; greedy
@@ -21,12 +21,15 @@ evaluation code path.
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
 import sys
 import time
 from typing import List, Optional, Sequence
+
+from gemma_seqio import flags
+from gemma_seqio.flags import option
 
 TRANSLATION_TASK = "gemma_en_de_libreoffice"
 QA_TASKS = ("gemma_quiz_qa", "gemma_trivia_qa_open")
@@ -34,11 +37,9 @@ QA_TASKS = ("gemma_quiz_qa", "gemma_trivia_qa_open")
 # budget for the 300 test questions the demo scores, so it is read on the fly.
 CACHED_TASKS = (TRANSLATION_TASK, "gemma_quiz_qa")
 
-# The model of the demo and of the quality recipe (TrainArgs fields); model/runner/configs/gemma_small.gin
-# describes the same shape for T5X (a test keeps them equal).
-RECIPE_MODEL = dict(preset="small_gemma2", model_overrides={
-    "embed_dim": "128", "hidden_dim": "512", "num_layers": "4", "head_dim": "32",
-    "query_pre_attn_scalar": "32"})
+# The model of the demo and of the quality recipe: a `model.config` preset, also the T5X MODEL
+# of model/runner/configs/gemma_small.gin.
+RECIPE_PRESET = "recipe_gemma2"
 
 # Training settings of the demo / recipe (TrainArgs fields). Rows of 96 + 96 tokens hold ~3
 # LibreOffice pairs each (mean 41 prompt + 26 answer tokens); best-fit packing wastes less.
@@ -72,9 +73,9 @@ def measure_step_seconds(args, steps: int = 12) -> float:
   time budget ends."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  import optax  # pylint: disable=g-import-not-at-top
   from model.runner import optim, train  # pylint: disable=g-import-not-at-top
   from model.runner.t5x_model import GemmaDecoderOnlyModel  # pylint: disable=g-import-not-at-top
+  from model.runner.train_step import make_train_step  # pylint: disable=g-import-not-at-top
   model = GemmaDecoderOnlyModel(train.build_model_config(args))
   length = args.inputs_length + args.targets_length
   params = model.get_initial_variables(jax.random.PRNGKey(0),
@@ -88,23 +89,17 @@ def measure_step_seconds(args, steps: int = 12) -> float:
   weights[:, length // 2:] = 1
   positions = train.loss_positions_bucket({"decoder_loss_weights": weights},
                                           args.loss_positions_bucket)
-
-  @jax.jit
-  def step(p, s, b):
-    (_, _), g = jax.value_and_grad(model.weighted_loss, has_aux=True)(p, b, None,
-                                                                max_loss_positions=positions)
-    u, s = tx.update(g, s, p)
-    return optax.apply_updates(p, u), s
+  step = make_train_step(model, tx)   # the trainer's step (no dropout in this model)
 
   tokens = np.random.default_rng(0).integers(4, 4000, (args.batch_size, length)).astype(np.int32)
   batch = {"decoder_input_tokens": tokens, "decoder_target_tokens": tokens,
            "decoder_loss_weights": weights}
-  params, state = step(params, state, batch)
+  params, state, _ = step(params, state, batch, 0, positions)
   jax.block_until_ready(params)
   times = []
   for _ in range(steps):
     t0 = time.time()
-    params, state = step(params, state, batch)
+    params, state, _ = step(params, state, batch, 0, positions)
     jax.block_until_ready(params)
     times.append(time.time() - t0)
   return float(np.median(times))
@@ -115,8 +110,8 @@ def results_table(rows: List[dict]) -> str:
 
   >>> print(results_table([{"task": "t", "split": "test", "examples": 9, "metric": "bleu",
   ...                       "value": 12.3, "baseline": 5.5, "baseline_name": "copy the source"}]))
-  task     split  examples  metric  model  baseline
-  t        test          9  bleu    12.30  5.50 (copy the source)
+  task  split  examples  metric  model  baseline
+  t     test          9  bleu    12.30  5.50 (copy the source)
   """
   head = ("task", "split", "examples", "metric", "model", "baseline")
   body = [(r["task"], r["split"], str(r["examples"]), r["metric"], f"{r['value']:.2f}",
@@ -161,88 +156,90 @@ def plan_minutes(budget_minutes: Optional[float], recipe: bool,
   return budget, max(1.0, budget * (1 - EVAL_RESERVE) - elapsed_minutes)
 
 
-def build_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(
-      prog="python -m demo.run",
-      description="End-to-end demo: Beam caching -> training -> seqio evaluation -> one table.",
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  p.add_argument("--out", default="demo_out", help="everything is written here")
-  p.add_argument("--budget_minutes", type=float, default=None,
-                 help="wall-clock budget of the whole job; training gets what caching and "
-                      f"evaluation leave (default: {DEFAULT_BUDGET_MINUTES:g}, "
-                      f"{RECIPE_BUDGET_MINUTES:g} with --recipe)")
-  p.add_argument("--recipe", action="store_true",
-                 help=f"the quality recipe: {RECIPE_TRAIN_MINUTES:g} minutes of training (unless "
-                      "--budget_minutes says otherwise) and 4-beam decoding")
-  p.add_argument("--train_steps", type=int, default=None,
-                 help="schedule length (default: from the budget, at the measured step time)")
-  p.add_argument("--translation_eval_examples", type=int, default=None,
-                 help="first N test examples of LibreOffice en->de (default: all 1,679)")
-  p.add_argument("--qa_eval_examples", type=int, default=300,
-                 help="first N test examples of each QA task")
-  p.add_argument("--eval_batch_size", type=int, default=64)
-  p.add_argument("--beam_size", type=int, default=None,
-                 help="beams when decoding the test splits (default: 4 with --recipe, else 1 = "
-                      "greedy; 4 beams decode ~4x slower)")
-  p.add_argument("--length_penalty", type=float, default=0.8,
-                 help="beam search ranks by log p / ((5 + n) / 6) ** this (0.8: the best of "
-                      "0.6 / 0.8 / 1.0 on the LibreOffice validation split)")
-  p.add_argument("--max_decode_length", type=int, default=128,
-                 help="new tokens per example at most (99%% of LibreOffice test targets are "
-                      "shorter than 122 tokens; the longest is 254). A model that never ends its "
-                      "answer costs the full length on every row, so this bounds the eval time")
-  p.add_argument("--cache_dir", default=None,
-                 help="seqio cache directory (default: <out>/cache); tasks already cached there "
-                      "are not cached again")
-  p.add_argument("--workers", type=int, default=1,
-                 help="Beam worker processes for caching (README: 1 is faster on 2 CPUs)")
-  p.add_argument("--no_cache", action="store_true",
-                 help="skip the Beam step and read the tasks on the fly")
-  p.add_argument("--no_progress", dest="progress", action="store_false")
-  return p
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DemoArgs:
+  """The flags of `python -m demo.run` (one per field, `gemma_seqio.flags`)."""
+  out: str = option("demo_out", help="everything is written here")
+  budget_minutes: Optional[float] = option(
+      None, help="wall-clock budget of the whole job; training gets what caching and evaluation "
+                 f"leave (default: {DEFAULT_BUDGET_MINUTES:g}, {RECIPE_BUDGET_MINUTES:g} with "
+                 "--recipe)")
+  recipe: bool = option(False, help=f"the quality recipe: {RECIPE_TRAIN_MINUTES:g} minutes of "
+                                    "training (unless --budget_minutes says otherwise) and 4-beam "
+                                    "decoding")
+  train_steps: Optional[int] = option(
+      None, help="schedule length (default: from the budget, at the measured step time)")
+  translation_eval_examples: Optional[int] = option(
+      None, help="first N test examples of LibreOffice en->de (default: all 1,679)")
+  qa_eval_examples: int = option(300, help="first N test examples of each QA task")
+  eval_batch_size: int = option(64, help="examples decoded at once")
+  beam_size: Optional[int] = option(
+      None, help="beams when decoding the test splits (default: 4 with --recipe, else 1 = "
+                 "greedy; 4 beams decode ~4x slower)")
+  length_penalty: float = option(
+      0.8, help="beam search ranks by log p / ((5 + n) / 6) ** this (0.8: the best of "
+                "0.6 / 0.8 / 1.0 on the LibreOffice validation split)")
+  max_decode_length: int = option(
+      128, help="new tokens per example at most (99%% of LibreOffice test targets are shorter "
+                "than 122 tokens; the longest is 254). A model that never ends its answer costs "
+                "the full length on every row, so this bounds the eval time")
+  cache_dir: Optional[str] = option(
+      None, help="seqio cache directory (default: <out>/cache); tasks already cached there are "
+                 "not cached again")
+  workers: int = option(1, help="Beam workers for caching (README: 1 is faster on 2 CPUs)")
+  cache: bool = option(True, help="cache the tasks with Beam first (--no_cache: read them on "
+                                  "the fly)")
+  progress: bool = option(True, help="progress bars")
+
+
+def build_parser():
+  """The demo's `argparse` parser, generated from `DemoArgs`."""
+  return flags.build_parser(
+      DemoArgs, prog="python -m demo.run",
+      description="End-to-end demo: Beam caching -> training -> seqio evaluation -> one table.")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  ns = build_parser().parse_args(argv)
+  opts = flags.from_namespace(DemoArgs, build_parser().parse_args(argv))
   t_start = time.time()
   try:
-    plan_minutes(ns.budget_minutes, ns.recipe)   # a bad budget stops before any work
+    plan_minutes(opts.budget_minutes, opts.recipe)   # a bad budget stops before any work
   except ValueError as e:
     print(f"[demo] ERROR: {e}", file=sys.stderr, flush=True)
     return 2
-  out = os.path.abspath(ns.out)
+  out = os.path.abspath(opts.out)
   os.makedirs(out, exist_ok=True)
   from gemma_seqio import cli_log  # pylint: disable=g-import-not-at-top
   # Before TensorFlow loads: library output of all three steps goes to <out>/demo.log.
   with cli_log.to_log_file(out, "demo") as log:
-    log.exit_code = _run(ns, out, t_start)
+    log.exit_code = _run(opts, out, t_start)
   return log.exit_code
 
 
-def _run(ns: argparse.Namespace, out: str, t_start: float) -> int:
+def _run(opts: DemoArgs, out: str, t_start: float) -> int:
   """The three steps and the table of `main`."""
-  cache_dir = os.path.abspath(ns.cache_dir) if ns.cache_dir else os.path.join(out, "cache")
+  cache_dir = os.path.abspath(opts.cache_dir) if opts.cache_dir else os.path.join(out, "cache")
   model_dir = os.path.join(out, "model")
 
   from model.runner import evaluate, train  # pylint: disable=g-import-not-at-top
 
   # 1. cache
-  use_cached = not ns.no_cache
+  use_cached = opts.cache
   cache_seconds = 0.0
   if use_cached:
     _stage(f"1/3 caching {', '.join(CACHED_TASKS)} with Beam -> {cache_dir}")
-    cache_seconds = cache(CACHED_TASKS, cache_dir, workers=ns.workers)
+    cache_seconds = cache(CACHED_TASKS, cache_dir, workers=opts.workers)
     print(f"[cache] {cache_seconds:.0f} s", flush=True)
 
   # 2. train: what is left of the budget minus a reserve for evaluation (decoding ~2,000
   # test examples and the baselines).
-  _, train_minutes = plan_minutes(ns.budget_minutes, ns.recipe, (time.time() - t_start) / 60)
+  _, train_minutes = plan_minutes(opts.budget_minutes, opts.recipe, (time.time() - t_start) / 60)
   args = train.TrainArgs(
       task=TRANSLATION_TASK, model_dir=model_dir, train_steps=1, save_every=100, keep=2,
       log_every=10, time_budget_minutes=train_minutes, use_cached=use_cached,
-      cache_dirs=[cache_dir] if use_cached else [], progress=ns.progress,
-      **RECIPE_MODEL, **RECIPE_TRAIN)
-  steps = ns.train_steps
+      cache_dirs=(cache_dir,) if use_cached else (), progress=opts.progress,
+      preset=RECIPE_PRESET, **RECIPE_TRAIN)
+  steps = opts.train_steps
   saved = os.path.join(model_dir, train.TRAIN_ARGS_FILE)
   if not steps and os.path.exists(saved):   # resuming an interrupted demo: same schedule
     with open(saved, encoding="utf-8") as f:
@@ -252,27 +249,27 @@ def _run(ns: argparse.Namespace, out: str, t_start: float) -> int:
     # The loop (input pipeline, logging, the odd recompilation) adds ~8% to the bare step here.
     steps = max(20, int(train_minutes * 60 / (seconds * 1.08)))
     print(f"[demo] {seconds:.2f} s per step measured -> a schedule of {steps} steps", flush=True)
-  args.train_steps = steps
+  args = dataclasses.replace(args, train_steps=steps)
   _stage(f"2/3 training on {TRANSLATION_TASK}: {steps} steps, at most {train_minutes:.1f} min")
   result = train.train(args)
 
   # 3. evaluate
-  beam_size = ns.beam_size or (4 if ns.recipe else 1)
+  beam_size = opts.beam_size or (4 if opts.recipe else 1)
   _stage("3/3 evaluating on the test splits" + (
-      f" ({beam_size} beams, length penalty {ns.length_penalty})" if beam_size > 1 else
+      f" ({beam_size} beams, length penalty {opts.length_penalty})" if beam_size > 1 else
       " (greedy)"))
   rows = []
-  eval_plan = [(TRANSLATION_TASK, ns.translation_eval_examples)]
-  eval_plan += [(t, ns.qa_eval_examples) for t in QA_TASKS]
+  eval_plan = [(TRANSLATION_TASK, opts.translation_eval_examples)]
+  eval_plan += [(t, opts.qa_eval_examples) for t in QA_TASKS]
   summaries = {}
   for task, n in eval_plan:
     cached = use_cached and task in CACHED_TASKS
     summary = evaluate.evaluate(evaluate.EvalArgs(
         checkpoint_dir=model_dir, task=task, split="test", num_examples=n,
-        batch_size=ns.eval_batch_size, max_decode_length=ns.max_decode_length,
+        batch_size=opts.eval_batch_size, max_decode_length=opts.max_decode_length,
         baselines=True, use_cached=cached, beam_size=beam_size,
-        length_penalty=ns.length_penalty,
-        cache_dirs=[cache_dir] if cached else [], progress=ns.progress,
+        length_penalty=opts.length_penalty,
+        cache_dirs=(cache_dir,) if cached else (), progress=opts.progress,
         output_dir=os.path.join(out, "eval", task)))
     summaries[task] = summary
     entry = summary["tasks"][task]
@@ -286,7 +283,7 @@ def _run(ns: argparse.Namespace, out: str, t_start: float) -> int:
   total = time.time() - t_start
   _stage("results")
   print(results_table(rows))
-  print(f"\nmodel: {RECIPE_MODEL['model_overrides']} ({result.step} steps of {steps}, "
+  print(f"\nmodel: {RECIPE_PRESET} ({result.step} steps of {steps}, "
         f"{result.seconds / 60:.1f} min training, final train loss "
         f"{result.loss or float('nan'):.3f})")
   print(f"total {total / 60:.1f} min (cache {cache_seconds / 60:.1f}, train "
@@ -296,7 +293,7 @@ def _run(ns: argparse.Namespace, out: str, t_start: float) -> int:
   with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
     json.dump({"rows": rows, "train_steps": result.step, "schedule_steps": steps,
                "train_seconds": result.seconds, "cache_seconds": cache_seconds,
-               "total_seconds": total, "model": RECIPE_MODEL, "train": RECIPE_TRAIN,
+               "total_seconds": total, "model": RECIPE_PRESET, "train": RECIPE_TRAIN,
                "decoding": summaries[TRANSLATION_TASK]["decoding"]}, f, indent=2)
   return 0
 

@@ -1,10 +1,18 @@
-"""`ChatSampler`: talk to a Gemma model with the `gemma_tasks` dialog template and a KV cache.
+"""`ChatSampler`: talk to a Gemma model with a dialog template (`ChatTemplate`) and a KV cache.
 
->>> sampler = ChatSampler(config, params, multi_turn=True)      # default GemmaVocabulary()
->>> sampler.chat("Translate to French: cat")
+>>> sampler = ChatSampler(config, params, multi_turn=True)  # doctest: +SKIP
+>>> sampler.chat("Translate to French: cat")  # doctest: +SKIP
 'chat'
->>> sampler.chat("And dog?")                  # continues the cached conversation
+>>> sampler.chat("And dog?")                  # continues the cached conversation  # doctest: +SKIP
 'chien'
+
+(`config, params = model.load_hf_checkpoint(path)` of a trained Gemma; the default vocabulary is
+`gemma_tasks.vocab.GemmaVocabulary()`.) The template is data, Gemma's by default:
+
+>>> GEMMA_TEMPLATE.format_prompt("Hi")
+'<start_of_turn>user\\nHi<end_of_turn>\\n<start_of_turn>model\\n'
+>>> GEMMA_TEMPLATE.bos_id, GEMMA_TEMPLATE.end_of_turn_id, GEMMA_TEMPLATE.stop_ids
+(2, 107, (1, 107))
 
 What the model sees (multi-turn), token for token:
 
@@ -19,7 +27,7 @@ never in the cache after `generate` (see `model.decoding`); it is fed with the n
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
@@ -28,6 +36,25 @@ from gemma_seqio import special_tokens, template
 from model import decoding
 from model.config import GemmaConfig
 from model.transformer import init_cache
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ChatTemplate:
+  """How a conversation is laid out: `prompt` (a user turn plus the opening of the model turn,
+  `{}` for the text), the ids of BOS (once, at the start) and of the end of a turn (closes each
+  answer, followed by the text `turn_separator`), and the ids that end an answer."""
+  prompt: str = template.PROMPT_TEMPLATE
+  turn_separator: str = template.TURN_SEPARATOR
+  bos_id: int = special_tokens.BOS_ID
+  end_of_turn_id: int = special_tokens.END_OF_TURN_ID
+  stop_ids: Tuple[int, ...] = special_tokens.STOP_IDS
+
+  def format_prompt(self, text: str) -> str:
+    return self.prompt.format(text)
+
+
+# Gemma's dialog template (`gemma_seqio.template`), as the tasks format their examples.
+GEMMA_TEMPLATE = ChatTemplate()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -51,7 +78,8 @@ class ChatSampler:
     cache_length: slots of the KV cache: the whole conversation must fit.
     multi_turn: keep the conversation (and its cache) across `chat` calls; else every call
       starts afresh.
-    forbidden_ids / stop_ids: see `model.decoding.generate`.
+    forbidden_ids / stop_ids: see `model.decoding.generate` (default stop ids: the template's).
+    template: the dialog layout (`GEMMA_TEMPLATE`).
   """
 
   def __init__(
@@ -65,8 +93,9 @@ class ChatSampler:
       cache_length: int = 2048,
       multi_turn: bool = False,
       forbidden_ids: Sequence[int] = (),
-      stop_ids: Sequence[int] = special_tokens.STOP_IDS,
+      stop_ids: Optional[Sequence[int]] = None,
       seed: int = 0,
+      template: ChatTemplate = GEMMA_TEMPLATE,  # pylint: disable=redefined-outer-name
   ):
     if vocabulary is None:
       from gemma_tasks.vocab import GemmaVocabulary  # pylint: disable=g-import-not-at-top
@@ -79,7 +108,8 @@ class ChatSampler:
     self.cache_length = cache_length
     self.multi_turn = multi_turn
     self.forbidden_ids = tuple(forbidden_ids)
-    self.stop_ids = tuple(stop_ids)
+    self.template = template
+    self.stop_ids = tuple(template.stop_ids if stop_ids is None else stop_ids)
     self._rng = jax.random.PRNGKey(seed)
     self.last_turn: Optional[ChatTurn] = None
     self.reset()
@@ -108,20 +138,18 @@ class ChatSampler:
     """One user turn -> the model's answer text (without `<end_of_turn>`)."""
     if not self.multi_turn:
       self.reset()
-    chunk = list(self._pending) if self._cached_tokens else [special_tokens.BOS_ID]
-    chunk += self._encode(template.format_prompt(prompt))
+    chunk = list(self._pending) if self._cached_tokens else [self.template.bos_id]
+    chunk += self._encode(self.template.format_prompt(prompt))
     start = len(self._cached_tokens)
     free = self.cache_length - start
     if len(chunk) >= free:
       raise ValueError(f"conversation too long: {start} cached + {len(chunk)} new tokens do not "
                        f"leave room for an answer in cache_length={self.cache_length}")
-    # Pad to a multiple of 16 (few shapes, few compilations) but never past the cache end.
-    width = min(-(-len(chunk) // 16) * 16, free)
-    tokens = np.zeros((1, width), np.int32)
-    tokens[0, :len(chunk)] = chunk
+    # Padded to a multiple of 16 (few shapes, few compilations) but never past the cache end.
+    tokens, lengths = decoding.pad_prompts([chunk], 16, limit=free)
     self._rng, rng = jax.random.split(self._rng)
     out = decoding.generate(
-        self.config, self.params, tokens, prompt_lengths=np.array([len(chunk)], np.int32),
+        self.config, self.params, tokens, prompt_lengths=lengths,
         strategy=strategy or self.strategy, max_new_tokens=max_new_tokens or self.max_new_tokens,
         stop_ids=self.stop_ids, forbidden_ids=self.forbidden_ids, rng=rng, cache=self._cache,
         return_logits=True)
@@ -134,7 +162,8 @@ class ChatSampler:
     # Close the model turn as the template does: answer + <end_of_turn> + "\n". A stop token
     # that is not <end_of_turn> (e.g. <eos>) is replaced by it.
     unfed = [] if stop_id is not None or not generated else [generated[-1]]
-    self._pending = unfed + [special_tokens.END_OF_TURN_ID] + self._encode(template.TURN_SEPARATOR)
+    self._pending = (unfed + [self.template.end_of_turn_id]
+                     + self._encode(self.template.turn_separator))
     text = self.vocabulary.decode(answer)
     self.last_turn = ChatTurn(tokens=answer, text=text, stop_id=stop_id,
                               logits=np.asarray(out.logits[0, :num]))

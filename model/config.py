@@ -160,9 +160,26 @@ def small_gemma2(vocab_size: int = 4096) -> GemmaConfig:
                  query_pre_attn_scalar=64)
 
 
+def recipe_gemma2(vocab_size: int = 4096, *, dtype: str = "float32",
+                  dropout_rate: float = 0.0) -> GemmaConfig:
+  """The model of `make demo` and the quality recipe (`python -m demo.run --recipe`), also the
+  T5X MODEL of `model/runner/configs/gemma_small.gin`: `small_gemma2` at half the width, 4 layers.
+
+  >>> cfg = recipe_gemma2()
+  >>> cfg.embed_dim, cfg.hidden_dim, cfg.num_layers, cfg.head_dim, cfg.attention_types
+  (128, 512, 4, 32, ('local', 'global', 'local', 'global'))
+  >>> round(cfg.num_params / 1e6, 2)
+  1.51
+  """
+  return small_gemma2(vocab_size).replace(embed_dim=128, hidden_dim=512, num_layers=4,
+                                          head_dim=32, query_pre_attn_scalar=32.0, dtype=dtype,
+                                          dropout_rate=dropout_rate)
+
+
 PRESETS = {
     "gemma1_2b": gemma1_2b, "gemma1_7b": gemma1_7b, "gemma2_2b": gemma2_2b, "gemma2_9b": gemma2_9b,
     "tiny_gemma1": tiny_gemma1, "tiny_gemma2": tiny_gemma2, "small_gemma2": small_gemma2,
+    "recipe_gemma2": recipe_gemma2,
 }
 
 

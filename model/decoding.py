@@ -196,16 +196,25 @@ def _generate(params, cache, tokens, lengths, rng, *, config, strategy, max_new_
   return GenerationOutput(out, num, scores, buf if return_logits else None, cache)
 
 
-def pad_prompts(prompts: Sequence[Sequence[int]],
-                multiple: int = 16) -> Tuple[np.ndarray, np.ndarray]:
-  """Right-pad token lists to a multiple of `multiple` (few distinct shapes = few compilations).
+def pad_prompts(prompts: Sequence[Sequence[int]], multiple: int = 16, *,
+                limit: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+  """The prompt layout of every decoder here (`generate`, `model.chat`, `model.runner.evaluate`):
+  token lists right-padded with PAD_ID to one width, the longest rounded up to a multiple of
+  `multiple` (few distinct shapes = few compilations) but at most `limit` (e.g. a cache's free
+  slots) -> (tokens int32 [B, width], lengths int32 [B]).
 
   >>> pad_prompts([[2, 5, 6], [2]], multiple=4)
   (array([[2, 5, 6, 0],
          [2, 0, 0, 0]], dtype=int32), array([3, 1], dtype=int32))
+  >>> pad_prompts([[2, 5, 6]], limit=5)[0]        # 16 wide, but only 5 positions are free
+  array([[2, 5, 6, 0, 0]], dtype=int32)
   """
   lengths = np.array([len(p) for p in prompts], np.int32)
   width = max(multiple, -(-int(lengths.max()) // multiple) * multiple)
+  if limit is not None:
+    if lengths.max() > limit:
+      raise ValueError(f"a prompt of {lengths.max()} tokens does not fit in {limit} positions")
+    width = min(width, limit)
   tokens = np.full((len(prompts), width), PAD_ID, np.int32)
   for row, prompt in enumerate(prompts):
     tokens[row, :len(prompt)] = prompt
@@ -235,6 +244,9 @@ def fit_to_cache(tokens: jax.Array, lengths: jax.Array, cache: dict) -> jax.Arra
   that runs past the cache end is not cut but shifted back, overwriting earlier slots. Padding
   past the free slots is therefore dropped, and a prompt whose real tokens do not fit is refused.
 
+  >>> from model.config import tiny_gemma1
+  >>> from model.transformer import init_params
+  >>> cfg = tiny_gemma1(); params = init_params(cfg, jax.random.PRNGKey(0))
   >>> cache = generate(cfg, params, [[2] * 8], max_new_tokens=1, cache_length=20).cache
   >>> fit_to_cache(jnp.zeros((1, 16), jnp.int32), jnp.array([3]), cache).shape   # 12 free
   (1, 12)
@@ -278,6 +290,9 @@ def generate(
     cache: continue a cache returned by an earlier call (prompts are appended after each row's
       cached tokens); else a fresh one with `cache_length` (default P + M) slots.
 
+  >>> from model.config import tiny_gemma1
+  >>> from model.transformer import init_params
+  >>> cfg = tiny_gemma1(); params = init_params(cfg, jax.random.PRNGKey(0))
   >>> generate(cfg, params, [[2, 10]], max_new_tokens=3, stop_ids=()).num_tokens.tolist()
   [3]
   """

@@ -4,7 +4,7 @@ import os
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = os.path.join(REPO, "model", "configs")
+CONFIGS = os.path.join(REPO, "model", "runner", "configs")
 
 try:
   import t5x  # pylint: disable=unused-import

@@ -370,7 +370,7 @@ def test_corrupt_record_in_a_shard_names_the_shard_when_training(quiz_copy, tmp_
       [sys.executable, "-m", "model.runner.train", "--task", QUIZ, "--model_dir", str(run),
        "--preset", "tiny_gemma1", "--inputs_length", "32", "--targets_length", "16",
        "--batch_size", "4", "--shuffle_buffer_size", "256", "--train_steps", "2",
-       "--no_progress", "--use_cached", "--cache_dir", str(quiz_copy)],
+       "--no_progress", "--use_cached", "--cache_dirs", str(quiz_copy)],
       cwd=REPO, capture_output=True, text=True, timeout=600,
       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
   assert proc.returncode == 2, proc.stdout + proc.stderr

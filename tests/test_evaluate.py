@@ -200,7 +200,7 @@ def test_module_import_registers_user_tasks(tmp_path, monkeypatch, random_checkp
       output_dir=str(tmp_path / "out"), batch_size=4, max_decode_length=4, progress=False,
       module_imports=["my_user_tasks"]))
   assert summary["tasks"]["toy_user_ende"]["examples"] == 3
-  with pytest.raises(ImportError, match="--module_import 'no_such_tasks_module'"):
+  with pytest.raises(ImportError, match="--module_imports 'no_such_tasks_module'"):
     evaluate.evaluate(evaluate.EvalArgs(checkpoint_dir=str(random_checkpoint), task="x",
                                         module_imports=["no_such_tasks_module"]))
 
@@ -232,6 +232,6 @@ def test_beam_search_evaluation(random_checkpoint, toy_tasks, tmp_path):
       beam_size=3, length_penalty=1.0))
   assert summary["decoding"] == "beam search, 3 beams, length penalty 1.0"
   assert summary["tasks"][ende]["examples"] == len(PAIRS)
-  args = evaluate.build_parser().parse_args(
+  args = evaluate.parse_args(
       ["--checkpoint_dir", "x", "--task", "t", "--beam_size", "4", "--length_penalty", "0.8"])
   assert (args.beam_size, args.length_penalty) == (4, 0.8)

@@ -43,3 +43,16 @@ def test_bad_flags_are_usage_errors_naming_the_flag(argv, said, capsys):
     flags.parse(Run, argv)
   assert e.value.code == 2
   assert said in capsys.readouterr().err
+
+
+def test_train_and_evaluate_settings_round_trip_through_their_flags():
+  from model.runner import evaluate, import_hf, train
+  args = train.TrainArgs(task="t", model_dir="d", model_overrides={"num_layers": "3"},
+                         cache_dirs=("a", "b"), pack=False, time_budget_minutes=2.5)
+  assert train.parse_args(flags.to_argv(args)) == args
+  ev = evaluate.EvalArgs(checkpoint_dir="c", task="t", module_imports=("m",), beam_size=4)
+  assert evaluate.parse_args(flags.to_argv(ev)) == ev
+  imp = import_hf.ImportArgs(hf_dir="h", model_dir="d")
+  assert flags.parse(import_hf.ImportArgs, flags.to_argv(imp)) == imp
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    args.train_steps = 5

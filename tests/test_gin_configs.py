@@ -101,18 +101,17 @@ def test_model_gin_builds_our_model_and_trains_a_step():
   assert np.isfinite(float(loss))
 
 
-def test_gin_shape_matches_the_recipe_model(monkeypatch):
-  """The gin MODEL is the shape `demo.run --recipe` trains, so T5X restores its checkpoints."""
+def test_gin_model_is_the_recipe_preset():
+  """gemma_small.gin's MODEL is `model.config.recipe_gemma2()` (`--preset recipe_gemma2`, the
+  model `make demo` trains), with the run file's DROPOUT_RATE."""
   import gin
-  monkeypatch.syspath_prepend(REPO)   # `demo` is a scripts package, not installed
+  from model import config
   gin.clear_config(clear_constants=True)
   try:
     gin.parse_config_files_and_bindings([os.path.join(CONFIGS, "gemma_small.gin")],
-                                        ["OPTIMIZER = None", "DROPOUT_RATE = 0.0"])
+                                        ["OPTIMIZER = None", "DROPOUT_RATE = 0.1"])
     cfg = gin.query_parameter("%MODEL").scoped_configurable_fn().config
   finally:
     gin.clear_config(clear_constants=True)
-  from demo import run
-  from model.runner import train
-  recipe = train.build_model_config(train.TrainArgs(task="t", model_dir="d", **run.RECIPE_MODEL))
-  assert cfg == recipe
+  assert cfg == config.recipe_gemma2(dropout_rate=0.1)
+  assert cfg == config.get_config("recipe_gemma2").replace(dropout_rate=0.1)

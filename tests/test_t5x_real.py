@@ -87,7 +87,7 @@ def train_ours(model_dir, **overrides):
   from model.runner import train  # noqa: PLC0415
   kw = dict(task=TASK, model_dir=str(model_dir), inputs_length=LENGTHS["inputs"],
             targets_length=LENGTHS["targets"], batch_size=4, progress=False, dtype="float32",
-            **demo_run.RECIPE_MODEL)
+            preset=demo_run.RECIPE_PRESET)
   kw.update(overrides)
   return train.train(train.TrainArgs(**kw))
 
@@ -313,7 +313,7 @@ def test_t5x_train_with_1_2_4_partitions_gives_the_same_losses(partitioned_runs)
 
 def test_our_partitioner_honours_num_partitions_on_cpu(tmp_path):
   """T5X's CPU mesh puts every device on 'model'; ours is (devices / n, n), as on TPU/GPU."""
-  code = ("from model import partitioning, t5x_partitioner\n"
+  code = ("from model import partitioning\nfrom model.runner import t5x_partitioner\n"
           "for n in (1, 2, 4, 8):\n"
           "  p = t5x_partitioner.PjitPartitioner(num_partitions=n,\n"
           "      logical_axis_rules=partitioning.logical_axis_rules())\n"
@@ -338,9 +338,8 @@ def test_a_checkpoint_of_our_sharded_trainer_restores_in_t5x_eval(tmp_path):
   """`model.runner.train` on a (4, 2) mesh with FSDP writes each shard; t5x.eval restores it."""
   sys.path.insert(0, REPO)
   from demo import run as demo_run  # noqa: PLC0415
-  overrides = [f"--model_override={k}={v}" for k, v in demo_run.RECIPE_MODEL["model_overrides"].items()]
   run([sys.executable, "-m", "model.runner.train", "--task", TASK, "--model_dir", str(tmp_path / "ours"),
-       "--preset", demo_run.RECIPE_MODEL["preset"], *overrides, "--inputs_length", "96",
+       "--preset", demo_run.RECIPE_PRESET, "--inputs_length", "96",
        "--targets_length", "96", "--batch_size", "8", "--train_steps", "2", "--save_every", "2",
        "--mesh", "data=4,model=2", "--fsdp", "--no_progress"],
       str(tmp_path / "train.log"), env=_env(devices=8))

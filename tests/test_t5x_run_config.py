@@ -62,3 +62,22 @@ def test_refuses_a_config_without_a_gemma(tmp_path):
   (tmp_path / "config.gin").write_text(OPERATIVE.replace("DROPOUT_RATE = 0.0\n", ""))
   with pytest.raises(ValueError, match="dropout_rate = 'DROPOUT_RATE' cannot be read"):
     t5x_run_config.gemma_config_from_gin(str(tmp_path / "config.gin"))
+
+
+def test_reads_a_preset_and_its_bindings(tmp_path):
+  """gemma_small.gin binds the model to `recipe_gemma2()`: T5X records the preset, not fields."""
+  (tmp_path / "config.gin").write_text("""from __gin__ import dynamic_registration
+from model import config as gemma_config
+from model.runner import t5x_model
+
+DROPOUT_RATE = 0.1
+MODEL = @t5x_model.GemmaDecoderOnlyModel()
+
+gemma_config.recipe_gemma2.dropout_rate = %DROPOUT_RATE
+gemma_config.recipe_gemma2.dtype = 'float32'
+
+t5x_model.GemmaDecoderOnlyModel.config = @gemma_config.recipe_gemma2()
+""")
+  from model import config
+  cfg = t5x_run_config.gemma_config_from_gin(str(tmp_path / "config.gin"))
+  assert cfg == config.recipe_gemma2(dropout_rate=0.1)

@@ -26,18 +26,18 @@ directory (`JSONLogger` below does).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import sys
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-PAD_ID = 0
-BOS_ID = 2
+from gemma_seqio import flags
+from gemma_seqio.flags import option
+from gemma_seqio.special_tokens import BOS_ID, PAD_ID
 
 
 # -- the two seqio 0.0.20 fixes ----------------------------------------------------------------
@@ -110,10 +110,6 @@ class PredictStats:
   generated_tokens: int = 0
 
 
-def _round_up(n: int, multiple: int) -> int:
-  return max(multiple, -(-n // multiple) * multiple)
-
-
 def make_predict_fn(model, params, *, batch_size: int = 32, max_decode_length: Optional[int] = None,
                     prompt_multiple: int = 64, stats: Optional[PredictStats] = None,
                     progress: bool = True, desc: str = "decode", strategy=None, plan=None):
@@ -132,6 +128,7 @@ def make_predict_fn(model, params, *, batch_size: int = 32, max_decode_length: O
   """
   import jax  # pylint: disable=g-import-not-at-top
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  from model import decoding  # pylint: disable=g-import-not-at-top
 
   stats = stats if stats is not None else PredictStats()
   to_host = plan.to_host if plan is not None else np.asarray
@@ -155,14 +152,10 @@ def make_predict_fn(model, params, *, batch_size: int = 32, max_decode_length: O
                mininterval=2.0, file=sys.stdout)
     for start in range(0, len(order), batch_size):
       chunk = order[start:start + batch_size]
-      width = _round_up(max(len(prompts[i]) for i in chunk), prompt_multiple)
-      tokens = np.zeros((batch_size, width + max_new), np.int32)
-      causal = np.zeros_like(tokens)
-      tokens[:, 0] = BOS_ID   # filler rows: a lone BOS
-      causal[:, 0] = 1
-      for row, i in enumerate(chunk):
-        tokens[row, :len(prompts[i])] = prompts[i]
-        causal[row, :len(prompts[i])] = 1
+      rows = [prompts[i] for i in chunk] + [[BOS_ID]] * (batch_size - len(chunk))  # filler: BOS
+      tokens, lengths = decoding.pad_prompts(rows, prompt_multiple)
+      tokens = np.pad(tokens, ((0, 0), (0, max_new)))      # room for the answers
+      causal = (np.arange(tokens.shape[1]) < lengths[:, None]).astype(np.int32)
       batch = {"decoder_input_tokens": tokens, "decoder_causal_attention": causal}
       if plan is not None:
         batch = plan.replicate_batch(batch)
@@ -217,7 +210,7 @@ def make_score_fn(model, params, *, batch_size: int = 32, plan=None):
 def run_dir(checkpoint_dir: str) -> Tuple[str, Optional[int]]:
   """(model dir, step named by the path or None) of a `--checkpoint_dir`.
 
-  >>> run_dir("runs/ende/checkpoint_400")
+  >>> run_dir("runs/ende/checkpoint_400")  # doctest: +ELLIPSIS
   ('/.../runs/ende', 400)
   """
   from model.runner import t5x_checkpoints  # pylint: disable=g-import-not-at-top
@@ -237,7 +230,7 @@ def load_checkpoint(checkpoint_dir: str, step: Optional[int] = None):
   """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from model.runner import t5x_checkpoints, train  # pylint: disable=g-import-not-at-top
+  from model.runner import t5x_checkpoints  # pylint: disable=g-import-not-at-top
   from model.runner.t5x_model import GemmaDecoderOnlyModel  # pylint: disable=g-import-not-at-top
 
   path, path_step = run_dir(checkpoint_dir)
@@ -320,28 +313,38 @@ def baseline(task, split: str, num_examples: Optional[int] = None, use_cached: b
 
 # -- evaluation --------------------------------------------------------------------------------
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class EvalArgs:
-  checkpoint_dir: str
-  task: str
-  split: str = "test"
-  step: Optional[int] = None
-  output_dir: Optional[str] = None
-  batch_size: int = 32
-  max_decode_length: Optional[int] = None
-  num_examples: Optional[int] = None
-  inputs_length: Optional[int] = None
-  targets_length: Optional[int] = None
-  use_cached: bool = False
-  cache_dirs: List[str] = dataclasses.field(default_factory=list)
-  module_imports: List[str] = dataclasses.field(default_factory=list)
-  baselines: bool = False
-  progress: bool = True
-  beam_size: int = 1              # 1: the model's strategy (greedy); > 1: beam search
-  length_penalty: float = 0.6     # GNMT alpha of the beam ranking
-  mesh: str = ""                  # `model.runner.mesh`: e.g. "data=8"; "" = one device
-  fsdp: bool = False
-  allow_vocabulary_change: bool = False
+  """Everything an evaluation depends on; each field is the CLI flag of the same name
+  (`gemma_seqio.flags`)."""
+  checkpoint_dir: str = option(
+      help="a model.runner.train --model_dir (or one of its checkpoint_<step> dirs)")
+  task: str = option(help="registered seqio Task or Mixture")
+  split: str = option("test", help="the split to evaluate")
+  step: Optional[int] = option(None, help="checkpoint step (default: latest)")
+  output_dir: Optional[str] = option(None, help="default: <checkpoint_dir>/eval_<split>")
+  batch_size: int = option(32, help="examples decoded at once")
+  max_decode_length: Optional[int] = option(
+      None, help="cap on new tokens per example (default: the longest target of the split)")
+  num_examples: Optional[int] = option(None, help="only the first N examples of each task")
+  inputs_length: Optional[int] = option(
+      None, help="trim inputs to this many tokens (default: the longest)")
+  targets_length: Optional[int] = option(None, help="trim targets to this many tokens")
+  use_cached: bool = option(False, help="read the Beam-cached task data (see cache_scripts)")
+  cache_dirs: Tuple[str, ...] = option((), metavar="DIR", help="seqio cache directories")
+  module_imports: Tuple[str, ...] = option((), metavar="MODULE",
+                                           help="modules that register your tasks")
+  baselines: bool = option(False, help="also score copy-the-source / most-common-answer baselines")
+  progress: bool = option(True, help="progress bars")
+  beam_size: int = option(1, help="beam search with this many beams (1: the model's strategy, "
+                                  "greedy)")
+  length_penalty: float = option(0.6, help="beam search: rank by log p / ((5 + n) / 6) ** this")
+  mesh: str = option("", metavar="data=N,model=M",
+                     help="decode on a device mesh (batches split over 'data'); default one device")
+  fsdp: bool = option(False, help="also split parameters over 'data'")
+  allow_vocabulary_change: bool = option(
+      False, help="evaluate although the task's vocabulary differs from the one the checkpoint "
+                  "was trained with (<checkpoint_dir>/vocabulary.json)")
 
 
 def check_args(args: EvalArgs) -> None:
@@ -383,7 +386,7 @@ def evaluate(args: EvalArgs, *, model=None, params=None, step: Optional[int] = N
 
 def _evaluate(args: EvalArgs, model, params, step: Optional[int]) -> dict:
   """`evaluate` (the evaluation itself)."""
-  from model.runner import inputs, vocab_record  # pylint: disable=g-import-not-at-top
+  from model.runner import inputs, seqio_fixes, vocab_record  # pylint: disable=g-import-not-at-top
   inputs.import_modules(args.module_imports)
   inputs.add_cache_dirs(args.cache_dirs)
   import seqio  # pylint: disable=g-import-not-at-top
@@ -411,7 +414,7 @@ def _evaluate(args: EvalArgs, model, params, step: Optional[int]) -> dict:
   seq_len = None
   if args.inputs_length or args.targets_length:
     seq_len = {"inputs": args.inputs_length, "targets": args.targets_length}
-  evaluator = seqio.Evaluator(
+  evaluator = seqio_fixes.PerTaskEvaluator(
       mixture_or_task_name=args.task, feature_converter=inputs.feature_converter(pack=False),
       eval_split=args.split, use_cached=args.use_cached, sequence_length=seq_len,
       num_examples=args.num_examples,
@@ -435,9 +438,9 @@ def _evaluate(args: EvalArgs, model, params, step: Optional[int]) -> dict:
     predict_with_aux = uniform_predictions(make_predict_fn(
         model, params, batch_size=args.batch_size, max_decode_length=args.max_decode_length,
         stats=stats, progress=args.progress, desc=task.name, strategy=strategy, plan=plan))
-    sub = _SingleTaskView(evaluator, task)
     t0 = time.time()
-    metrics_future, _ = sub.evaluate(
+    metrics_future, _ = evaluator.evaluate_task(
+        task,
         compute_metrics=True, step=step, predict_fn=without_aux(predict_with_aux),
         predict_with_aux_fn=predict_with_aux,
         score_fn=make_score_fn(model, params, batch_size=args.batch_size, plan=plan))
@@ -461,25 +464,6 @@ def _evaluate(args: EvalArgs, model, params, step: Optional[int]) -> dict:
 
 def _count(evaluator, task) -> int:
   return int(evaluator.cached_task_datasets[task.name].cardinality().numpy())
-
-
-class _SingleTaskView:
-  """The Evaluator restricted to one of its tasks (shares the cached datasets and loggers)."""
-
-  def __init__(self, evaluator, task):
-    self._evaluator = evaluator
-    self._task = task
-
-  def evaluate(self, **kwargs):
-    ev = self._evaluator
-    saved = ev._eval_tasks  # pylint: disable=protected-access
-    ev._eval_tasks = [self._task]  # pylint: disable=protected-access
-    try:
-      metrics, outputs = ev.evaluate(**kwargs)
-      metrics.result()  # metrics run in a thread: finish before restoring the task list
-      return metrics, outputs
-    finally:
-      ev._eval_tasks = saved  # pylint: disable=protected-access
 
 
 def format_table(task_name: str, split: str, step: int, entry: Mapping[str, Any]) -> str:
@@ -507,68 +491,28 @@ def format_table(task_name: str, split: str, step: int, entry: Mapping[str, Any]
 
 # -- CLI ---------------------------------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(
-      prog="python -m model.runner.evaluate",
-      description="Evaluate a model.runner.train checkpoint on a SeqIO task or mixture with "
-                  "seqio.Evaluator (each sub-task separately).",
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  d = EvalArgs(checkpoint_dir="", task="")
-  p.add_argument("--checkpoint_dir", required=True,
-                 help="a model.runner.train --model_dir (or one of its checkpoint_<step> dirs)")
-  p.add_argument("--task", required=True, help="registered seqio Task or Mixture")
-  p.add_argument("--split", default=d.split)
-  p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-  p.add_argument("--output_dir", default=None,
-                 help="default: <checkpoint_dir>/eval_<split>")
-  p.add_argument("--batch_size", type=int, default=d.batch_size)
-  p.add_argument("--max_decode_length", type=int, default=None,
-                 help="cap on new tokens per example (default: the longest target of the "
-                      "split)")
-  p.add_argument("--beam_size", type=int, default=d.beam_size,
-                 help="beam search with this many beams (1: greedy)")
-  p.add_argument("--length_penalty", type=float, default=d.length_penalty,
-                 help="beam search: rank by log p / ((5 + n) / 6) ** this")
-  p.add_argument("--num_examples", type=int, default=None,
-                 help="only the first N examples of each task")
-  p.add_argument("--inputs_length", type=int, default=None,
-                 help="trim inputs to this many tokens (default: the longest)")
-  p.add_argument("--targets_length", type=int, default=None)
-  p.add_argument("--baselines", action="store_true",
-                 help="also score copy-the-source / most-common-answer baselines")
-  p.add_argument("--use_cached", action="store_true")
-  p.add_argument("--cache_dir", action="append", default=[])
-  p.add_argument("--module_import", action="append", default=[],
-                 help="module that registers your tasks (repeatable)")
-  p.add_argument("--no_progress", dest="progress", action="store_false")
-  p.add_argument("--mesh", default=d.mesh, metavar="data=N,model=M",
-                 help="decode on a device mesh (batches split over 'data'); default one device")
-  p.add_argument("--fsdp", action="store_true", help="also split parameters over 'data'")
-  p.add_argument("--allow_vocabulary_change", action="store_true",
-                 help="evaluate although the task's vocabulary differs from the one the "
-                      "checkpoint was trained with (<checkpoint_dir>/vocabulary.json)")
-  return p
+def parse_args(argv: Optional[Sequence[str]] = None) -> EvalArgs:
+  """The `EvalArgs` of a command line (`gemma_seqio.flags`: one flag per field).
+
+  >>> parse_args(["--checkpoint_dir", "x", "--task", "t", "--beam_size", "4"]).beam_size
+  4
+  """
+  return flags.parse(EvalArgs, argv, prog="python -m model.runner.evaluate",
+                     description="Evaluate a model.runner.train checkpoint on a SeqIO task or "
+                                 "mixture with seqio.Evaluator (each sub-task separately).")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  ns = build_parser().parse_args(argv)
+  args = parse_args(argv)
   from gemma_seqio import cli_log  # pylint: disable=g-import-not-at-top
   # Before TensorFlow loads: library output goes to <output_dir>/evaluate.log.
-  output_dir = ns.output_dir or os.path.join(ns.checkpoint_dir, f"eval_{ns.split}")
+  output_dir = args.output_dir or os.path.join(args.checkpoint_dir, f"eval_{args.split}")
   with cli_log.to_log_file(output_dir, "evaluate") as log:
-    log.exit_code = _main(ns)
+    log.exit_code = _main(args)
   return log.exit_code
 
 
-def _main(ns: argparse.Namespace) -> int:
-  args = EvalArgs(
-      checkpoint_dir=ns.checkpoint_dir, task=ns.task, split=ns.split, step=ns.step,
-      output_dir=ns.output_dir, batch_size=ns.batch_size, max_decode_length=ns.max_decode_length,
-      num_examples=ns.num_examples, inputs_length=ns.inputs_length,
-      targets_length=ns.targets_length, use_cached=ns.use_cached, cache_dirs=ns.cache_dir,
-      module_imports=ns.module_import, baselines=ns.baselines, progress=ns.progress,
-      beam_size=ns.beam_size, length_penalty=ns.length_penalty, mesh=ns.mesh, fsdp=ns.fsdp,
-      allow_vocabulary_change=ns.allow_vocabulary_change)
+def _main(args: EvalArgs) -> int:
   try:
     summary = evaluate(args)
   except (ValueError, FileNotFoundError, ImportError) as e:

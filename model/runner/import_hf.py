@@ -16,11 +16,21 @@ depend on the learning-rate schedule: T5X restores it under any schedule the gin
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
 import sys
 from typing import Optional, Sequence
+
+from gemma_seqio import flags
+from gemma_seqio.flags import option
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ImportArgs:
+  """The flags of `python -m model.runner.import_hf` (one per field, `gemma_seqio.flags`)."""
+  hf_dir: str = option(help="a GemmaForCausalLM / Gemma2ForCausalLM save_pretrained directory")
+  model_dir: str = option(help="where checkpoint_0 is written")
 
 
 def import_hf(hf_dir: str, model_dir: str) -> str:
@@ -48,12 +58,8 @@ def import_hf(hf_dir: str, model_dir: str) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  p = argparse.ArgumentParser(prog="python -m model.runner.import_hf", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--hf_dir", required=True,
-                 help="a GemmaForCausalLM / Gemma2ForCausalLM save_pretrained directory")
-  p.add_argument("--model_dir", required=True, help="where checkpoint_0 is written")
-  args = p.parse_args(argv)
+  args = flags.parse(ImportArgs, argv, prog="python -m model.runner.import_hf",
+                     description=__doc__.splitlines()[0])
   try:
     path = import_hf(args.hf_dir, args.model_dir)
   except (FileNotFoundError, FileExistsError, ValueError) as e:

@@ -32,16 +32,19 @@ def feature_converter(pack: bool, packing: str = "in_order"):
 
 
 def import_modules(modules: Iterable[str]) -> None:
-  """Imports `gemma_tasks` and every `--module_import` (modules that register user tasks).
+  """Imports `gemma_tasks` and every `--module_imports` module (modules that register user tasks).
 
-  >>> import_modules(["my_project.tasks"])       # ModuleNotFoundError names the module
+  >>> import_modules(["json"])
+  >>> import_modules(["no_such_tasks_module"])
+  Traceback (most recent call last):
+  ImportError: --module_imports 'no_such_tasks_module' could not be imported: No module named 'no_such_tasks_module'
   """
   importlib.import_module("gemma_tasks")
   for name in modules or ():
     try:
       importlib.import_module(name)
     except ImportError as e:
-      raise ImportError(f"--module_import {name!r} could not be imported: {e}") from e
+      raise ImportError(f"--module_imports {name!r} could not be imported: {e}") from e
 
 
 def add_cache_dirs(cache_dirs: Sequence[str]) -> None:
@@ -55,7 +58,7 @@ def naming_damaged_cache(task: str, split: str, use_cached: bool):
   """A context in which a corrupt record of `task`'s cache is reported by shard file and fix
   command (`gemma_tasks.cache_damage`) instead of TF's bare `DataLossError`; a no-op on the fly.
 
-  >>> with naming_damaged_cache("gemma_quiz_qa", "train", use_cached=True):
+  >>> with naming_damaged_cache("gemma_quiz_qa", "train", use_cached=True):  # doctest: +SKIP
   ...   next(train_batches("gemma_quiz_qa", {"inputs": 64, "targets": 32}, batch_size=4,
   ...                      seed=0, use_cached=True).as_numpy_iterator())
   CacheCorruptError: The cache of task 'gemma_quiz_qa' at /tmp/c/gemma_quiz_qa is damaged: ...

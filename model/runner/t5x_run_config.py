@@ -7,6 +7,9 @@ the whole operative gin config in `<model_dir>/config.gin`, where the shape read
     gemma_config.GemmaConfig.dropout_rate = %DROPOUT_RATE
     DROPOUT_RATE = 0.0
 
+or, for a preset (`gemma_small.gin`: `config = @gemma_config.recipe_gemma2()`), the preset and its
+bindings (`gemma_config.recipe_gemma2.dropout_rate = %DROPOUT_RATE`).
+
 This module parses that file with gin's own parser (nothing is imported or called, so neither
 T5X nor the run's modules are needed) and rebuilds the `GemmaConfig`, so `model.runner.evaluate`,
 `model.chat` and friends open a T5X run directory like one of ours.
@@ -40,10 +43,12 @@ from __future__ import annotations
 import os
 from typing import Any, Dict
 
+from model import config as config_lib
 from model.config import GemmaConfig
 
 CONFIG_GIN = "config.gin"
 _CONFIGURABLE = "GemmaConfig"
+_MODEL = "GemmaDecoderOnlyModel"
 
 
 class _Reference:
@@ -69,6 +74,13 @@ def gemma_config_from_gin(path: str) -> GemmaConfig:
   from gin import config_parser  # pylint: disable=g-import-not-at-top
   with open(path, encoding="utf-8") as f:
     statements = list(config_parser.ConfigParser(f, _Delegate()))
+  # The configurable the model's `config` names: GemmaConfig itself or a preset function.
+  target = _CONFIGURABLE
+  for st in statements:
+    if (isinstance(st, config_parser.BindingStatement) and st.arg_name == "config"
+        and st.selector.split(".")[-1] == _MODEL and isinstance(st.value, _Reference)
+        and st.value.name.split(".")[-1] in config_lib.PRESETS):
+      target = st.value.name.split(".")[-1]
   macros: Dict[str, Any] = {}
   fields: Dict[str, Any] = {}
   for st in statements:
@@ -76,26 +88,27 @@ def gemma_config_from_gin(path: str) -> GemmaConfig:
       continue
     if not st.arg_name:       # `NAME = value`: a macro
       macros[st.selector] = st.value
-    elif st.selector.split(".")[-1] == _CONFIGURABLE and not st.scope:
+    elif st.selector.split(".")[-1] == target and not st.scope:
       fields[st.arg_name] = st.value
-  if not fields:
+  if not fields and target == _CONFIGURABLE:
     raise ValueError(f"{path} binds no GemmaConfig: is it the config.gin of a T5X run of "
                      "gemma-seqio's gin files?")
 
   def resolve(name, value, seen=()):
     if isinstance(value, _Reference):
       if not value.is_macro or value.name in seen or value.name not in macros:
-        raise ValueError(f"{path}: GemmaConfig.{name} = {value.name!r} cannot be read as a value")
+        raise ValueError(f"{path}: {target}.{name} = {value.name!r} cannot be read as a value")
       return resolve(name, macros[value.name], seen + (value.name,))
     return value
 
   values = {k: resolve(k, v) for k, v in fields.items()}
   if isinstance(values.get("attention_types"), list):
     values["attention_types"] = tuple(values["attention_types"])
+  build = GemmaConfig if target == _CONFIGURABLE else config_lib.PRESETS[target]
   try:
-    return GemmaConfig(**values)
+    return build(**values)
   except TypeError as e:
-    raise ValueError(f"{path}: the GemmaConfig bindings do not make a GemmaConfig: {e}") from e
+    raise ValueError(f"{path}: the {target} bindings do not make a GemmaConfig: {e}") from e
 
 
 def find_gin_config(model_dir: str):

@@ -6,7 +6,7 @@
 What it does, in order:
   * reads `--task` with `seqio.get_dataset` and the Gemma PrefixLM converter (packed rows of
     `inputs_length + targets_length` tokens), on the fly or from a Beam cache (`--use_cached`,
-    `--cache_dir`); `--module_import my.tasks` registers user tasks first;
+    `--cache_dirs`); `--module_imports my.tasks` registers user tasks first;
   * trains with AdamW (warmup + cosine, gradient clipping, `model.runner.optim`);
   * writes orbax checkpoints in T5X's layout (`<model_dir>/checkpoint_<step>/state`, see
     `model.runner.t5x_checkpoints`) every `--save_every` steps, atomically, keeping the last `--keep`;
@@ -31,16 +31,17 @@ the directory self-describing: `model.runner.evaluate --checkpoint_dir <model_di
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import functools
 import json
 import math
 import os
 import signal
 import sys
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
+
+from gemma_seqio import flags
+from gemma_seqio.flags import option
 
 TRAIN_ARGS_FILE = "train_args.json"
 MODEL_CONFIG_FILE = "model_config.json"
@@ -62,49 +63,71 @@ class TrainingDiverged(RuntimeError):
   """The loss or the gradient norm became NaN/inf; nothing was saved after the last good step."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class TrainArgs:
-  """Everything a training run depends on (the CLI flags, one to one)."""
-  task: str
-  model_dir: str
-  preset: str = "small_gemma2"
-  model_overrides: Dict[str, str] = dataclasses.field(default_factory=dict)
-  init_from_hf: Optional[str] = None
-  inputs_length: int = 128
-  targets_length: int = 128
-  batch_size: int = 16
-  pack: bool = True
-  packing: str = "in_order"
-  shuffle_buffer_size: int = 10_000
-  train_steps: int = 1000
-  learning_rate: float = 1e-3
-  warmup_steps: int = 100
-  end_lr_factor: float = 0.1
-  weight_decay: float = 0.01
-  clip_norm: float = 1.0
-  b2: float = 0.98
-  dtype: str = "float32"
-  loss_positions_bucket: int = 256
-  seed: int = 0
-  save_every: int = 200
-  keep: int = 3
-  log_every: int = 10
-  max_steps_per_run: Optional[int] = None
-  time_budget_minutes: Optional[float] = None
-  use_cached: bool = False
-  cache_dirs: List[str] = dataclasses.field(default_factory=list)
-  module_imports: List[str] = dataclasses.field(default_factory=list)
-  progress: bool = True
-  allow_vocabulary_change: bool = False
+  """Everything a training run depends on; each field is the CLI flag of the same name
+  (`gemma_seqio.flags`). Frozen: a changed run is `dataclasses.replace(args, ...)`."""
+  task: str = option(help="registered seqio Task or Mixture name")
+  model_dir: str = option(help="checkpoints, config, TensorBoard and curves go here; resumes if "
+                               "it has checkpoints")
+  preset: str = option("small_gemma2", help="model.config preset (tiny_gemma1, tiny_gemma2, "
+                                            "small_gemma2, recipe_gemma2, gemma2_2b, ...)")
+  model_overrides: Mapping[str, str] = option(
+      {}, metavar="FIELD=VALUE", help="change a GemmaConfig field, e.g. num_layers=4 (repeatable)")
+  init_from_hf: Optional[str] = option(
+      None, metavar="DIR",
+      help="start from a Hugging Face Gemma save_pretrained directory (fine-tuning)")
+  inputs_length: int = option(128, help="prompt tokens of a row")
+  targets_length: int = option(128, help="answer tokens of a row")
+  batch_size: int = option(16, help="rows of inputs_length + targets_length tokens per step")
+  pack: bool = option(True, help="pack several examples into a row (--no_pack: one per row)")
+  packing: str = option("in_order", choices=("in_order", "best_fit"),
+                        help="in_order = seqio's packing; best_fit fills rows more densely")
+  shuffle_buffer_size: int = option(
+      10_000, help="examples shuffled before packing, on top of the task's own shuffle "
+                   "(0: only the task's)")
+  train_steps: int = option(1000, help="total steps of the run (the schedule ends here)")
+  learning_rate: float = option(1e-3, help="peak learning rate")
+  warmup_steps: int = option(100, help="linear warmup steps")
+  end_lr_factor: float = option(0.1, help="final learning rate = learning_rate * this")
+  weight_decay: float = option(0.01, help="AdamW weight decay")
+  clip_norm: float = option(1.0, help="global gradient-norm clip")
+  b2: float = option(0.98, help="Adam second-moment decay")
+  dtype: str = option("float32", choices=("float32", "bfloat16"),
+                      help="activation dtype (parameters and optimizer state stay float32)")
+  loss_positions_bucket: int = option(
+      256, help="compute logits only at the batch's weighted positions, rounded up to a "
+                "multiple of this (one compilation per multiple seen); 0: at every position")
+  seed: int = option(0, help="initialisation and data order")
+  save_every: int = option(200, help="steps between checkpoints")
+  keep: int = option(3, help="checkpoints kept on disk")
+  log_every: int = option(10, help="steps between log lines")
+  max_steps_per_run: Optional[int] = option(
+      None, help="stop (and save) after this many steps of this invocation; rerun to resume")
+  time_budget_minutes: Optional[float] = option(
+      None, help="stop (and save) when this much wall time has passed")
+  use_cached: bool = option(False, help="read the Beam-cached task data (see cache_scripts)")
+  cache_dirs: Tuple[str, ...] = option((), metavar="DIR", help="seqio cache directories")
+  module_imports: Tuple[str, ...] = option((), metavar="MODULE",
+                                           help="modules that register your tasks")
+  progress: bool = option(True, help="a progress bar (--no_progress: log lines)")
+  allow_vocabulary_change: bool = option(
+      False, help="resume although the task's vocabulary differs from the one the run was "
+                  "trained with (recorded in <model_dir>/vocabulary.json)")
   # Beyond one device (`model.runner.mesh`): the mesh, FSDP, the input shards that make up a batch
   # (default: one per process), and the multi-host rendezvous.
-  mesh: str = ""
-  fsdp: bool = False
-  input_shards: Optional[int] = None
-  coordinator_address: Optional[str] = None
-  num_processes: Optional[int] = None
-  process_id: Optional[int] = None
-  jax_distributed: bool = False
+  mesh: str = option("", metavar="data=N,model=M",
+                     help="device mesh; default: every device on the data axis")
+  fsdp: bool = option(False, help="also split every parameter and its optimizer state over the "
+                                  "data axis")
+  input_shards: Optional[int] = option(
+      None, help="seqio shards that make up a batch (default: one per process)")
+  coordinator_address: Optional[str] = option(
+      None, metavar="HOST:PORT", help="multi-host: process 0's address (jax.distributed.initialize)")
+  num_processes: Optional[int] = option(None, help="multi-host: number of processes")
+  process_id: Optional[int] = option(None, help="multi-host: this process's index")
+  jax_distributed: bool = option(
+      False, help="multi-host from the environment JAX reads on TPU pods / SLURM")
 
 
 @dataclasses.dataclass
@@ -120,7 +143,7 @@ class TrainResult:
 # -- model configuration ------------------------------------------------------------------------
 
 def _coerce(value: str, current):
-  """'256' -> 256 when the field is an int, 'none' -> None, etc. (for --model_override)."""
+  """'256' -> 256 when the field is an int, 'none' -> None, etc. (for --model_overrides)."""
   if not isinstance(value, str):
     return value
   if value.lower() in ("none", "null"):
@@ -150,7 +173,7 @@ def build_model_config(args: TrainArgs):
     fields = {f.name for f in dataclasses.fields(cfg)}
     unknown = sorted(set(args.model_overrides) - fields)
     if unknown:
-      raise ValueError(f"--model_override: unknown GemmaConfig field(s) {unknown}; "
+      raise ValueError(f"--model_overrides: unknown GemmaConfig field(s) {unknown}; "
                        f"fields: {sorted(fields)}")
     changes = {k: _coerce(v, getattr(cfg, k)) for k, v in args.model_overrides.items()}
     cfg = cfg.replace(**changes)
@@ -203,8 +226,10 @@ def _check_resume_args(model_dir: str, args: TrainArgs) -> None:
 def _keep_recorded_model_flags(model_dir: str, args: TrainArgs) -> TrainArgs:
   """`args` with the new-run-only flags as the run recorded them, saying which were ignored.
 
-  >>> args = TrainArgs(task="t", model_dir="runs/a", dtype="bfloat16")   # the run is float32
-  >>> _keep_recorded_model_flags("runs/a", args).dtype
+  >>> import tempfile; run = tempfile.mkdtemp()
+  >>> _write_json(os.path.join(run, TRAIN_ARGS_FILE), {"dtype": "float32"})   # a float32 run
+  >>> args = TrainArgs(task="t", model_dir=run, dtype="bfloat16")
+  >>> _keep_recorded_model_flags(run, args).dtype  # doctest: +ELLIPSIS
   [train] resuming: --dtype 'bfloat16' ignored, the run's 'float32' is kept (...)
   'float32'
   """
@@ -238,6 +263,7 @@ def loss_positions_bucket(batch: Mapping[str, Any], bucket: int) -> Optional[int
   """How many positions the loss needs logits for: the batch's weighted positions rounded up
   to a multiple of `bucket` (None = all; `bucket` 0 turns the saving off).
 
+  >>> import numpy as np
   >>> w = np.zeros((2, 192)); w[:, 100:] = 1           # 184 weighted positions of 384
   >>> loss_positions_bucket({"decoder_loss_weights": w}, 64)
   192
@@ -353,7 +379,7 @@ def _train(args: TrainArgs, model) -> TrainResult:
     raise ValueError(
         f"task {args.task!r} uses a vocabulary of {vocab_size} ids but the model has "
         f"vocab_size={cfg.vocab_size}; set GEMMA_TOKENIZER_PATH to the tokenizer of the "
-        "checkpoint (or --model_override vocab_size=...)")
+        "checkpoint (or --model_overrides vocab_size=...)")
 
   # This process's rows of every batch: its input shards' batches, one after the other.
   shard_count = args.input_shards
@@ -401,13 +427,13 @@ def _run(args: TrainArgs, cfg, model, ckpt, it, batch, start_step: int, last_sto
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  import optax  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
 
   from model.runner import optim, t5x_checkpoints  # pylint: disable=g-import-not-at-top
   from model.runner.interrupts import StopRequests  # pylint: disable=g-import-not-at-top
   from model.runner.t5x_model import GemmaDecoderOnlyModel  # pylint: disable=g-import-not-at-top
+  from model.runner.train_step import make_train_step  # pylint: disable=g-import-not-at-top
 
   model_dir = ckpt.model_dir
   model = model or GemmaDecoderOnlyModel(cfg)
@@ -430,22 +456,11 @@ def _run(args: TrainArgs, cfg, model, ckpt, it, batch, start_step: int, last_sto
     opt_state = plan.place(opt_state, state_sh)
   num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
 
-  use_dropout = cfg.dropout_rate > 0
-
-  def step_fn(params, opt_state, batch, step, max_loss_positions):
-    rng = jax.random.fold_in(dropout_root, step) if use_dropout else None
-    loss_fn = functools.partial(model.weighted_loss, max_loss_positions=max_loss_positions)
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
-    grad_norm = optax.global_norm(grads)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
-    return params, opt_state, dict(metrics, grad_norm=grad_norm)
-
-  # Old params/state buffers are reused for the new ones (less memory, fewer copies).
   # One compilation per loss-position bucket (a handful: rows of one task carry similar shares
   # of target tokens).
-  train_step = jax.jit(step_fn, donate_argnums=(0, 1), static_argnums=(4,),
-                       out_shardings=(param_sh, state_sh, plan.replicated))
+  train_step = make_train_step(model, tx,
+                               dropout_rng=dropout_root if cfg.dropout_rate > 0 else None,
+                               out_shardings=(param_sh, state_sh, plan.replicated))
 
   writer = (tf.summary.create_file_writer(os.path.join(model_dir, "train")) if primary
             else tf.summary.create_noop_writer())
@@ -615,124 +630,30 @@ def _truncate_metrics(path: str, max_step: int) -> None:
 
 # -- CLI ---------------------------------------------------------------------------------------
 
-def _parse_overrides(items: Sequence[str]) -> Dict[str, str]:
-  out = {}
-  for item in items or ():
-    if "=" not in item:
-      raise SystemExit(f"--model_override expects FIELD=VALUE, got {item!r}")
-    k, v = item.split("=", 1)
-    out[k.strip()] = v.strip()
-  return out
+def parse_args(argv: Optional[Sequence[str]] = None) -> TrainArgs:
+  """The `TrainArgs` of a command line (`gemma_seqio.flags`: one flag per field).
 
-
-def build_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(
-      prog="python -m model.runner.train",
-      description="Train a Gemma on a SeqIO task or mixture; T5X-layout orbax checkpoints, "
-                  "resumable, NaN-safe.",
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  d = TrainArgs(task="", model_dir="")
-  p.add_argument("--task", required=True, help="registered seqio Task or Mixture name")
-  p.add_argument("--model_dir", required=True,
-                 help="checkpoints, config, TensorBoard and curves go here; resumes if it has "
-                      "checkpoints")
-  p.add_argument("--preset", default=d.preset,
-                 help="model.config preset (tiny_gemma1, tiny_gemma2, small_gemma2, "
-                      "gemma2_2b, ...)")
-  p.add_argument("--model_override", action="append", default=[], metavar="FIELD=VALUE",
-                 help="change a GemmaConfig field, e.g. num_layers=4 (repeatable)")
-  p.add_argument("--init_from_hf", default=None, metavar="DIR",
-                 help="start from a Hugging Face Gemma save_pretrained directory (fine-tuning)")
-  p.add_argument("--inputs_length", type=int, default=d.inputs_length)
-  p.add_argument("--targets_length", type=int, default=d.targets_length)
-  p.add_argument("--batch_size", type=int, default=d.batch_size,
-                 help="rows of inputs_length + targets_length tokens per step")
-  p.add_argument("--no_pack", dest="pack", action="store_false", help="one example per row")
-  p.add_argument("--packing", choices=("in_order", "best_fit"), default=d.packing,
-                 help="in_order = seqio's packing; best_fit fills rows more densely")
-  p.add_argument("--shuffle_buffer_size", type=int, default=d.shuffle_buffer_size,
-                 help="examples shuffled before packing, on top of the task's own shuffle "
-                      "(0: only the task's)")
-  p.add_argument("--train_steps", type=int, default=d.train_steps,
-                 help="total steps of the run (the schedule ends here)")
-  p.add_argument("--learning_rate", type=float, default=d.learning_rate)
-  p.add_argument("--warmup_steps", type=int, default=d.warmup_steps)
-  p.add_argument("--end_lr_factor", type=float, default=d.end_lr_factor,
-                 help="final learning rate = learning_rate * this")
-  p.add_argument("--weight_decay", type=float, default=d.weight_decay)
-  p.add_argument("--clip_norm", type=float, default=d.clip_norm)
-  p.add_argument("--b2", type=float, default=d.b2, help="Adam second-moment decay")
-  p.add_argument("--dtype", choices=("float32", "bfloat16"), default=d.dtype,
-                 help="activation dtype (parameters and optimizer state stay float32)")
-  p.add_argument("--loss_positions_bucket", type=int, default=d.loss_positions_bucket,
-                 help="compute logits only at the batch's weighted positions, rounded up to a "
-                 "multiple of this (one compilation per multiple seen); 0: at every position")
-  p.add_argument("--seed", type=int, default=d.seed, help="initialisation and data order")
-  p.add_argument("--save_every", type=int, default=d.save_every)
-  p.add_argument("--keep", type=int, default=d.keep, help="checkpoints kept on disk")
-  p.add_argument("--log_every", type=int, default=d.log_every)
-  p.add_argument("--max_steps_per_run", type=int, default=None,
-                 help="stop (and save) after this many steps of this invocation; rerun to resume")
-  p.add_argument("--time_budget_minutes", type=float, default=None,
-                 help="stop (and save) when this much wall time has passed")
-  p.add_argument("--use_cached", action="store_true",
-                 help="read the Beam-cached task data (see cache_scripts)")
-  p.add_argument("--cache_dir", action="append", default=[], help="seqio cache directory")
-  p.add_argument("--module_import", action="append", default=[],
-                 help="module that registers your tasks (repeatable)")
-  p.add_argument("--no_progress", dest="progress", action="store_false",
-                 help="log lines instead of a progress bar")
-  p.add_argument("--allow_vocabulary_change", action="store_true",
-                 help="resume although the task's vocabulary differs from the one the run was "
-                      "trained with (recorded in <model_dir>/vocabulary.json)")
-  g = p.add_argument_group("beyond one device (model.runner.mesh)")
-  g.add_argument("--mesh", default=d.mesh, metavar="data=N,model=M",
-                 help="device mesh; default: every device on the data axis")
-  g.add_argument("--fsdp", action="store_true",
-                 help="also split every parameter and its optimizer state over the data axis")
-  g.add_argument("--input_shards", type=int, default=None,
-                 help="seqio shards that make up a batch (default: one per process)")
-  g.add_argument("--coordinator_address", default=None, metavar="HOST:PORT",
-                 help="multi-host: process 0's address (jax.distributed.initialize)")
-  g.add_argument("--num_processes", type=int, default=None)
-  g.add_argument("--process_id", type=int, default=None)
-  g.add_argument("--jax_distributed", action="store_true",
-                 help="multi-host from the environment JAX reads on TPU pods / SLURM")
-  return p
-
-
-def args_from_namespace(ns: argparse.Namespace) -> TrainArgs:
-  return TrainArgs(
-      task=ns.task, model_dir=ns.model_dir, preset=ns.preset,
-      model_overrides=_parse_overrides(ns.model_override), init_from_hf=ns.init_from_hf,
-      inputs_length=ns.inputs_length, targets_length=ns.targets_length,
-      batch_size=ns.batch_size, pack=ns.pack, packing=ns.packing,
-      shuffle_buffer_size=ns.shuffle_buffer_size, train_steps=ns.train_steps,
-      learning_rate=ns.learning_rate, warmup_steps=ns.warmup_steps,
-      end_lr_factor=ns.end_lr_factor, weight_decay=ns.weight_decay, clip_norm=ns.clip_norm,
-      b2=ns.b2, dtype=ns.dtype, loss_positions_bucket=ns.loss_positions_bucket, seed=ns.seed,
-      save_every=ns.save_every, keep=ns.keep,
-      log_every=ns.log_every, max_steps_per_run=ns.max_steps_per_run,
-      time_budget_minutes=ns.time_budget_minutes, use_cached=ns.use_cached,
-      cache_dirs=ns.cache_dir, module_imports=ns.module_import, progress=ns.progress,
-      allow_vocabulary_change=ns.allow_vocabulary_change, mesh=ns.mesh, fsdp=ns.fsdp,
-      input_shards=ns.input_shards, coordinator_address=ns.coordinator_address,
-      num_processes=ns.num_processes, process_id=ns.process_id,
-      jax_distributed=ns.jax_distributed)
+  >>> parse_args(["--task", "t", "--model_dir", "d", "--model_overrides", "num_layers=3",
+  ...             "--cache_dirs", "a", "b", "--no_pack"]).model_overrides
+  {'num_layers': '3'}
+  """
+  return flags.parse(TrainArgs, argv, prog="python -m model.runner.train",
+                     description="Train a Gemma on a SeqIO task or mixture; T5X-layout orbax "
+                                 "checkpoints, resumable, NaN-safe.")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  ns = build_parser().parse_args(argv)
+  args = parse_args(argv)
   from gemma_seqio import cli_log  # pylint: disable=g-import-not-at-top
   # Before TensorFlow loads: library output goes to <model_dir>/train.log, ours to the terminal.
-  with cli_log.to_log_file(ns.model_dir, "train") as log:
-    log.exit_code = _main(ns)
+  with cli_log.to_log_file(args.model_dir, "train") as log:
+    log.exit_code = _main(args)
   return log.exit_code
 
 
-def _main(ns: argparse.Namespace) -> int:
+def _main(args: TrainArgs) -> int:
   try:
-    result = train(args_from_namespace(ns))
+    result = train(args)
   except TrainingDiverged as e:
     print(f"[train] ERROR: {e}", file=sys.stderr, flush=True)
     return 1
