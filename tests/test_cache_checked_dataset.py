@@ -94,3 +94,16 @@ def test_checked_dataset_of_a_mixture_reads_every_task(plain_cached):
   ds = cached.checked_dataset(PLAIN_MIX, LENGTHS, "validation", shuffle=False, num_epochs=1)
   assert sum(1 for _ in ds.as_numpy_iterator()) == 108
   assert isinstance(ds, tf.data.Dataset)
+
+
+def test_trainer_reads_any_task_through_the_checks(tmp_path, temp_task_names, global_cache_dirs):
+  """model.runner.train's input (`--use_cached`) asks for the checks, also for a user's task
+  registered the plain seqio way (e.g. from --module_imports)."""
+  import seqio
+  from model.runner import inputs
+  temp_task_names.append(PLAIN)
+  _register_plain()
+  seqio.utils.set_global_cache_dirs([str(tmp_path)])
+  with pytest.raises(cached.CacheNotFoundError, match=str(tmp_path)):
+    inputs.train_batches(PLAIN, {"inputs": 64, "targets": 32}, batch_size=2, seed=0,
+                         use_cached=True, split="validation")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 from typing import Iterable, Mapping, Optional, Sequence, Tuple
 
-BOS_ID = 2
 # Examples shuffled before packing (on top of seqio's 1,000): ~1/3 of LibreOffice's 28,870.
 DEFAULT_SHUFFLE_BUFFER = 10_000
 # Packed rows shuffled after best-fit packing (~6,000 LibreOffice examples).
@@ -106,8 +105,15 @@ def train_batches(task: str, task_feature_lengths: Mapping[str, int], *, batch_s
   # and the converter.
   import seqio  # pylint: disable=g-import-not-at-top
   shard_info = seqio.ShardInfo(index=shard[0], num_shards=shard[1]) if shard else None
-  ds = provider.get_dataset(lengths, split=split, use_cached=use_cached, shuffle=True, seed=seed,
-                            num_epochs=None, trim_output_features=True, shard_info=shard_info)
+  kwargs = dict(split=split, shuffle=True, seed=seed, num_epochs=None,
+                trim_output_features=True, shard_info=shard_info)
+  if use_cached:
+    # Through the cache checks (missing cache, damaged shards, stale fingerprint) whether or not
+    # the task was registered as a `CheckedCacheTask` (e.g. a user's task from --module_imports).
+    from gemma_tasks import cached  # pylint: disable=g-import-not-at-top
+    ds = cached.checked_dataset(provider, lengths, **kwargs)
+  else:
+    ds = provider.get_dataset(lengths, **kwargs)
   if shuffle_buffer_size:
     # A buffer larger than the split only delays the first batch (it is filled before the
     # first example comes out).
