@@ -255,7 +255,9 @@ def task_components(task: Any) -> Dict[str, str]:
   components["output_features"] = _sha256(describe(
       {k: feature_description(f) for k, f in task.output_features.items()}).encode())
   components["source"] = _sha256(_source_description(task.source).encode())
-  cache_idx = task._cache_step_idx  # pylint: disable=protected-access
+  import seqio  # pylint: disable=g-import-not-at-top
+  cache_idx = next(i for i, p in enumerate(task.preprocessors)
+                   if isinstance(p, seqio.CacheDatasetPlaceholder))
   for i, prep in enumerate(task.preprocessors[:cache_idx]):
     fn = prep.func if isinstance(prep, functools.partial) else prep
     label = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"

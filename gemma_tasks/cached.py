@@ -295,7 +295,7 @@ def cached_source(task: seqio.Task, split: str,
                   file_shuffle_buffer_size: Optional[int] = None) -> seqio.DataSource:
   """`check_cache`, then the data source that reads the split (`reader_for`)."""
   cache_dir = check_cache(task, split)
-  placeholder = task._cache_dataset_placerholder  # pylint: disable=protected-access
+  placeholder = next(p for p in task.preprocessors if isinstance(p, seqio.CacheDatasetPlaceholder))
   file_shuffle_buffer_size = file_shuffle_buffer_size or placeholder.file_shuffle_buffer_size
   return reader_for(cache_dir, split, file_shuffle_buffer_size)
 
