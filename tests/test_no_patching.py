@@ -75,3 +75,20 @@ def test_dependencies_run_one_way(package):
                        timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
   assert out.returncode == 0, out.stderr[-3000:]
   assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+
+
+@pytest.mark.parametrize("package, not_loaded", [
+    # The light core: nothing heavy, nothing registered.
+    ("gemma_seqio", ("gemma_tasks", "seqio", "tensorflow", "jax", "cache_scripts", "model")),
+    # The converters read the ids from gemma_seqio: importing them registers no task.
+    ("feature_converters", ("gemma_tasks", "cache_scripts", "model")),
+    # The pure model library: no seqio, no TensorFlow, none of the data packages.
+    ("model", ("gemma_tasks", "feature_converters", "cache_scripts", "seqio", "tensorflow")),
+])
+def test_light_packages_load_nothing_they_do_not_use(package, not_loaded):
+  code = (f"import sys, {package}; "
+          f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(not_loaded)!r}))")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                       timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
