@@ -226,6 +226,7 @@ def test_other_vocabulary_is_refused_on_resume_and_evaluation(tmp_path, temp_tas
 
 # -- signals ----------------------------------------------------------------------------------
 
+@pytest.mark.slow  # a training CLI in a fresh interpreter, signalled
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_saves_the_current_step_and_exits_cleanly(tmp_path, sig):
   from model.runner import t5x_checkpoints
