@@ -32,7 +32,7 @@ import collections.abc
 import dataclasses
 import types
 import typing
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar  # noqa: F401
 
 T = TypeVar("T")
 _MISSING = dataclasses.MISSING

@@ -1,5 +1,4 @@
 """Registration of the gemma-seqio Tasks (names are constants here; no logic of its own)."""
-import functools
 
 import seqio
 

@@ -27,7 +27,7 @@ def _register_quiz_like(name, *, fail_after=None):
   `fail_after`, its first preprocessor raises on the train split after that many examples."""
   import seqio
   import tensorflow as tf
-  from gemma_tasks import builders, preprocessors, sources
+  from gemma_tasks import builders, sources
 
   def failing(dataset):
     def check(i, ex):

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from seqio import test_utils
 
 import feature_converters as fc
-from feature_converters import base, decoder_only, encoder_decoder, packing, seq2seq
+from feature_converters import decoder_only, encoder_decoder, packing, seq2seq
 from gemma_seqio import template
 from gemma_seqio.special_tokens import BOS_ID, END_OF_TURN_ID, START_OF_TURN_ID
 

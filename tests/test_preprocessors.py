@@ -1,5 +1,4 @@
 """Preprocessors: Gemma turns, alias choice, LM chunking (declarative expected examples)."""
-import numpy as np
 import tensorflow as tf
 from seqio import test_utils
 

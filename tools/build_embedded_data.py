@@ -15,7 +15,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 
 OUT_DIR = os.path.join(os.path.dirname(__file__), "..", "gemma_tasks", "data")
 
