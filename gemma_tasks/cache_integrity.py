@@ -37,15 +37,15 @@ A shard emptied, then one deleted:
 >>> check_split(cache, "train", "tfrecord", meta)
 Traceback (most recent call last):
 ...
-gemma_tasks.cache_integrity.CacheCorruptError: The cache of task 'gemma_quiz_qa' at /tmp/.../gemma_quiz_qa is damaged:
-  /tmp/.../gemma_quiz_qa/train.tfrecord-00001-of-00002 has 0 bytes; 21 bytes were written
+gemma_tasks.cache_integrity.CacheCorruptError: The cache of task 'gemma_quiz_qa' at .../gemma_quiz_qa is damaged:
+  .../gemma_quiz_qa/train.tfrecord-00001-of-00002 has 0 bytes; 21 bytes were written
 Reading it would silently give fewer examples (or fail later without naming the file). Rebuild it:
-  python -m cache_scripts.cache_tasks --tasks=gemma_quiz_qa --output_cache_dir=/tmp/... --overwrite
+  python -m cache_scripts.cache_tasks --tasks=gemma_quiz_qa --output_cache_dir=... --overwrite
 >>> os.remove(f"{cache}/train.tfrecord-00000-of-00002")
 >>> for problem in split_problems(cache, "train", "tfrecord", meta):
-...   print(problem)
-/tmp/.../gemma_quiz_qa/train.tfrecord-00000-of-00002 is missing (info.train.json lists 2 shards)
-/tmp/.../gemma_quiz_qa/train.tfrecord-00001-of-00002 has 0 bytes; 21 bytes were written
+...   print(problem.replace(root, "<root>"))
+<root>/gemma_quiz_qa/train.tfrecord-00000-of-00002 is missing (info.train.json lists 2 shards)
+<root>/gemma_quiz_qa/train.tfrecord-00001-of-00002 has 0 bytes; 21 bytes were written
 >>> shutil.rmtree(root)
 """
 from __future__ import annotations
@@ -100,10 +100,10 @@ def read_json(path: str, cache_dir: str, task_name: Optional[str] = None) -> Dic
   ...   read_json(f"{cache}/info.train.json", cache)
   Traceback (most recent call last):
   ...
-  gemma_tasks.cache_integrity.CacheCorruptError: /tmp/.../gemma_quiz_qa/info.train.json: not valid
-  JSON (Expecting property name enclosed in double quotes at line 1 column 32; cut short?). The cache at
-  /tmp/.../gemma_quiz_qa cannot be read; rebuild it:
-    python -m cache_scripts.cache_tasks --tasks=gemma_quiz_qa --output_cache_dir=/tmp/... --overwrite
+  gemma_tasks.cache_integrity.CacheCorruptError: .../gemma_quiz_qa/info.train.json: not valid
+  JSON (Expecting property name enclosed in double quotes at line 1 column 32; cut short?). The
+  cache at .../gemma_quiz_qa cannot be read; rebuild it:
+    python -m cache_scripts.cache_tasks --tasks=gemma_quiz_qa --output_cache_dir=... --overwrite
   """
   data, problem = load_json(path)
   if problem:
