@@ -41,7 +41,7 @@ two questions registered for the example (`gemma_tasks.builders.add_qa_task`, as
 >>> tmp = tempfile.mkdtemp()
 >>> with open(f"{tmp}/quiz.jsonl", "w") as f:
 ...   for q, a in [("Capital of France?", ["Paris"]), ("2 + 2 =", ["4", "four"])]:
-...     _ = f.write(json.dumps({"question": q, "answers": a}) + "\n")
+...     print(json.dumps({"question": q, "answers": a}), file=f)
 >>> _ = builders.add_qa_task("doc_quiz", sources.JsonlDataSource(
 ...     {"validation": f"{tmp}/quiz.jsonl"}, fields={"question": str, "answers": list}))
 >>> old_cache_dirs = seqio.utils.get_global_cache_dirs()   # the run adds its output dir
