@@ -12,7 +12,7 @@ and integrity checks, the batched-parse reader). The tasks of `gemma_tasks` read
 plain seqio calls; any other task when asked, with `gemma_tasks.cached.checked_dataset`:
 
 >>> import os, tempfile, gemma_tasks, seqio
->>> old_cache_dirs = seqio.utils.get_global_cache_dirs()
+>>> old_cache_dirs = list(seqio.utils.get_global_cache_dirs())
 >>> empty = tempfile.mkdtemp()                    # e.g. /data/seqio_cache, nothing cached yet
 >>> seqio.utils.set_global_cache_dirs([empty])
 >>> seqio.get_mixture_or_task("gemma_quiz_qa").get_dataset(split="test", use_cached=True)

@@ -44,7 +44,7 @@ two questions registered for the example (`gemma_tasks.builders.add_qa_task`, as
 ...     print(json.dumps({"question": q, "answers": a}), file=f)
 >>> _ = builders.add_qa_task("doc_quiz", sources.JsonlDataSource(
 ...     {"validation": f"{tmp}/quiz.jsonl"}, fields={"question": str, "answers": list}))
->>> old_cache_dirs = seqio.utils.get_global_cache_dirs()   # the run adds its output dir
+>>> old_cache_dirs = list(seqio.utils.get_global_cache_dirs())   # the run adds its output dir
 >>> report = cache_tasks.cache_tasks(["doc_quiz"], f"{tmp}/cache", min_shards=2)
 >>> report.written, report.ok
 (['doc_quiz'], True)

@@ -23,7 +23,7 @@ the quiz task) and cached in a temporary directory without the run's own validat
 ...     print(json.dumps({"question": q, "answers": a}), file=f)
 >>> task = builders.add_qa_task("doc_quiz", sources.JsonlDataSource(
 ...     {"validation": f"{tmp}/quiz.jsonl"}, fields={"question": str, "answers": list}))
->>> old_cache_dirs = seqio.utils.get_global_cache_dirs()
+>>> old_cache_dirs = list(seqio.utils.get_global_cache_dirs())
 >>> _ = cache_tasks.cache_tasks(["doc_quiz"], tmp, min_shards=1, min_source_shards=1,
 ...                             validate=False)      # one shard file
 >>> report = validate_cache(task, f"{tmp}/doc_quiz")

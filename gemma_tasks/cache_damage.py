@@ -20,7 +20,7 @@ the quiz task), cached in a temporary directory, then one byte of its shard flip
 ...     print(json.dumps({"question": q, "answers": a}), file=f)
 >>> task = builders.add_qa_task("doc_quiz", sources.JsonlDataSource(
 ...     {"validation": f"{tmp}/quiz.jsonl"}, fields={"question": str, "answers": list}))
->>> old_cache_dirs = seqio.utils.get_global_cache_dirs()
+>>> old_cache_dirs = list(seqio.utils.get_global_cache_dirs())
 >>> _ = cache_tasks.cache_tasks(["doc_quiz"], f"{tmp}/cache", min_shards=1, min_source_shards=1)
 >>> seqio.utils.set_global_cache_dirs([f"{tmp}/cache"])
 >>> shard = f"{tmp}/cache/doc_quiz/validation.tfrecord-00000-of-00001"

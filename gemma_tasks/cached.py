@@ -35,7 +35,7 @@ questions (`gemma_tasks.builders.add_qa_task`, as the quiz task) cached in a tem
 ...     print(json.dumps({"question": q, "answers": a}), file=f)
 >>> _ = builders.add_qa_task("doc_quiz", sources.JsonlDataSource(
 ...     {"validation": f"{tmp}/quiz.jsonl"}, fields={"question": str, "answers": list}))
->>> old_cache_dirs = seqio.utils.get_global_cache_dirs()
+>>> old_cache_dirs = list(seqio.utils.get_global_cache_dirs())
 >>> _ = cache_tasks.cache_tasks(["doc_quiz"], f"{tmp}/cache", min_shards=1, validate=False)
 >>> seqio.utils.set_global_cache_dirs([f"{tmp}/cache"])
 >>> ds = seqio.get_dataset("doc_quiz", {"inputs": 32, "targets": 8}, dataset_split="validation",
@@ -363,7 +363,7 @@ def check_cache(task: seqio.Task, split: str) -> str:
   >>> with open(f"{cache_dir}/COMPLETED", "w") as f:
   ...   _ = f.write(cache_metadata.completed_contents(
   ...       "tfrecord", {"doc_quiz": cache_fingerprint.task_fingerprint(task)}))
-  >>> old_cache_dirs = seqio.utils.get_global_cache_dirs()
+  >>> old_cache_dirs = list(seqio.utils.get_global_cache_dirs())
   >>> seqio.utils.set_global_cache_dirs([root])
   >>> check_cache(task, "validation") == cache_dir
   True
@@ -483,7 +483,7 @@ def checked_dataset(task_or_mixture, sequence_length: Optional[Mapping[str, int]
   ...   _ = f.write(cache_metadata.completed_contents(
   ...       "tfrecord", {"my_task": cache_fingerprint.task_fingerprint(add_my_task("."))}))
   >>> task = add_my_task("!")                      # the task as it is now
-  >>> old_cache_dirs = seqio.utils.get_global_cache_dirs()
+  >>> old_cache_dirs = list(seqio.utils.get_global_cache_dirs())
   >>> seqio.utils.set_global_cache_dirs([root])
   >>> ds = checked_dataset("my_task", {"inputs": 256, "targets": 64}, "validation", shuffle=False)
   Traceback (most recent call last):
