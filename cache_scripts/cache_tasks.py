@@ -49,7 +49,8 @@ two questions registered for the example (`gemma_tasks.builders.add_qa_task`, as
 >>> report.written, report.ok
 (['doc_quiz'], True)
 >>> print(report.validation[0].summary())
-doc_quiz  validation: 2 examples in 2 tfrecord files, inputs 31 tokens, targets 5 tokens, 2/2 spot-checked
+doc_quiz  validation: 2 examples in 2 tfrecord files, inputs 31 tokens, targets 5 tokens,
+2/2 spot-checked
 >>> sorted(os.listdir(f"{tmp}/cache/doc_quiz"))
 ['COMPLETED', 'info.validation.json', 'stats.validation.json',
  'validation.tfrecord-00000-of-00002', 'validation.tfrecord-00001-of-00002']

@@ -30,18 +30,21 @@ the quiz task) and cached in a temporary directory without the run's own validat
 >>> report.ok, report.splits["validation"].examples, report.splits["validation"].spot_checked
 (True, 2, 2)
 >>> print(report.summary())
-doc_quiz  validation: 2 examples in 1 tfrecord files, inputs 31 tokens, targets 5 tokens, 2/2 spot-checked
+doc_quiz  validation: 2 examples in 1 tfrecord files, inputs 31 tokens, targets 5 tokens,
+2/2 spot-checked
 
 The shard emptied after the run:
 
 >>> open(f"{tmp}/doc_quiz/validation.tfrecord-00000-of-00001", "w").close()
 >>> report = validate_cache(task, f"{tmp}/doc_quiz")
 >>> print(report.summary().replace(tmp, "<tmp>"))
-doc_quiz  validation: 2 examples in 1 tfrecord files, inputs 31 tokens, targets 5 tokens, 0/2 spot-checked
-doc_quiz  ERROR: validation: <tmp>/doc_quiz/validation.tfrecord-00000-of-00001 has 0 bytes; 554 bytes were written
+doc_quiz  validation: 2 examples in 1 tfrecord files, inputs 31 tokens, targets 5 tokens,
+0/2 spot-checked
+doc_quiz  ERROR: validation: <tmp>/doc_quiz/validation.tfrecord-00000-of-00001 has 0 bytes;
+554 bytes were written
 doc_quiz  ERROR: validation: 0 records in the files, stats say 2
-doc_quiz  ERROR: validation: only 0 of the first 2 on-the-fly examples are in the cache (preprocessors
-before the cache placeholder not deterministic, or the cache is stale)
+doc_quiz  ERROR: validation: only 0 of the first 2 on-the-fly examples are in the cache
+(preprocessors before the cache placeholder not deterministic, or the cache is stale)
 >>> seqio.TaskRegistry.remove("doc_quiz"); seqio.utils.set_global_cache_dirs(old_cache_dirs)
 >>> shutil.rmtree(tmp)
 """

@@ -32,7 +32,8 @@ the quiz task), cached in a temporary directory, then one byte of its shard flip
 ...     pass
 Traceback (most recent call last):
 ...
-gemma_tasks.cache_integrity.CacheCorruptError: The cache of task 'doc_quiz' at .../cache/doc_quiz is damaged:
+gemma_tasks.cache_integrity.CacheCorruptError: The cache of task 'doc_quiz' at .../cache/doc_quiz is
+damaged:
   .../cache/doc_quiz/validation.tfrecord-00000-of-00001: ...corrupted record at ...
 TF stopped reading it (DataLossError). Rebuild it:
   python -m cache_scripts.cache_tasks --tasks=doc_quiz --output_cache_dir=.../cache --overwrite

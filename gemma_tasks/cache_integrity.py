@@ -37,7 +37,8 @@ A shard emptied, then one deleted:
 >>> check_split(cache, "train", "tfrecord", meta)
 Traceback (most recent call last):
 ...
-gemma_tasks.cache_integrity.CacheCorruptError: The cache of task 'gemma_quiz_qa' at .../gemma_quiz_qa is damaged:
+gemma_tasks.cache_integrity.CacheCorruptError: The cache of task 'gemma_quiz_qa' at
+.../gemma_quiz_qa is damaged:
   .../gemma_quiz_qa/train.tfrecord-00001-of-00002 has 0 bytes; 21 bytes were written
 Reading it would silently give fewer examples (or fail later without naming the file). Rebuild it:
   python -m cache_scripts.cache_tasks --tasks=gemma_quiz_qa --output_cache_dir=... --overwrite
