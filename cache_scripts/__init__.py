@@ -11,13 +11,20 @@ Reading a cache is `gemma_tasks`' side (`gemma_tasks.cached`: the named errors, 
 and integrity checks, the batched-parse reader). The tasks of `gemma_tasks` read that way with
 plain seqio calls; any other task when asked, with `gemma_tasks.cached.checked_dataset`:
 
->>> import gemma_tasks, seqio
->>> seqio.add_global_cache_dirs(["/data/seqio_cache"])
+>>> import os, tempfile, gemma_tasks, seqio
+>>> old_cache_dirs = list(seqio.utils.get_global_cache_dirs())
+>>> empty = tempfile.mkdtemp()                    # e.g. /data/seqio_cache, nothing cached yet
+>>> seqio.utils.set_global_cache_dirs([empty])
 >>> seqio.get_mixture_or_task("gemma_quiz_qa").get_dataset(split="test", use_cached=True)
-CacheNotFoundError: Task 'gemma_quiz_qa' has no completed cache (a directory with a COMPLETED
-file). Searched:
-  /data/seqio_cache/gemma_quiz_qa
+Traceback (most recent call last):
 ...
+gemma_tasks.cached.CacheNotFoundError: Task 'gemma_quiz_qa' has no completed cache (a directory
+with a COMPLETED file). Searched:
+  .../gemma_quiz_qa
+Build it with:
+  python -m cache_scripts.cache_tasks --tasks=gemma_quiz_qa --output_cache_dir=DIR
+and add DIR with seqio.add_global_cache_dirs([DIR]), or load with use_cached=False.
+>>> seqio.utils.set_global_cache_dirs(old_cache_dirs); os.rmdir(empty)
 
 Importing this package changes nothing in seqio.
 """

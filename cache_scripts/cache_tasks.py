@@ -31,14 +31,33 @@ The job is composed in `cache_scripts.pipeline` from seqio's public Beam pieces;
   * Progress: one log line per source shard every `pipeline.PROGRESS_EVERY` examples with its
     rate, and a summary at the end; library output goes to `<output_cache_dir>/cache_tasks.log`.
 
-Python API (the same settings as keyword arguments, or a `CacheSettings`):
+Python API (the same settings as keyword arguments, or a `CacheSettings`), here on a QA task of
+two questions registered for the example (`gemma_tasks.builders.add_qa_task`, as the quiz task):
 
+>>> import json, os, shutil, tempfile
+>>> import seqio
 >>> from cache_scripts import cache_tasks
->>> report = cache_tasks.cache_tasks(["gemma_quiz_qa"], "/tmp/cache", min_shards=2)
+>>> from gemma_tasks import builders, sources
+>>> tmp = tempfile.mkdtemp()
+>>> with open(f"{tmp}/quiz.jsonl", "w") as f:
+...   for q, a in [("Capital of France?", ["Paris"]), ("2 + 2 =", ["4", "four"])]:
+...     print(json.dumps({"question": q, "answers": a}), file=f)
+>>> _ = builders.add_qa_task("doc_quiz", sources.JsonlDataSource(
+...     {"validation": f"{tmp}/quiz.jsonl"}, fields={"question": str, "answers": list}))
+>>> old_cache_dirs = list(seqio.utils.get_global_cache_dirs())   # the run adds its output dir
+>>> report = cache_tasks.cache_tasks(["doc_quiz"], f"{tmp}/cache", min_shards=2)
 >>> report.written, report.ok
-(['gemma_quiz_qa'], True)
->>> cache_tasks.cache_tasks(["gemma_quiz_qa"], "/tmp/cache").skipped
-{'gemma_quiz_qa': 'already cached at /tmp/cache/gemma_quiz_qa (use --overwrite to rebuild)'}
+(['doc_quiz'], True)
+>>> print(report.validation[0].summary())
+doc_quiz  validation: 2 examples in 2 tfrecord files, inputs 31 tokens, targets 5 tokens,
+2/2 spot-checked
+>>> sorted(os.listdir(f"{tmp}/cache/doc_quiz"))
+['COMPLETED', 'info.validation.json', 'stats.validation.json',
+ 'validation.tfrecord-00000-of-00002', 'validation.tfrecord-00001-of-00002']
+>>> cache_tasks.cache_tasks(["doc_quiz"], f"{tmp}/cache").skipped
+{'doc_quiz': 'already cached at .../cache/doc_quiz (use --overwrite to rebuild)'}
+>>> seqio.TaskRegistry.remove("doc_quiz"); seqio.utils.set_global_cache_dirs(old_cache_dirs)
+>>> shutil.rmtree(tmp)
 """
 from __future__ import annotations
 

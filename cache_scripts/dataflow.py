@@ -96,8 +96,8 @@ def gcp_missing_message(missing: Sequence[str]) -> str:
 def default_job_name(now: Optional[float] = None) -> str:
   """Dataflow job names: lowercase letters, digits and '-'.
 
-  >>> default_job_name(0)
-  'gemma-seqio-cache-19700101-000000'
+  >>> default_job_name(1e9)       # a Unix time; default: now
+  'gemma-seqio-cache-20010909-014640'
   """
   return "gemma-seqio-cache-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime(now or time.time()))
 
@@ -109,10 +109,19 @@ def dataflow_pipeline_options(
     extra: Sequence[str] = ()) -> List[str]:
   """Beam options for running the cache job on Dataflow.
 
+  By default workers install this checkout (`--setup_file=<repo>/setup.py`):
+
   >>> dataflow_pipeline_options(project="p", region="us-central1", temp_location="gs://b/tmp",
-  ...                           setup_file="/src/gemma-seqio/setup.py", job_name="j")
+  ...                           job_name="j")
   ['--runner=DataflowRunner', '--project=p', '--region=us-central1', '--temp_location=gs://b/tmp',
-   '--staging_location=gs://b/tmp/staging', '--job_name=j', '--setup_file=/src/gemma-seqio/setup.py']
+   '--staging_location=gs://b/tmp/staging', '--job_name=j', '--setup_file=/.../setup.py']
+
+  With a wheel passed in `extra` there is no setup file:
+
+  >>> dataflow_pipeline_options(project="p", region="us-central1", temp_location="gs://b/tmp",
+  ...                           job_name="j", extra=["--extra_package=/dist/gemma_seqio.whl"])
+  ['--runner=DataflowRunner', '--project=p', '--region=us-central1', '--temp_location=gs://b/tmp',
+   '--staging_location=gs://b/tmp/staging', '--job_name=j', '--extra_package=/dist/gemma_seqio.whl']
   """
   missing = [n for n, v in (("project", project), ("region", region),
                             ("temp_location", temp_location)) if not v]

@@ -11,12 +11,42 @@ For one task directory:
     placeholder) are all found, feature by feature, in the cached split. The cache is shuffled,
     so this scans the cached split until every one is found.
 
->>> report = validate_cache(seqio.get_mixture_or_task("gemma_quiz_qa"), "/tmp/c/gemma_quiz_qa")
+A QA task of two questions registered for the example (`gemma_tasks.builders.add_qa_task`, as
+the quiz task) and cached in a temporary directory without the run's own validation:
+
+>>> import json, shutil, tempfile
+>>> from cache_scripts import cache_tasks
+>>> from gemma_tasks import builders, sources
+>>> tmp = tempfile.mkdtemp()
+>>> with open(f"{tmp}/quiz.jsonl", "w") as f:
+...   for q, a in [("Capital of France?", ["Paris"]), ("2 + 2 =", ["4", "four"])]:
+...     print(json.dumps({"question": q, "answers": a}), file=f)
+>>> task = builders.add_qa_task("doc_quiz", sources.JsonlDataSource(
+...     {"validation": f"{tmp}/quiz.jsonl"}, fields={"question": str, "answers": list}))
+>>> old_cache_dirs = list(seqio.utils.get_global_cache_dirs())
+>>> _ = cache_tasks.cache_tasks(["doc_quiz"], tmp, min_shards=1, min_source_shards=1,
+...                             validate=False)      # one shard file
+>>> report = validate_cache(task, f"{tmp}/doc_quiz")
 >>> report.ok, report.splits["validation"].examples, report.splits["validation"].spot_checked
-(True, 108, 64)
+(True, 2, 2)
 >>> print(report.summary())
-gemma_quiz_qa  validation: 108 examples, inputs 2,726 tokens, targets 513 tokens, 64/64 spot-checked
-...
+doc_quiz  validation: 2 examples in 1 tfrecord files, inputs 31 tokens, targets 5 tokens,
+2/2 spot-checked
+
+The shard emptied after the run:
+
+>>> open(f"{tmp}/doc_quiz/validation.tfrecord-00000-of-00001", "w").close()
+>>> report = validate_cache(task, f"{tmp}/doc_quiz")
+>>> print(report.summary().replace(tmp, "<tmp>"))
+doc_quiz  validation: 2 examples in 1 tfrecord files, inputs 31 tokens, targets 5 tokens,
+0/2 spot-checked
+doc_quiz  ERROR: validation: <tmp>/doc_quiz/validation.tfrecord-00000-of-00001 has 0 bytes;
+554 bytes were written
+doc_quiz  ERROR: validation: 0 records in the files, stats say 2
+doc_quiz  ERROR: validation: only 0 of the first 2 on-the-fly examples are in the cache
+(preprocessors before the cache placeholder not deterministic, or the cache is stale)
+>>> seqio.TaskRegistry.remove("doc_quiz"); seqio.utils.set_global_cache_dirs(old_cache_dirs)
+>>> shutil.rmtree(tmp)
 """
 from __future__ import annotations
 

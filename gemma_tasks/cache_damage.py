@@ -7,13 +7,38 @@ would cost a full pass over the data on every load, so the search happens on the
 only: `naming_damaged_shards` lets a `DataLossError` out of its block as a `CacheCorruptError`
 naming the shard and the command that rebuilds the cache.
 
->>> with naming_damaged_shards("gemma_quiz_qa", "train"):
-...   for batch in dataset.as_numpy_iterator():
-...     ...
-CacheCorruptError: The cache of task 'gemma_quiz_qa' at /tmp/c/gemma_quiz_qa is damaged:
-  /tmp/c/gemma_quiz_qa/train.tfrecord-00001-of-00002: corrupted record at 5442
+A QA task of two questions registered for the example (`gemma_tasks.builders.add_qa_task`, as
+the quiz task), cached in a temporary directory, then one byte of its shard flipped:
+
+>>> import json, os, shutil, tempfile
+>>> import seqio
+>>> from cache_scripts import cache_tasks
+>>> from gemma_tasks import builders, sources
+>>> tmp = tempfile.mkdtemp()
+>>> with open(f"{tmp}/quiz.jsonl", "w") as f:
+...   for q, a in [("Capital of France?", ["Paris"]), ("2 + 2 =", ["4", "four"])]:
+...     print(json.dumps({"question": q, "answers": a}), file=f)
+>>> task = builders.add_qa_task("doc_quiz", sources.JsonlDataSource(
+...     {"validation": f"{tmp}/quiz.jsonl"}, fields={"question": str, "answers": list}))
+>>> old_cache_dirs = list(seqio.utils.get_global_cache_dirs())
+>>> _ = cache_tasks.cache_tasks(["doc_quiz"], f"{tmp}/cache", min_shards=1, min_source_shards=1)
+>>> seqio.utils.set_global_cache_dirs([f"{tmp}/cache"])
+>>> shard = f"{tmp}/cache/doc_quiz/validation.tfrecord-00000-of-00001"
+>>> with open(shard, "r+b") as f:
+...   data = bytearray(f.read()); data[len(data) // 2] ^= 1; _ = f.seek(0); _ = f.write(data)
+>>> dataset = task.get_dataset({"inputs": 64, "targets": 64}, "validation", use_cached=True)
+>>> with naming_damaged_shards("doc_quiz", "validation"):
+...   for example in dataset.as_numpy_iterator():
+...     pass
+Traceback (most recent call last):
+...
+gemma_tasks.cache_integrity.CacheCorruptError: The cache of task 'doc_quiz' at .../cache/doc_quiz is
+damaged:
+  .../cache/doc_quiz/validation.tfrecord-00000-of-00001: ...corrupted record at ...
 TF stopped reading it (DataLossError). Rebuild it:
-  python -m cache_scripts.cache_tasks --tasks=gemma_quiz_qa --output_cache_dir=/tmp/c --overwrite
+  python -m cache_scripts.cache_tasks --tasks=doc_quiz --output_cache_dir=.../cache --overwrite
+>>> seqio.TaskRegistry.remove("doc_quiz"); seqio.utils.set_global_cache_dirs(old_cache_dirs)
+>>> shutil.rmtree(tmp)
 """
 from __future__ import annotations
 

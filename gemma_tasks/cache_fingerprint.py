@@ -8,8 +8,10 @@ fingerprint of the Task as registered now (see `gemma_tasks.cached`).
 
 >>> import gemma_tasks, seqio
 >>> fp = task_fingerprint(seqio.get_mixture_or_task("gemma_quiz_qa"))
->>> sorted(fp["components"])[:3]
-['output_features', 'preprocessor[0]:gemma_tasks.preprocessors.qa', 'preprocessor[1]:seqio.preprocessors.tokenize']
+>>> sorted(fp["components"])
+['fingerprint_version', 'output_features', 'preprocessor[0]:gemma_tasks.preprocessors.qa',
+ 'preprocessor[1]:seqio.preprocessors.tokenize', 'source', 'vocabulary[inputs]',
+ 'vocabulary[targets]']
 >>> len(fp["fingerprint"])
 64
 >>> diff_components(fp["components"], {**fp["components"], "vocabulary[targets]": "00"})

@@ -13,11 +13,41 @@ A cache records what it should hold, so both are detectable without reading the 
 `CacheCorruptError` naming the files and the command that rebuilds the cache (the reader calls it
 every time a cached split is opened: one listing and one size query per shard).
 
->>> check_split("/tmp/c/gemma_quiz_qa", "train", meta)
-CacheCorruptError: The cache of task 'gemma_quiz_qa' at /tmp/c/gemma_quiz_qa is damaged:
-  /tmp/c/gemma_quiz_qa/train.tfrecord-00001-of-00002 has 0 bytes; 184,418 bytes were written
+A split of two shards, written by hand here (a real cache has the same files), and the sizes
+that `cache_tasks` records in `COMPLETED`:
+
+>>> import shutil, tempfile
+>>> root = tempfile.mkdtemp()
+>>> cache = os.path.join(root, "gemma_quiz_qa"); os.mkdir(cache)
+>>> for i, records in enumerate([[b"first", b"second"], [b"third"]]):
+...   with tf.io.TFRecordWriter(f"{cache}/train.tfrecord-0000{i}-of-00002") as w:
+...     for r in records:
+...       w.write(r)
+>>> with open(f"{cache}/info.train.json", "w") as f:
+...   _ = f.write('{"num_shards": 2}')
+>>> meta = {SHARD_BYTES_KEY: shard_bytes(cache, ["train"], "tfrecord")}
+>>> meta
+{'shard_bytes': {'train': {'train.tfrecord-00000-of-00002': 43,
+                           'train.tfrecord-00001-of-00002': 21}}}
+>>> check_split(cache, "train", "tfrecord", meta)         # as written: nothing to say
+
+A shard emptied, then one deleted:
+
+>>> open(f"{cache}/train.tfrecord-00001-of-00002", "w").close()
+>>> check_split(cache, "train", "tfrecord", meta)
+Traceback (most recent call last):
+...
+gemma_tasks.cache_integrity.CacheCorruptError: The cache of task 'gemma_quiz_qa' at
+.../gemma_quiz_qa is damaged:
+  .../gemma_quiz_qa/train.tfrecord-00001-of-00002 has 0 bytes; 21 bytes were written
 Reading it would silently give fewer examples (or fail later without naming the file). Rebuild it:
-  python -m cache_scripts.cache_tasks --tasks=gemma_quiz_qa --output_cache_dir=/tmp/c --overwrite
+  python -m cache_scripts.cache_tasks --tasks=gemma_quiz_qa --output_cache_dir=... --overwrite
+>>> os.remove(f"{cache}/train.tfrecord-00000-of-00002")
+>>> for problem in split_problems(cache, "train", "tfrecord", meta):
+...   print(problem.replace(root, "<root>"))
+<root>/gemma_quiz_qa/train.tfrecord-00000-of-00002 is missing (info.train.json lists 2 shards)
+<root>/gemma_quiz_qa/train.tfrecord-00001-of-00002 has 0 bytes; 21 bytes were written
+>>> shutil.rmtree(root)
 """
 from __future__ import annotations
 
@@ -63,11 +93,18 @@ def load_json(path: str):
 def read_json(path: str, cache_dir: str, task_name: Optional[str] = None) -> Dict[str, Any]:
   """A cache's `info.*.json` / `stats.*.json`; a missing or cut file is a `CacheCorruptError`.
 
-  >>> read_json("/tmp/c/gemma_quiz_qa/info.train.json", "/tmp/c/gemma_quiz_qa")
-  CacheCorruptError: /tmp/c/gemma_quiz_qa/info.train.json: not valid JSON (Unterminated string
-  starting at line 8 column 7; cut short?). The cache at /tmp/c/gemma_quiz_qa cannot be read;
-  rebuild it:
-    python -m cache_scripts.cache_tasks --tasks=gemma_quiz_qa --output_cache_dir=/tmp/c --overwrite
+  >>> import tempfile
+  >>> with tempfile.TemporaryDirectory() as root:
+  ...   cache = os.path.join(root, "gemma_quiz_qa"); os.mkdir(cache)
+  ...   with open(f"{cache}/info.train.json", "w") as f:
+  ...     _ = f.write('{"num_shards": 2, "features": {')      # cut short
+  ...   read_json(f"{cache}/info.train.json", cache)
+  Traceback (most recent call last):
+  ...
+  gemma_tasks.cache_integrity.CacheCorruptError: .../gemma_quiz_qa/info.train.json: not valid
+  JSON (Expecting property name enclosed in double quotes at line 1 column 32; cut short?). The
+  cache at .../gemma_quiz_qa cannot be read; rebuild it:
+    python -m cache_scripts.cache_tasks --tasks=gemma_quiz_qa --output_cache_dir=... --overwrite
   """
   data, problem = load_json(path)
   if problem:
@@ -162,9 +199,17 @@ def corrupt_records(files: List[str]) -> List[str]:
   A byte flipped inside a record keeps the file's size, so only reading finds it; TF's own
   error ("corrupted record at 5442") does not say which file, this does.
 
-  >>> corrupt_records(["/tmp/c/q/train.tfrecord-00000-of-00002",
-  ...                  "/tmp/c/q/train.tfrecord-00001-of-00002"])
-  ['/tmp/c/q/train.tfrecord-00001-of-00002: corrupted record at 5442']
+  >>> import tempfile
+  >>> with tempfile.TemporaryDirectory() as d:
+  ...   files = [f"{d}/train.tfrecord-0000{i}-of-00002" for i in range(2)]
+  ...   for path in files:
+  ...     with tf.io.TFRecordWriter(path) as w:
+  ...       for r in [b"first", b"second"]:
+  ...         w.write(r)
+  ...   with open(files[1], "r+b") as f:      # one byte of the second record, same size
+  ...     _ = f.seek(21 + 12); _ = f.write(b"S")
+  ...   [p.replace(d, "<dir>") for p in corrupt_records(files)]
+  ['<dir>/train.tfrecord-00001-of-00002: ...corrupted record at 33...']
   """
   problems = []
   for path in files:  # one at a time, so that each error names its file

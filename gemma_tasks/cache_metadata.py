@@ -57,8 +57,20 @@ def record_shard_bytes(cache_dir: str, splits) -> None:
 def read_metadata(cache_dir: str) -> Optional[Dict[str, Any]]:
   """The metadata in `cache_dir/COMPLETED`, or None for a cache written by plain seqio.
 
-  >>> read_metadata("/tmp/cache/gemma_quiz_qa")["output_format"]
-  'tfrecord'
+  >>> import tempfile
+  >>> with tempfile.TemporaryDirectory() as d:
+  ...   with open(os.path.join(d, "COMPLETED"), "w") as f:
+  ...     _ = f.write(completed_contents("arrayrecord", {"t": {"fingerprint": "ab"}}))
+  ...   read_metadata(d)["output_format"], read_metadata(d)["tasks"]
+  ('arrayrecord', {'t': {'fingerprint': 'ab'}})
+
+  What seqio 0.0.20's own `cache_tasks_main` writes into `COMPLETED` is no metadata:
+
+  >>> with tempfile.TemporaryDirectory() as d:
+  ...   with open(os.path.join(d, "COMPLETED"), "w") as f:
+  ...     _ = f.write("tfrecord")
+  ...   print(read_metadata(d))
+  None
   """
   path = os.path.join(cache_dir, "COMPLETED")
   with tf.io.gfile.GFile(path) as f:

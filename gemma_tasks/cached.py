@@ -22,13 +22,33 @@ Any other Task gets the same when asked, without changing the task or its regist
 `checked_dataset(task_or_mixture, sequence_length, split, ...)` (its `get_dataset(use_cached=True)`
 through these checks), or `check_cache(task, split)` / `cached_source(task, split)` alone.
 
-Typical use (plain seqio calls on a gemma_tasks task):
+Typical use: plain seqio calls on a task registered the `gemma_tasks` way, here a QA task of two
+questions (`gemma_tasks.builders.add_qa_task`, as the quiz task) cached in a temporary directory:
 
->>> import gemma_tasks, seqio, feature_converters
->>> seqio.add_global_cache_dirs(["/data/seqio_cache"])
->>> ds = seqio.get_dataset("gemma_quiz_qa", {"inputs": 256, "targets": 64}, "validation",
+>>> import json, os, shutil, tempfile
+>>> import feature_converters
+>>> from cache_scripts import cache_tasks
+>>> from gemma_tasks import builders, sources
+>>> tmp = tempfile.mkdtemp()
+>>> with open(f"{tmp}/quiz.jsonl", "w") as f:
+...   for q, a in [("Capital of France?", ["Paris"]), ("2 + 2 =", ["4", "four"])]:
+...     print(json.dumps({"question": q, "answers": a}), file=f)
+>>> _ = builders.add_qa_task("doc_quiz", sources.JsonlDataSource(
+...     {"validation": f"{tmp}/quiz.jsonl"}, fields={"question": str, "answers": list}))
+>>> old_cache_dirs = list(seqio.utils.get_global_cache_dirs())
+>>> _ = cache_tasks.cache_tasks(["doc_quiz"], f"{tmp}/cache", min_shards=1, validate=False)
+>>> seqio.utils.set_global_cache_dirs([f"{tmp}/cache"])
+>>> ds = seqio.get_dataset("doc_quiz", {"inputs": 32, "targets": 8}, dataset_split="validation",
 ...                        use_cached=True, shuffle=False,
 ...                        feature_converter=feature_converters.GemmaPrefixLMFeatureConverter(pack=True))
+>>> batch = next(ds.as_numpy_iterator())
+>>> {k: v.shape for k, v in batch.items()}      # 32 + 8 tokens per row, the two questions packed
+{'decoder_causal_attention': (40,), 'decoder_input_tokens': (40,), 'decoder_loss_weights': (40,),
+ 'decoder_positions': (40,), 'decoder_segment_ids': (40,), 'decoder_target_tokens': (40,)}
+>>> sorted(set(batch["decoder_segment_ids"].tolist()))        # 0: padding
+[0, 1, 2]
+>>> seqio.TaskRegistry.remove("doc_quiz"); seqio.utils.set_global_cache_dirs(old_cache_dirs)
+>>> shutil.rmtree(tmp)
 
 Why `FastCachedDataSource`: seqio's `_CachedDataSource` parses every record on its own
 (`tf.io.parse_single_example` inside each file's reader, then two more per-example maps). We read
@@ -109,7 +129,29 @@ def missing_cache_message(task: seqio.Task) -> str:
 def check_fingerprint(task: seqio.Task, cache_dir: str) -> None:
   """Raises `CacheFingerprintError` if `cache_dir` was written for another version of `task`.
 
-  >>> check_fingerprint(seqio.get_mixture_or_task("gemma_quiz_qa"), "/tmp/cache/gemma_quiz_qa")
+  Only `COMPLETED` is read; here it is written by hand as `cache_tasks` writes it:
+
+  >>> import shutil, tempfile, gemma_tasks
+  >>> task = seqio.get_mixture_or_task("gemma_quiz_qa")
+  >>> fp = cache_fingerprint.task_fingerprint(task)
+  >>> cache_dir = os.path.join(tempfile.mkdtemp(), "gemma_quiz_qa"); os.mkdir(cache_dir)
+  >>> def write_completed(fingerprint):
+  ...   with open(os.path.join(cache_dir, "COMPLETED"), "w") as f:
+  ...     _ = f.write(cache_metadata.completed_contents("tfrecord", {task.name: fingerprint}))
+  >>> write_completed(fp)
+  >>> check_fingerprint(task, cache_dir)          # written for the task as it is: nothing raised
+  >>> write_completed({"fingerprint": "0" * 64,
+  ...                  "components": {**fp["components"], "vocabulary[targets]": "0" * 64}})
+  >>> check_fingerprint(task, cache_dir)
+  Traceback (most recent call last):
+  ...
+  gemma_tasks.cached.CacheFingerprintError: The cache of task 'gemma_quiz_qa' at .../gemma_quiz_qa
+  was written from a different task definition; changed: vocabulary[targets]. Using it would feed
+  data that the current task would not produce. Rebuild it:
+    python -m cache_scripts.cache_tasks --tasks=gemma_quiz_qa --output_cache_dir=... --overwrite
+  (or set GEMMA_SEQIO_IGNORE_CACHE_FINGERPRINT=1 if you know the change does not affect the cached
+  data).
+  >>> shutil.rmtree(os.path.dirname(cache_dir))
   """
   meta = cache_metadata.read_metadata(cache_dir)
   if meta is None:
@@ -167,9 +209,34 @@ class FastCachedDataSource(seqio.FileDataSource):
   """Reads a split written by `cache_tasks`: raw records via seqio's `FileDataSource`, then a
   batched parse. Rank-0/1 features only; `reader_for` falls back to seqio's reader otherwise.
 
-  >>> src = FastCachedDataSource("/tmp/cache/gemma_quiz_qa", "validation")
-  >>> sorted(next(iter(src.get_dataset("validation", shuffle=False))))
-  ['answers', 'inputs', 'inputs_pretokenized', 'question', 'targets', 'targets_pretokenized']
+  A split as the cache job writes it (by hand here): tf.train.Example records in
+  `<split>.tfrecord-*-of-<num_shards>`, their features in `info.<split>.json`, the number of
+  examples in `stats.<split>.json`:
+
+  >>> import json, shutil, tempfile
+  >>> cache_dir = tempfile.mkdtemp()
+  >>> with tf.io.TFRecordWriter(f"{cache_dir}/validation.tfrecord-00000-of-00001") as w:
+  ...   for inputs, targets, text in [([9, 4], [3, 107], b"Paris"), ([5, 6, 7], [8], b"4")]:
+  ...     w.write(seqio.dict_to_tfexample({"inputs": np.array(inputs, np.int32),
+  ...                                      "targets": np.array(targets, np.int32),
+  ...                                      "targets_pretokenized": text}).SerializeToString())
+  >>> with open(f"{cache_dir}/info.validation.json", "w") as f:
+  ...   json.dump({"num_shards": 1, "seqio_version": seqio.__version__, "features": {
+  ...       "inputs": {"dtype": "int32", "shape": [None]},
+  ...       "targets": {"dtype": "int32", "shape": [None]},
+  ...       "targets_pretokenized": {"dtype": "string", "shape": []}}}, f)
+  >>> with open(f"{cache_dir}/stats.validation.json", "w") as f:
+  ...   json.dump({"examples": 2}, f)
+  >>> with open(f"{cache_dir}/COMPLETED", "w") as f:       # written last
+  ...   _ = f.write(cache_metadata.completed_contents("tfrecord", {}))
+  >>> src = FastCachedDataSource(cache_dir, "validation")
+  >>> for ex in src.get_dataset("validation", shuffle=False).as_numpy_iterator():
+  ...   print({k: ex[k] for k in sorted(ex)})
+  {'inputs': array([9, 4], dtype=int32), 'targets': array([  3, 107], dtype=int32),
+   'targets_pretokenized': b'Paris'}
+  {'inputs': array([5, 6, 7], dtype=int32), 'targets': array([8], dtype=int32),
+   'targets_pretokenized': b'4'}
+  >>> shutil.rmtree(cache_dir)
   """
 
   def __init__(self, cache_dir: str, split: str, file_shuffle_buffer_size: Optional[int] = None,
@@ -278,8 +345,39 @@ def check_cache(task: seqio.Task, split: str) -> str:
   `CacheFingerprintError` if the cache was written for another version of `task` (checked once
   per task object and cache directory).
 
-  >>> check_cache(seqio.get_mixture_or_task("gemma_quiz_qa"), "validation")
-  '/data/seqio_cache/gemma_quiz_qa'
+  A task registered for the example (`gemma_tasks.builders.add_qa_task`, as the quiz task) and a
+  cache dir as `cache_tasks` leaves it, with a data file written by hand (the checks look at the
+  files and `COMPLETED`, not at the records):
+
+  >>> import json, shutil, tempfile
+  >>> from gemma_tasks import builders, sources
+  >>> root = tempfile.mkdtemp()
+  >>> task = builders.add_qa_task("doc_quiz", sources.JsonlDataSource(
+  ...     {"validation": f"{root}/quiz.jsonl"}, fields={"question": str, "answers": list}))
+  >>> cache_dir = os.path.join(root, "doc_quiz"); os.mkdir(cache_dir)
+  >>> shard = f"{cache_dir}/validation.tfrecord-00000-of-00001"
+  >>> with tf.io.TFRecordWriter(shard) as w:
+  ...   w.write(b"one record")
+  >>> with open(f"{cache_dir}/info.validation.json", "w") as f:
+  ...   json.dump({"num_shards": 1}, f)
+  >>> with open(f"{cache_dir}/COMPLETED", "w") as f:
+  ...   _ = f.write(cache_metadata.completed_contents(
+  ...       "tfrecord", {"doc_quiz": cache_fingerprint.task_fingerprint(task)}))
+  >>> old_cache_dirs = list(seqio.utils.get_global_cache_dirs())
+  >>> seqio.utils.set_global_cache_dirs([root])
+  >>> check_cache(task, "validation") == cache_dir
+  True
+  >>> os.remove(shard)
+  >>> check_cache(task, "validation")
+  Traceback (most recent call last):
+  ...
+  gemma_tasks.cache_integrity.CacheCorruptError: The cache of task 'doc_quiz' at .../doc_quiz is
+  damaged:
+    .../doc_quiz/validation.tfrecord-00000-of-00001 is missing (info.validation.json lists 1 shards)
+  Reading it would silently give fewer examples (or fail later without naming the file). Rebuild it:
+    python -m cache_scripts.cache_tasks --tasks=doc_quiz --output_cache_dir=... --overwrite
+  >>> seqio.TaskRegistry.remove("doc_quiz"); seqio.utils.set_global_cache_dirs(old_cache_dirs)
+  >>> shutil.rmtree(root)
   """
   cache_dir = require_cache(task)
   cache_integrity.check_split(cache_dir, split, cache_metadata.output_format_of(cache_dir, split),
@@ -361,10 +459,41 @@ def checked_dataset(task_or_mixture, sequence_length: Optional[Mapping[str, int]
   (`shuffle`, `seed`, `shard_info`, `num_epochs`, ...). A feature converter applies to the result
   as usual: `converter(ds, task_feature_lengths)`.
 
-  >>> seqio.add_global_cache_dirs(["/data/seqio_cache"])
+  A plain seqio task whose cache was written before its first preprocessor changed (the cache
+  dir as `cache_tasks` leaves it, written by hand here; the check comes before any record is read):
+
+  >>> import functools, json, shutil, tempfile
+  >>> from gemma_tasks import builders
+  >>> def add_suffix(dataset, suffix):
+  ...   return dataset.map(lambda ex: {**ex, "targets": ex["targets"] + suffix})
+  >>> def add_my_task(suffix):
+  ...   seqio.TaskRegistry.remove("my_task")
+  ...   return seqio.TaskRegistry.add("my_task", source=seqio.FunctionDataSource(
+  ...       lambda split, shuffle_files: tf.data.Dataset.from_tensors(
+  ...           {"inputs": "Capital of France?", "targets": "Paris"}), splits=["validation"]),
+  ...       preprocessors=[functools.partial(add_suffix, suffix=suffix),
+  ...                      seqio.preprocessors.tokenize, seqio.CacheDatasetPlaceholder()],
+  ...       output_features=builders.output_features())
+  >>> root = tempfile.mkdtemp(); cache_dir = os.path.join(root, "my_task"); os.mkdir(cache_dir)
+  >>> with tf.io.TFRecordWriter(f"{cache_dir}/validation.tfrecord-00000-of-00001") as w:
+  ...   w.write(b"one record")
+  >>> with open(f"{cache_dir}/info.validation.json", "w") as f:
+  ...   json.dump({"num_shards": 1}, f)
+  >>> with open(f"{cache_dir}/COMPLETED", "w") as f:
+  ...   _ = f.write(cache_metadata.completed_contents(
+  ...       "tfrecord", {"my_task": cache_fingerprint.task_fingerprint(add_my_task("."))}))
+  >>> task = add_my_task("!")                      # the task as it is now
+  >>> old_cache_dirs = list(seqio.utils.get_global_cache_dirs())
+  >>> seqio.utils.set_global_cache_dirs([root])
   >>> ds = checked_dataset("my_task", {"inputs": 256, "targets": 64}, "validation", shuffle=False)
-  CacheFingerprintError: The cache of task 'my_task' at /data/seqio_cache/my_task was written
-  from a different task definition; changed: preprocessor[0]:my_project.preprocess ...
+  Traceback (most recent call last):
+  ...
+  gemma_tasks.cached.CacheFingerprintError: The cache of task 'my_task' at .../my_task was written
+  from a different task definition; changed: preprocessor[0]:...add_suffix. ...
+  >>> type(task) is seqio.Task                     # the task itself is not changed
+  True
+  >>> seqio.TaskRegistry.remove("my_task"); seqio.utils.set_global_cache_dirs(old_cache_dirs)
+  >>> shutil.rmtree(root)
   """
   provider = (seqio.get_mixture_or_task(task_or_mixture) if isinstance(task_or_mixture, str)
               else task_or_mixture)

@@ -157,9 +157,13 @@ class GemmaDecoderOnlyModel(_Base):
   ) -> dict:
     """Fresh `{'params', 'params_axes'}` for batches of `input_shapes['decoder_input_tokens']`.
 
+    >>> from model.config import tiny_gemma1
+    >>> m = GemmaDecoderOnlyModel(tiny_gemma1(vocab_size=300))
     >>> v = m.get_initial_variables(jax.random.PRNGKey(0), {'decoder_input_tokens': (2, 8)})
     >>> v['params'].keys()
-    dict_keys(['embedder', 'layer_0', ..., 'final_norm'])
+    dict_keys(['embedder', 'final_norm', 'layer_0', 'layer_1'])
+    >>> v['params']['embedder']['input_embedding'].shape      # [vocab, embed]
+    (300, 64)
     >>> v['params_axes']['embedder']['input_embedding_axes'].names
     ('vocab', 'embed')
     """
@@ -222,7 +226,22 @@ class GemmaDecoderOnlyModel(_Base):
     long as at most K positions have weight; the trainer picks K per batch from the weights
     (`loss_positions_bucket`), so none is dropped.
 
-    >>> loss, metrics = m.weighted_loss(params, batch, dropout_rng=None)   # jit-able, pure
+    The running example of the module docstring (inputs [9, 4], targets [3, 107]) on a freshly
+    initialised one-layer model:
+
+    >>> import numpy as np
+    >>> from model.config import tiny_gemma1
+    >>> m = GemmaDecoderOnlyModel(tiny_gemma1(vocab_size=300).replace(num_layers=1))
+    >>> params = m.get_initial_variables(jax.random.PRNGKey(0),
+    ...                                  {'decoder_input_tokens': (1, 6)})['params']
+    >>> batch = {'decoder_input_tokens':     np.array([[2, 9, 4, 3, 0, 0]]),
+    ...          'decoder_target_tokens':    np.array([[9, 4, 3, 107, 0, 0]]),
+    ...          'decoder_loss_weights':     np.array([[0, 0, 1, 1, 0, 0]]),
+    ...          'decoder_causal_attention': np.array([[1, 1, 1, 0, 0, 0]])}
+    >>> loss, metrics = jax.jit(m.weighted_loss)(params, batch, None)    # pure, jit-able
+    >>> round(float(loss), 1), {k: float(metrics[k]) for k in
+    ...                         ('weight_sum', 'num_tokens', 'num_examples', 'z_loss')}
+    (7.5, {'weight_sum': 2.0, 'num_tokens': 4.0, 'num_examples': 1.0, 'z_loss': 0.0})
     """
     targets = batch["decoder_target_tokens"]
     weights = self._weights(batch)
@@ -291,9 +310,19 @@ class GemmaDecoderOnlyModel(_Base):
     """T5X's `loss_fn`: `weighted_loss` with its metrics as the clu `Metric` objects that T5X's
     trainer merges across microbatches and steps (`model.runner.t5x_metrics`).
 
-    >>> loss, metrics = m.loss_fn(params, batch, None)
+    >>> import numpy as np
+    >>> from model.config import tiny_gemma1
+    >>> m = GemmaDecoderOnlyModel(tiny_gemma1(vocab_size=300).replace(num_layers=1))
+    >>> params = m.get_initial_variables(jax.random.PRNGKey(0),
+    ...                                  {'decoder_input_tokens': (1, 6)})['params']
+    >>> batch = {'decoder_input_tokens':     np.array([[2, 9, 4, 3, 0, 0]]),
+    ...          'decoder_target_tokens':    np.array([[9, 4, 3, 107, 0, 0]]),
+    ...          'decoder_loss_weights':     np.array([[0, 0, 1, 1, 0, 0]])}
+    >>> loss, metrics = jax.jit(m.loss_fn)(params, batch, None)
     >>> float(metrics['loss'].compute()) == float(loss)
     True
+    >>> {k: float(metrics[k].compute()) for k in ('weight_sum', 'num_tokens', 'num_examples')}
+    {'weight_sum': 2.0, 'num_tokens': 4.0, 'num_examples': 1.0}
     """
     loss, scalars = self.weighted_loss(params, batch, dropout_rng, flax_mutables=flax_mutables)
     return loss, t5x_metrics.from_scalars(scalars)

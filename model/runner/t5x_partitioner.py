@@ -7,8 +7,24 @@ model with 4 heads cannot take. This subclass overrides only that property: on C
 (devices / num_partitions, num_partitions), devices of one process kept together; on TPU and
 GPU it is T5X's `default_mesh`, unchanged.
 
->>> PjitPartitioner(num_partitions=2, logical_axis_rules=logical_axis_rules()).mesh.shape
-{'data': 4, 'model': 2}                               # 8 CPU devices
+In a process started with 8 CPU devices (`XLA_FLAGS=--xla_force_host_platform_device_count=8`),
+`PjitPartitioner(num_partitions=2, logical_axis_rules=logical_axis_rules()).mesh.shape` is
+
+    OrderedDict([('data', 4), ('model', 2)])      # T5X's own CPU mesh: ('data', 1), ('model', 8)
+
+On however many devices this process has:
+
+>>> from model.partitioning import logical_axis_rules
+>>> n = jax.device_count()
+>>> def mesh_shape(parts):
+...   return dict(PjitPartitioner(num_partitions=parts, logical_axis_rules=logical_axis_rules())
+...               .mesh.shape)
+>>> mesh_shape(1) == {"data": n, "model": 1}, mesh_shape(n) == {"data": 1, "model": n}
+(True, True)
+>>> mesh_shape(n + 1)
+Traceback (most recent call last):
+...
+ValueError: num_partitions=... does not divide the ... devices
 """
 from __future__ import annotations
 
