@@ -99,7 +99,7 @@ def default_job_name(now: Optional[float] = None) -> str:
   >>> default_job_name(1e9)       # a Unix time; default: now
   'gemma-seqio-cache-20010909-014640'
   """
-  return "gemma-seqio-cache-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime(now or time.time()))
+  return "gemma-seqio-cache-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
 
 
 def dataflow_pipeline_options(

@@ -86,11 +86,12 @@ def select_tasks(patterns: Optional[Sequence[str]], excluded: Optional[Sequence[
 def find_cache(task_name: str) -> Optional[str]:
   """The task's complete cache in seqio's global cache dirs (the first, as seqio looks), or None.
 
-  >>> import tempfile; d = tempfile.mkdtemp()
+  >>> import shutil, tempfile; d = tempfile.mkdtemp(); saved = list(seqio.utils.get_global_cache_dirs())
   >>> os.makedirs(f"{d}/gemma_quiz_qa"); open(f"{d}/gemma_quiz_qa/COMPLETED", "w").close()
-  >>> seqio.utils.set_global_cache_dirs(["/tmp/no_such_dir", d])
+  >>> seqio.utils.set_global_cache_dirs([f"{d}/no_such_dir", d])
   >>> find_cache("gemma_quiz_qa") == f"{d}/gemma_quiz_qa", find_cache("gemma_en_de_libreoffice")
   (True, None)
+  >>> seqio.utils.set_global_cache_dirs(saved); shutil.rmtree(d)
   """
   for d in seqio.utils.get_global_cache_dirs():
     task_dir = os.path.join(d, seqio.get_task_dir_from_name(task_name))
@@ -113,11 +114,12 @@ def cache_problems(task: seqio.Task, cache_dir: str) -> List[str]:
 def make_output_dir(path: str) -> None:
   """Creates `path`; a path that cannot be a directory is a `ValueError` saying why.
 
-  >>> open("/tmp/notes.txt", "w").close()
-  >>> make_output_dir("/tmp/notes.txt/cache")
+  >>> import tempfile
+  >>> with tempfile.NamedTemporaryFile(suffix="-notes.txt") as f:
+  ...   make_output_dir(f.name + "/cache")
   Traceback (most recent call last):
   ...
-  ValueError: --output_cache_dir /tmp/notes.txt/cache: /tmp/notes.txt is a file, not a directory
+  ValueError: --output_cache_dir /tmp/...-notes.txt/cache: /tmp/...-notes.txt is a file, not a directory
   """
   try:
     tf.io.gfile.makedirs(path)

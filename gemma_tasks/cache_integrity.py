@@ -87,7 +87,8 @@ def load_json(path: str):
   try:
     return json.loads(text), None
   except json.JSONDecodeError as e:
-    return None, f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno}; cut short?)"
+    # e.msg can itself end in "at" ("Unterminated string starting at"): name the place once.
+    return None, f"{path}: not valid JSON ({e.msg}: line {e.lineno} column {e.colno}; cut short?)"
 
 
 def read_json(path: str, cache_dir: str, task_name: Optional[str] = None) -> Dict[str, Any]:
@@ -102,7 +103,7 @@ def read_json(path: str, cache_dir: str, task_name: Optional[str] = None) -> Dic
   Traceback (most recent call last):
   ...
   gemma_tasks.cache_integrity.CacheCorruptError: .../gemma_quiz_qa/info.train.json: not valid
-  JSON (Expecting property name enclosed in double quotes at line 1 column 32; cut short?). The
+  JSON (Expecting property name enclosed in double quotes: line 1 column 32; cut short?). The
   cache at .../gemma_quiz_qa cannot be read; rebuild it:
     python -m cache_scripts.cache_tasks --tasks=gemma_quiz_qa --output_cache_dir=... --overwrite
   """
