@@ -18,7 +18,7 @@ def _modules():
     pkg = importlib.import_module(package)
     for info in pkgutil.walk_packages(pkg.__path__, prefix=package + "."):
       names.append(info.name)
-  return sorted(names)
+  return [pytest.param(n, marks=pytest.mark.t5x) if n in NEEDS_T5X else n for n in sorted(names)]
 
 
 @pytest.mark.parametrize("name", _modules())
