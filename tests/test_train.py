@@ -77,6 +77,7 @@ def test_loss_goes_down_on_repeated_data(tmp_path):
   assert np.mean(losses[-5:]) < losses[0] - 2.0
 
 
+@pytest.mark.slow  # several training runs and an evaluation
 def test_stopped_and_resumed_run_equals_uninterrupted_run(uninterrupted, tmp_path):
   from model.runner import train
   straight_dir, _ = uninterrupted

@@ -110,6 +110,7 @@ def _copy(src, dst):
   return dst
 
 
+@pytest.mark.slow  # several training runs and an evaluation
 @pytest.mark.parametrize("damage", ["metadata_removed", "emptied"])
 def test_incomplete_latest_checkpoint_falls_back_in_train_and_evaluate(four_steps, tmp_path,
                                                                        capsys, damage):
@@ -198,6 +199,7 @@ def _register_qa(name, vocabulary, temp_task_names, tmp_path):
     temp_task_names.append(name)
 
 
+@pytest.mark.slow  # several training runs and an evaluation
 def test_other_vocabulary_is_refused_on_resume_and_evaluation(tmp_path, temp_task_names, capsys):
   from model.runner import evaluate, train, vocab_record
   run = tmp_path / "run"
