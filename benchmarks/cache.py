@@ -4,6 +4,13 @@ r"""Caching and cached-reading throughput, measured next to their anchors in the
     .venv/bin/python benchmarks/cache.py --cache_tasks=gemma_en_de_libreoffice \
         --read_task=gemma_en_de_libreoffice --repeats=3
 
+0. The two caching commands side by side, as a user runs them (fresh processes, one local
+   worker each, `--min_shards` output shards): `python -m cache_scripts.cache_tasks` and seqio's
+   own `python -m seqio.scripts.cache_tasks_main --module_import=gemma_tasks` on the same
+   tasks, each into its own directory, wall time of the whole command and CPU cores busy; the
+   two caches must hold the same examples (per split, the sorted SHA-256 digests of the
+   records, each re-serialized with its features in key order).
+   Goal: ours >= 3x seqio's. `--no_seqio` skips it.
 1. Caching (`cache_scripts.cache_tasks`, validation off): the same tasks, the same source
    shards (`--min_source_shards`, default 4, for every worker count) and the same output shard
    count with `--workers=1` (FnApiRunner in this process) and `--workers=2` (Beam's own
@@ -35,12 +42,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -77,6 +87,63 @@ def bench_caching(tasks, workers, out_root, min_shards, min_source_shards, runni
           f"{examples / seconds:,.0f} examples/s, {cpu / seconds:.2f} CPU cores busy on average "
           f"({_load()})", flush=True)
   return results
+
+
+def _records_digest(split_dir_glob):
+  """(records, SHA-256 of the sorted record digests) of the TFRecord files matching the glob."""
+  import hashlib
+  import tensorflow as tf
+  files = sorted(tf.io.gfile.glob(split_dir_glob))
+  # Canonical bytes (map entries sorted): protobuf may write a record's features in any order.
+  digests = sorted(
+      hashlib.sha256(tf.train.Example.FromString(r).SerializeToString(deterministic=True)).digest()
+      for r in tf.data.TFRecordDataset(files).as_numpy_iterator()) if files else []
+  return len(digests), hashlib.sha256(b"".join(digests)).hexdigest()
+
+
+def bench_commands(task_names, out_root, min_shards):
+  """Wall time, CPU cores busy and records of ours and seqio's caching command, same tasks."""
+  import seqio
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+      [REPO, *filter(None, [os.environ.get("PYTHONPATH")])])}
+  exact = ",".join(f"^{name}$" for name in task_names)
+  commands = {
+      "cache_scripts.cache_tasks": [
+          sys.executable, "-m", "cache_scripts.cache_tasks", f"--tasks={exact}",
+          f"--min_shards={min_shards}", "--workers=1", "--no_validate"],
+      "seqio cache_tasks_main": [
+          sys.executable, "-m", "seqio.scripts.cache_tasks_main", "--module_import=gemma_tasks",
+          f"--tasks={exact}", f"--min_shards={min_shards}",
+          "--pipeline_options=--runner=FnApiRunner"],
+  }
+  results = {}
+  for label, argv in commands.items():
+    out = os.path.join(out_root, "cmd_" + label.split()[0].replace(".", "_"))
+    shutil.rmtree(out, ignore_errors=True)
+    start, cpu_start = time.perf_counter(), _cpu_seconds()
+    done = subprocess.run([*argv, f"--output_cache_dir={out}"], env=env, cwd=REPO,
+                          capture_output=True, text=True)
+    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
+    if done.returncode:
+      raise SystemExit(f"{label} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    records = {}
+    for name in task_names:
+      for split in seqio.get_mixture_or_task(name).splits:
+        records[f"{name}/{split}"] = _records_digest(
+            os.path.join(out, name, f"{split}.tfrecord-*"))
+    examples = sum(n for n, _ in records.values())
+    results[label] = {"seconds": seconds, "cpu": cpu, "examples": examples, "records": records}
+    print(f"  {label}: {examples:,} examples in {seconds:.1f}s = {examples / seconds:,.0f} "
+          f"examples/s, {cpu / seconds:.2f} CPU cores busy ({_load()})", flush=True)
+  ours, theirs = results.values()
+  same = ours["records"] == theirs["records"]
+  print(f"  same records in both caches: {same}", flush=True)
+  if not same:
+    for key in ours["records"]:
+      if ours["records"][key] != theirs["records"].get(key):
+        print(f"    differs: {key}: ours {ours['records'][key]}, seqio "
+              f"{theirs['records'].get(key)}")
+  return results, same
 
 
 def _cpu_seconds() -> float:
@@ -158,6 +225,8 @@ def main():
                       help="task whose reading throughput is measured ('' to measure caching only)")
   parser.add_argument("--split", default="train")
   parser.add_argument("--workers", default="1,2")
+  parser.add_argument("--no_seqio", action="store_true",
+                      help="skip the side-by-side run of seqio's cache_tasks_main")
   parser.add_argument("--running_mode", default=None, choices=("multi_processing", "multi_threading"),
                       help="Beam's local running mode for more than one worker (default: "
                            "multi_processing, what --workers gives)")
@@ -181,6 +250,12 @@ def main():
   out_root = args.out or tempfile.mkdtemp(prefix="gemma_cache_bench_")
   tasks = args.cache_tasks.split(",")
   workers = [int(w) for w in args.workers.split(",")]
+  commands, same = {}, None
+  if not args.no_seqio:
+    import seqio
+    names = sorted({n for t in tasks for n in seqio.TaskRegistry.names() if re.fullmatch(t, n)})
+    print(f"0) caching {names} with ours and seqio's command ({_load()})", flush=True)
+    commands, same = bench_commands(names, out_root, args.min_shards)
   print(f"1) caching {tasks} ({_load()})", flush=True)
   caching = bench_caching(tasks, workers, out_root, args.min_shards, args.min_source_shards,
                           args.running_mode)
@@ -195,6 +270,14 @@ def main():
 
   print("\n| measurement | examples/s | ratio | steady examples/s | ratio | first element |\n"
         "|---|---:|---:|---:|---:|---:|")
+  if commands:
+    seqio_rate = None
+    for label in ("seqio cache_tasks_main", "cache_scripts.cache_tasks"):
+      c = commands[label]
+      rate = c["examples"] / c["seconds"]
+      seqio_rate = seqio_rate or rate
+      print(f"| caching command `{label}`, whole command, {c['cpu'] / c['seconds']:.2f} cores "
+            f"busy | {rate:,.0f} | {rate / seqio_rate:.2f}x | | | |")
   base_n, base_s, base_cpu = caching[workers[0]]
   for n in workers:
     ex, s, _ = caching[n]
@@ -219,7 +302,9 @@ def main():
   print(f"\n{_load()}")
   if args.json:
     with open(args.json, "w") as f:
-      json.dump({"caching": {str(k): {"examples": v[0], "seconds": v[1], "cpu_seconds": v[2]}
+      json.dump({"commands": {k: {**v, "records": {s: list(r) for s, r in v["records"].items()}}
+                              for k, v in commands.items()}, "same_records": same,
+                 "caching": {str(k): {"examples": v[0], "seconds": v[1], "cpu_seconds": v[2]}
                              for k, v in caching.items()},
                  "reading": {f"{k[0]} | {k[1]}": v for k, v in reading.items()},
                  "examples_read": n_read, "load": _load()}, f, indent=1)

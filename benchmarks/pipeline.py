@@ -52,6 +52,7 @@ import seqio  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import feature_converters as fc  # noqa: E402
+from benchmarks import per_example_steps  # noqa: E402
 import gemma_tasks  # noqa: E402,F401  (registers the tasks)
 from gemma_tasks import preprocessors, sources, tokenization  # noqa: E402
 from gemma_seqio.special_tokens import BOS_ID  # noqa: E402
@@ -135,11 +136,21 @@ def make_dataset(task, lengths, converter):
                            feature_converter=converter, batch_size=None).batch(CONSUME_BATCH)
 
 
+def make_mixture(name, lengths, converter, examples: int):
+  """The first `examples` examples of a mixture (seed 0), packed by `converter`."""
+  ds = seqio.get_mixture_or_task(name).get_dataset(lengths, split="train", shuffle=False,
+                                                   seed=0)
+  ds = converter(ds.take(examples), lengths)
+  return ds.batch(CONSUME_BATCH)
+
+
 def consume(ds, digest: bool):
   """Iterate; count non-padding tokens and model rows; optionally hash the content."""
   h = hashlib.sha1() if digest else None
-  tokens = rows = positions = 0
+  tokens = rows = positions = segments = 0
   for batch in ds:
+    if "decoder_segment_ids" in batch:  # packed: one segment per task example
+      segments += int(batch["decoder_segment_ids"].numpy().max(axis=1).sum())
     if "decoder_target_tokens" in batch:
       main = [batch["decoder_target_tokens"]]
       if "encoder_input_tokens" in batch:
@@ -160,16 +171,16 @@ def consume(ds, digest: bool):
         if h is not None:
           h.update(a.tobytes())
       rows += int(batch["targets"].shape[0])
-  return tokens, rows, positions, (h.hexdigest() if h else None)
+  return tokens, rows, positions, segments, (h.hexdigest() if h else None)
 
 
 def measure(pipelines, runs: int):
   """pipelines: {label: zero-arg dataset factory}. Returns {label: stats} (alternating runs)."""
   stats = {}
   for label, make in pipelines.items():  # warm-up, with content digest
-    tokens, rows, positions, dig = consume(make(), digest=True)
-    stats[label] = {"tokens": tokens, "rows": rows, "positions": positions, "digest": dig,
-                    "times": []}
+    tokens, rows, positions, segments, dig = consume(make(), digest=True)
+    stats[label] = {"tokens": tokens, "rows": rows, "positions": positions,
+                    "segments": segments, "digest": dig, "times": []}
   for _ in range(runs):
     for label, make in pipelines.items():
       ds = make()
@@ -235,6 +246,93 @@ def profile_stages(lengths, n, runs):
       previous = us
 
 
+def sentencepiece_limit(task, split: str, runs: int) -> float:
+  """Examples/s of raw SentencePiece (all CPUs) on the task's own formatted strings.
+
+  The strings are the `*_pretokenized` features the task itself produces (its prompts and
+  answers, or the LM task's prose), so this is what the tokenizer allows for exactly this work.
+  """
+  strings, n = [], 0
+  for ex in task.get_dataset(None, split=split, shuffle=False).as_numpy_iterator():
+    strings += [ex[k].decode() for k in ("inputs_pretokenized", "targets_pretokenized")
+                if k in ex and ex[k]]
+  n = task.num_input_examples(split)
+  sp = task.output_features["targets"].vocabulary.tokenizer
+  times = []
+  for _ in range(runs + 1):
+    start = time.perf_counter()
+    sp.encode(strings, num_threads=os.cpu_count())
+    times.append(time.perf_counter() - start)
+  return n / statistics.median(times[1:])
+
+
+REGISTERED_TASKS = ("gemma_en_de_gettext", "gemma_trivia_qa_open", "gemma_quiz_qa",
+                    "gemma_lm_python_docs")
+
+
+def registered_rows(budgets, runs: int, mixture_examples: int, others=REGISTERED_TASKS,
+                    mixtures=("gemma_qa_mix", "gemma_all")):
+  """The registered tasks and mixtures, packed PrefixLM: ours next to seqio-style steps."""
+  ref_conv, our_conv = converters("prefix_lm", True)
+  cases = [("gemma_en_de_libreoffice", b) for b in budgets]
+  cases += [(name, budgets[0]) for name in others]
+  print("\n## registered tasks (their JSONL sources), packed PrefixLM, train split\n")
+  print("anchor = the same steps one example at a time (`benchmarks/per_example_steps.py`, "
+        "seqio.preprocessors.tokenize) + seqio.PrefixLMFeatureConverter(pack=True, bos_id=2); "
+        "limit = raw SentencePiece on the task's own formatted strings, "
+        f"{os.cpu_count()} threads\n")
+  print("| task | lengths | anchor ex/s | ours ex/s | ours/anchor | limit ex/s | ours/limit | "
+        "identical |\n|---|---|---:|---:|---:|---:|---:|---|")
+  ratios = []
+  try:
+    for name, (li, lt) in cases:
+      lengths = {"inputs": li, "targets": lt}
+      task = seqio.get_mixture_or_task(name)
+      per_example_steps.register_like(name, f"{name}_per_example")
+      n = task.num_input_examples("train")
+      res = measure({
+          "anchor": lambda: make_dataset(f"{name}_per_example", lengths, ref_conv),
+          "ours": lambda: make_dataset(name, lengths, our_conv),
+      }, runs)
+      limit = sentencepiece_limit(task, "train", runs)
+      a, o = n / res["anchor"]["time"], n / res["ours"]["time"]
+      same = res["anchor"]["digest"] == res["ours"]["digest"]
+      print(f"| {name} | {li}/{lt} | {a:,.0f} | {o:,.0f} | {o / a:.2f}x | {limit:,.0f} | "
+            f"{o / limit:.2f} | {'yes' if same else 'NO'} |", flush=True)
+      ratios.append((f"{li}/{lt} registered {name} prefix_lm packed, vs per-example steps",
+                     o / a, same))
+    li, lt = budgets[0]
+    lengths = {"inputs": li, "targets": lt}
+    for mixture in mixtures:
+      mix = seqio.get_mixture_or_task(mixture)
+      anchor = f"{mixture}_per_example"
+      seqio.MixtureRegistry.remove(anchor)
+      for t in mix.tasks:
+        per_example_steps.register_like(t.name, f"{t.name}_per_example")
+      seqio.MixtureRegistry.add(anchor, [(f"{t.name}_per_example", mix.get_rate(t))
+                                         for t in mix.tasks])
+      res = measure({
+          "anchor": lambda: make_mixture(anchor, lengths, ref_conv, mixture_examples),
+          "ours": lambda: make_mixture(mixture, lengths, our_conv, mixture_examples),
+      }, runs)
+      a = res["anchor"]["segments"] / res["anchor"]["time"]
+      o = res["ours"]["segments"] / res["ours"]["time"]
+      print(f"| mixture {mixture} (first {mixture_examples:,} examples, seed 0) | {li}/{lt} | "
+            f"{a:,.0f} | {o:,.0f} | {o / a:.2f}x | | | "
+            f"{'yes' if res['anchor']['digest'] == res['ours']['digest'] else 'NO'} |",
+            flush=True)
+      ratios.append((f"{li}/{lt} mixture {mixture} prefix_lm packed, vs per-example steps",
+                     o / a, res["anchor"]["digest"] == res["ours"]["digest"]))
+  finally:
+    for name in list(seqio.TaskRegistry.names()):
+      if name.endswith("_per_example"):
+        seqio.TaskRegistry.remove(name)
+    for name in list(seqio.MixtureRegistry.names()):
+      if name.endswith("_per_example"):
+        seqio.MixtureRegistry.remove(name)
+  return ratios
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--examples", type=int, default=20000, help="real en->de pairs")
@@ -242,6 +340,12 @@ def main(argv=None):
   p.add_argument("--runs", type=int, default=3, help="timed runs per row (after a warm-up)")
   p.add_argument("--lengths", default="128:128,512:256", help="inputs:targets budgets")
   p.add_argument("--families", default="prefix_lm,lm,enc_dec")
+  p.add_argument("--registered_tasks", default=",".join(REGISTERED_TASKS),
+                 help="registered tasks measured (besides gemma_en_de_libreoffice at every "
+                      "budget), at the first budget")
+  p.add_argument("--mixtures", default="gemma_qa_mix,gemma_all")
+  p.add_argument("--mixture_examples", type=int, default=20000,
+                 help="examples taken from each mixture in the registered rows")
   p.add_argument("--skip-registered", action="store_true",
                  help="skip the headline rows on the registered JSONL task")
   args = p.parse_args(argv)
@@ -304,31 +408,10 @@ def main(argv=None):
     li, lt = budgets[0]
     profile_stages({"inputs": li, "targets": lt}, len(en), args.runs)
     if not args.skip_registered:
-      li, lt = budgets[0]
-      lengths = {"inputs": li, "targets": lt}
-      task = "gemma_en_de_libreoffice"
-      n = seqio.get_mixture_or_task(task).num_input_examples("train")
-      print(f"\n## registered task {task} (JSONL source, {n:,} pairs), lengths {li}/{lt}\n")
-      print(header)
-      ref, ours = converters("prefix_lm", True)
-      res = measure({
-          "seqio prefix_lm packed": lambda: make_dataset(task, lengths, ref),
-          "ours prefix_lm packed": lambda: make_dataset(task, lengths, ours),
-      }, args.runs)
-      for label, s in res.items():
-        print(fmt_row(task, label, s, n))
-      src = seqio.get_mixture_or_task(task).source
-      times = []
-      for _ in range(args.runs):
-        start = time.perf_counter()
-        for _ in src.get_dataset("train", shuffle=False).batch(1024):
-          pass
-        times.append(time.perf_counter() - start)
-      print(f"| {task} | source only (JSONL reader, no preprocessing) | "
-            f"{n / statistics.median(times):,.0f} | | | | {statistics.median(times):.2f} |")
-      a, b = res["seqio prefix_lm packed"], res["ours prefix_lm packed"]
-      ratios.append((f"{li}/{lt} registered task prefix_lm packed ours vs seqio",
-                     a["time"] / b["time"], a["digest"] == b["digest"]))
+      ratios += registered_rows(
+          budgets, args.runs, args.mixture_examples,
+          [t for t in args.registered_tasks.split(",") if t and t != "gemma_en_de_libreoffice"],
+          [m for m in args.mixtures.split(",") if m])
     print("\n## ratios ours/seqio (examples/s; identical = same output bytes, all features)\n")
     print("| comparison | ours/seqio | identical |\n|---|---:|---|")
     for name, r, same in ratios:

@@ -4,18 +4,20 @@
 together from `seqio.beam_utils` (`PreprocessTask`, `GetInfo`, `GetStats`, `WriteJson`,
 `WriteToArrayRecord`) with every setting an argument instead of an absl flag:
 
-    per split:  ShardedPreprocessTask -> Reshuffle -+-> WriteTfExamples (tfrecord | arrayrecord)
-                                                    +-> GetInfo(num_shards) -> WriteJson(info)
-                                                    +-> GetStats -> WriteJson(stats)
+    per split:  ShardedPreprocessTask -+-> WriteTfExamples (serialize, Reshuffle, tfrecord | arrayrecord)
+                                       +-> GetInfo(num_shards) -> WriteJson(info)
+                                       +-> GetStats -> WriteJson(stats)
     per task:   all of the above -> Flatten -> (nothing) -> COMPLETED (header = our metadata)
 
 so `COMPLETED` is written only after every split's files. Differences from seqio's graph, none
 visible in the files:
   * `ShardedPreprocessTask` (a `beam_utils.PreprocessTask`) lists `min_source_shards`
-    line-interleaved shards for a one-file source that allows it, yields numpy values, and logs
-    progress every `PROGRESS_EVERY` examples;
+    line-interleaved shards for a one-file source that allows it, reads each preprocessed shard
+    a batch at a time and yields numpy values, and logs progress every `PROGRESS_EVERY`
+    examples;
   * `WriteTfExamples` serializes with `cache_scripts.tfexample.dict_to_tfexample` (the bytes of
-    `seqio.dict_to_tfexample`, without two eager TF ops per feature).
+    `seqio.dict_to_tfexample`, without two eager TF ops per feature) before its shuffle, and
+    that shuffle is the only one (seqio shuffles the examples twice).
 
 >>> import apache_beam as beam, seqio
 >>> from cache_scripts.options import assemble_pipeline_options
@@ -29,6 +31,7 @@ visible in the files:
 from __future__ import annotations
 
 import hashlib
+import importlib
 import logging as py_logging
 import os
 import time
@@ -36,6 +39,7 @@ from typing import Optional, Sequence
 
 from absl import logging
 import apache_beam as beam
+import numpy as np
 import seqio
 from seqio import beam_utils
 import tensorflow as tf
@@ -43,6 +47,8 @@ import tensorflow as tf
 from cache_scripts import tfexample
 
 PROGRESS_EVERY = 5000
+EMIT_BATCH = 256  # examples per iterator step when reading a preprocessed shard
+_ROW_LENGTHS = "__row_lengths_of_"
 OUTPUT_FORMATS = ("tfrecord", "arrayrecord")
 
 
@@ -82,19 +88,109 @@ class ShardedPreprocessTask(beam_utils.PreprocessTask):
       self.shards = [(i, f"{names}[{i}::{min_source_shards}]") for i in range(min_source_shards)]
 
   def _emit_examples(self, shard):
+    """seqio's `PreprocessTask._emit_examples` (same shard, seed, preprocessing, provenance and
+    counters), reading the preprocessed shard a batch at a time as numpy.
+
+    seqio iterates the `tf.data` pipeline one example at a time in eager mode (an iterator op
+    and a tensor per feature per example: ~40% of a one-worker cache job) and yields eager
+    tensors; here one iterator step brings `EMIT_BATCH` examples, split with numpy. Features
+    of a shape numpy cannot split this way (ragged rank > 1) go through seqio's own method.
+    """
     quiet_seqio_example_logs()
-    label = f"{self._task_name}/{self._split} shard {shard[0] + 1}/{len(self.shards)}"
+    shard_index, shard_name = shard
+    label = f"{self._task_name}/{self._split} shard {shard_index + 1}/{len(self.shards)}"
+    self._setup_fn()
+    for module in self._modules_to_import or ():
+      importlib.import_module(module)
+    task = seqio.TaskRegistry.get(self._task_name)
+    if self._tfds_data_dir:
+      seqio.set_tfds_data_dir_override(self._tfds_data_dir)
+    seed = shard_preprocessors_seed(self._task_name, shard_index, self._preprocessors_seed)
+    ds = task.source.get_dataset(
+        split=self._split, shard_info=seqio.ShardInfo(index=shard_index,
+                                                      num_shards=len(self.shards)),
+        shuffle=False, seed=seed)
+    ds = task.preprocess_precache(ds, seed=seed)
+    if not _splittable(ds.element_spec):
+      yield from self._emit_one_by_one(shard, label)
+      return
+    self._increment_counter("input-shards")
+    start, n = time.time(), 0
+    for ex in _numpy_examples(ds):
+      if self._add_provenance:
+        ex.update({beam_utils.TASK_PROVENANCE_KEY: self._task_name,
+                   beam_utils.SOURCE_SHARD_PROVENANCE_KEY: shard_name,
+                   beam_utils.SOURCE_SHARD_ID_PROVENANCE_KEY: shard_index,
+                   beam_utils.ID_WITHIN_SHARD_PROVENANCE_KEY: n})
+        if self._preprocessors_seed:
+          ex[beam_utils.PREPROCESSORS_SEED_PROVENANCE_KEY] = self._preprocessors_seed
+      n += 1
+      if n % PROGRESS_EVERY == 0:
+        logging.info("%s: %d examples (%.0f/s)", label, n, n / max(time.time() - start, 1e-9))
+      yield ex
+    beam.metrics.Metrics.counter(f"{self._task_name}_{self._split}", "examples").inc(n)
+    logging.info("%s: done, %d examples in %.1fs", label, n, time.time() - start)
+
+  def _emit_one_by_one(self, shard, label):
     start, n = time.time(), 0
     for ex in super()._emit_examples(shard):
       # seqio yields eager tensors. Beam pickles every element between fused stages, and
       # unpickling an EagerTensor runs `tf.convert_to_tensor` (an eager op, ~100 us) per feature
-      # per stage: 7.7 of 52 s of a one-process run. numpy values make the same records.
+      # per stage. numpy values make the same records.
       ex = {k: v.numpy() if isinstance(v, tf.Tensor) else v for k, v in ex.items()}
       n += 1
       if n % PROGRESS_EVERY == 0:
         logging.info("%s: %d examples (%.0f/s)", label, n, n / max(time.time() - start, 1e-9))
       yield ex
     logging.info("%s: done, %d examples in %.1fs", label, n, time.time() - start)
+
+
+def shard_preprocessors_seed(task_name: str, shard_index: int,
+                             preprocessors_seed: Optional[int]) -> int:
+  """The seed seqio's `PreprocessTask` gives the preprocessors of one source shard: the MD5 of
+  task name and shard index (7 bytes of it if 8 overflow int64) plus the task's seed."""
+  int64_max = 2**63 - 1
+  digest = hashlib.md5(f"{task_name}shard{shard_index}".encode()).digest()
+  seed = int.from_bytes(digest, "little") + (preprocessors_seed or 0)
+  if seed > int64_max:
+    seed = int.from_bytes(digest[:7], "little") + (preprocessors_seed or 0)
+  return seed % int64_max
+
+
+def _splittable(spec) -> bool:
+  """Every feature is a tensor whose rows numpy can split: fixed shape, or one ragged axis."""
+  if not isinstance(spec, dict):
+    return False
+  return all(isinstance(s, tf.TensorSpec) and (s.shape.rank == 0 or
+                                                s.shape[1:].is_fully_defined())
+             for s in spec.values())
+
+
+def _numpy_examples(ds: tf.data.Dataset):
+  """The examples of `ds` as dicts of numpy values (what `.numpy()` of each feature gives),
+  read `EMIT_BATCH` at a time: variable-length features travel as (values, row lengths)."""
+  spec = ds.element_spec
+  varying = [k for k, s in spec.items() if s.shape.rank and not s.shape.is_fully_defined()]
+
+  def flatten(batch):
+    out = dict(batch)
+    for k in varying:
+      out[k] = batch[k].flat_values
+      out[_ROW_LENGTHS + k] = batch[k].row_lengths()
+    return out
+
+  batches = ds.ragged_batch(EMIT_BATCH).map(flatten).prefetch(tf.data.AUTOTUNE)
+  for batch in batches.as_numpy_iterator():
+    first = next(iter(spec))
+    size = len(batch[_ROW_LENGTHS + first] if first in varying else batch[first])
+    columns = {}
+    for k in spec:
+      if k in varying:
+        columns[k] = np.split(batch[k], np.cumsum(batch[_ROW_LENGTHS + k])[:-1])
+      else:
+        columns[k] = batch[k]
+    for i in range(size):
+      yield {k: columns[k][i] for k in spec}
 
 
 class WriteTfExamples(beam.PTransform):
@@ -110,7 +206,9 @@ class WriteTfExamples(beam.PTransform):
     self._format, self._preserve_random_access = output_format, preserve_random_access
 
   def expand(self, pcoll):
-    coder = beam.coders.ProtoCoder(tf.train.Example)
+    # Records travel as bytes: the shuffle (seqio's global example shuffle, here the only one)
+    # moves one bytes object per example instead of a pickled dict of arrays.
+    coder = beam.coders.BytesCoder()
     if self._format == "arrayrecord":
       sink = beam_utils.WriteToArrayRecord(self._prefix, num_shards=self._num_shards, coder=coder,
                                            preserve_random_access=self._preserve_random_access)
@@ -118,7 +216,8 @@ class WriteTfExamples(beam.PTransform):
       sink = beam.io.tfrecordio.WriteToTFRecord(self._prefix, num_shards=self._num_shards,
                                                 coder=coder)
     return (pcoll
-            | "to_tfexample" >> beam.Map(tfexample.dict_to_tfexample)
+            | "to_tfexample" >> beam.Map(
+                lambda ex: tfexample.dict_to_tfexample(ex).SerializeToString())
             | "shuffle" >> beam.Reshuffle()
             | "write" >> sink)
 
@@ -178,10 +277,10 @@ class CacheTask(beam.PTransform):
                                   modules_to_import=self._modules_to_import,
                                   preprocessors_seed=seed, tfds_data_dir=self._tfds_data_dir)
       num_shards = output_shard_count(len(pat.shards), self._min_shards, self._max_shards)
-      examples = (pbegin
-                  | f"{split}_pat" >> pat
-                  # seqio: "this reshuffle globally shuffles examples as a side-effect".
-                  | f"{split}_global_example_shuffle" >> beam.Reshuffle())
+      # seqio reshuffles the examples here ("globally shuffles examples as a side-effect") and
+      # again before writing; the write's shuffle alone gives shuffled shards, and info and
+      # stats do not depend on the order.
+      examples = pbegin | f"{split}_pat" >> pat
       written.append(examples | f"{split}_write_examples" >> WriteTfExamples(
           data_prefix(out, split, self._output_format), num_shards, self._output_format,
           self._preserve_random_access))

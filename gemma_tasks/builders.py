@@ -12,7 +12,9 @@
                       feature_converter=feature_converters.GemmaPrefixLMFeatureConverter(pack=True))
 
 Every task built here runs: format as Gemma turns -> tokenize (Gemma vocabulary) ->
-`seqio.CacheDatasetPlaceholder` -> (length-dependent steps) -> append EOS where configured.
+`seqio.CacheDatasetPlaceholder` -> (length-dependent steps: append EOS after trimming when
+`add_eos=True`). The steps before the placeholder run once per batch of examples
+(`gemma_tasks.batched`) and yield what seqio's per-example steps yield.
 `inputs` never carries BOS: the feature converters put exactly one BOS (2) at each sequence start.
 The tasks are `gemma_tasks.cached.CheckedCacheTask`s: `use_cached=True` checks the cache
 (missing, damaged, written for another version of the task) and reads it with the batched parse.
@@ -40,10 +42,11 @@ def output_features(vocabulary: Optional[seqio.Vocabulary] = None, *, add_eos: b
   }
 
 
-def _tail():
+def _tail(add_eos: bool):
   # Tokenize, then the cache boundary, then everything that depends on sequence lengths.
+  # Without EOS, seqio's append_eos_after_trim would be a per-example map that changes nothing.
   return [tokenization.tokenize, seqio.CacheDatasetPlaceholder(),
-          seqio.preprocessors.append_eos_after_trim]
+          *([seqio.preprocessors.append_eos_after_trim] if add_eos else [])]
 
 
 def add_translation_task(
@@ -54,7 +57,7 @@ def add_translation_task(
   return seqio.TaskRegistry.add(
       name, task_cls=cached.CheckedCacheTask, source=source,
       preprocessors=[functools.partial(preprocessors.translation, source_key=source_key,
-                                       target_key=target_key, prefix=prefix), *_tail()],
+                                       target_key=target_key, prefix=prefix), *_tail(add_eos)],
       output_features=output_features(vocabulary, add_eos=add_eos),
       postprocess_fn=postprocessors.strip_template, metric_fns=list(metric_fns))
 
@@ -68,7 +71,7 @@ def add_qa_task(
   pre = preprocessor or functools.partial(preprocessors.qa, question_key=question_key,
                                           answers_key=answers_key)
   return seqio.TaskRegistry.add(
-      name, task_cls=cached.CheckedCacheTask, source=source, preprocessors=[pre, *_tail()],
+      name, task_cls=cached.CheckedCacheTask, source=source, preprocessors=[pre, *_tail(add_eos)],
       output_features=output_features(vocabulary, add_eos=add_eos),
       postprocess_fn=postprocessors.qa_answers, metric_fns=list(metric_fns))
 

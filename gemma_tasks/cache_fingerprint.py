@@ -10,7 +10,7 @@ fingerprint of the Task as registered now (see `gemma_tasks.cached`).
 >>> fp = task_fingerprint(seqio.get_mixture_or_task("gemma_quiz_qa"))
 >>> sorted(fp["components"])
 ['fingerprint_version', 'output_features', 'preprocessor[0]:gemma_tasks.preprocessors.qa',
- 'preprocessor[1]:seqio.preprocessors.tokenize', 'source', 'vocabulary[inputs]',
+ 'preprocessor[1]:gemma_tasks.tokenization.tokenize', 'source', 'vocabulary[inputs]',
  'vocabulary[targets]']
 >>> len(fp["fingerprint"])
 64

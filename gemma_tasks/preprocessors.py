@@ -1,4 +1,4 @@
-"""seqio preprocessors that put raw examples into Gemma dialog turns (TF, per-example maps).
+"""seqio preprocessors that put raw examples into Gemma dialog turns (TF, one op per batch).
 
 Each one maps raw features to `inputs` (the user turn, ending with `<start_of_turn>model\\n`) and
 `targets` (the answer + `<end_of_turn>`), the strings that the template in `template.py` defines:
@@ -9,16 +9,20 @@ Each one maps raw features to `inputs` (the user turn, ending with `<start_of_tu
  'targets': b'Suchleiste<end_of_turn>',
  'source': b'Find Bar',
  'target': b'Suchleiste'}
+
+The registered tasks' preprocessors run their string ops on groups of examples
+(`gemma_tasks.batched`) and give the examples a per-example map would give, in the same order.
 """
 from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+import numpy as np
 import seqio
 import tensorflow as tf
 
 from gemma_seqio import template
-from gemma_tasks import metrics
+from gemma_tasks import batched, metrics
 
 TRANSLATE_PREFIX = "Translate English to German: "
 _PROMPT_HEAD, _PROMPT_TAIL = template.PROMPT_TEMPLATE.split("{}")
@@ -36,10 +40,18 @@ def as_response(text: tf.Tensor) -> tf.Tensor:
 
 
 def _non_empty(*texts: tf.Tensor) -> tf.Tensor:
+  """Elementwise: every text has a non-whitespace character (works on scalars and vectors)."""
   ok = tf.constant(True)
   for t in texts:
     ok = tf.logical_and(ok, tf.strings.length(tf.strings.strip(t)) > 0)
   return ok
+
+
+def _only(dataset: tf.data.Dataset, keys: Sequence[str]) -> tf.data.Dataset:
+  """The features `keys` of each example (a no-op when there are no others)."""
+  if set(dataset.element_spec) == set(keys):
+    return dataset
+  return dataset.map(lambda ex: {k: ex[k] for k in keys}, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def translation(dataset: tf.data.Dataset, *, source_key: str, target_key: str,
@@ -51,18 +63,18 @@ def translation(dataset: tf.data.Dataset, *, source_key: str, target_key: str,
   Everything else passes, and the original strings stay as `source`/`target` features for
   evaluation (e.g. the copy-the-source baseline).
   """
-  dataset = dataset.filter(lambda ex: _non_empty(ex[source_key], ex[target_key]))
-
-  @seqio.map_over_dataset
-  def fmt(ex):
+  def fmt(batch):
+    keep = _non_empty(batch[source_key], batch[target_key])
+    source = tf.boolean_mask(batch[source_key], keep)
+    target = tf.boolean_mask(batch[target_key], keep)
     return {
-        "inputs": as_prompt(tf.strings.join([prefix, ex[source_key]])),
-        "targets": as_response(ex[target_key]),
-        "source": ex[source_key],
-        "target": ex[target_key],
+        "inputs": as_prompt(tf.strings.join([prefix, source])),
+        "targets": as_response(target),
+        "source": source,
+        "target": target,
     }
 
-  return fmt(dataset)
+  return batched.over_batches(_only(dataset, (source_key, target_key)), fmt)
 
 
 def translate_en_de(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -95,12 +107,16 @@ def pick_alias(aliases: Sequence[str]) -> str:
   return aliases[best]
 
 
-def choose_alias(aliases: tf.Tensor) -> tf.Tensor:
-  """`pick_alias` on a tf.string vector (a py_function: it runs before the cache boundary)."""
-  def pick(a):
-    return pick_alias([x.decode("utf-8") for x in a.numpy().tolist()]).encode("utf-8")
-  out = tf.py_function(pick, [aliases], tf.string)
-  out.set_shape([])
+def choose_aliases(aliases: tf.RaggedTensor) -> tf.Tensor:
+  """`pick_alias` of each row of a ragged tf.string matrix (one py_function per batch)."""
+  def pick(values, row_splits):
+    values = [v.decode("utf-8") for v in values.numpy().tolist()]
+    splits = row_splits.numpy().tolist()
+    # A numpy array, not a list: py_function would take a list for several outputs.
+    return np.array([pick_alias(values[a:b]).encode("utf-8")
+                     for a, b in zip(splits[:-1], splits[1:])], dtype=object)
+  out = tf.py_function(pick, [aliases.flat_values, aliases.row_splits], tf.string)
+  out.set_shape([None])
   return out
 
 
@@ -108,23 +124,25 @@ def qa(dataset: tf.data.Dataset, *, question_key: str = "question",
        answers_key: str = "answers") -> tf.data.Dataset:
   """{question, answers[]} -> {inputs, targets: one alias, answers: all aliases}.
 
-  Examples without any non-empty alias are dropped (nothing to train on or score against).
+  Empty aliases are removed, and examples without any non-empty alias are dropped (nothing to
+  train on or score against).
   """
-  dataset = dataset.filter(
-      lambda ex: tf.reduce_any(tf.strings.length(tf.strings.strip(ex[answers_key])) > 0))
-
-  @seqio.map_over_dataset
-  def fmt(ex):
-    answers = ex[answers_key]
-    answers = tf.boolean_mask(answers, tf.strings.length(tf.strings.strip(answers)) > 0)
+  def fmt(batch):
+    answers = batch[answers_key]
+    if not isinstance(answers, tf.RaggedTensor):
+      answers = tf.RaggedTensor.from_tensor(answers)
+    answers = tf.ragged.boolean_mask(answers, _non_empty(answers))
+    keep = answers.row_lengths() > 0
+    answers = tf.ragged.boolean_mask(answers, keep)
+    question = tf.boolean_mask(batch[question_key], keep)
     return {
-        "inputs": as_prompt(ex[question_key]),
-        "targets": as_response(choose_alias(answers)),
-        "question": ex[question_key],
+        "inputs": as_prompt(question),
+        "targets": as_response(choose_aliases(answers)),
+        "question": question,
         "answers": answers,
     }
 
-  return fmt(dataset)
+  return batched.over_batches(_only(dataset, (question_key, answers_key)), fmt)
 
 
 def trivia_qa_tfds(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -148,8 +166,11 @@ def lm_text(dataset: tf.data.Dataset, *, text_key: str = "text") -> tf.data.Data
   The empty `inputs` lets LM tasks mix with the chat tasks (seqio mixes only tasks with the
   same features); a PrefixLM converter then sees a plain LM example.
   """
-  dataset = dataset.filter(lambda ex: _non_empty(ex[text_key]))
-  return seqio.map_over_dataset(lambda ex: {"inputs": "", "targets": ex[text_key]})(dataset)
+  def fmt(batch):
+    text = tf.boolean_mask(batch[text_key], _non_empty(batch[text_key]))
+    return {"inputs": tf.fill(tf.shape(text), ""), "targets": text}
+
+  return batched.over_batches(_only(dataset, (text_key,)), fmt)
 
 
 def chunk_targets(dataset: tf.data.Dataset,

@@ -295,3 +295,41 @@ def test_cache_has_seqio_files_and_stats(cached):
       assert stats[f"{feature}_tokens"] == sum(counts)
       assert stats[f"{feature}_max_tokens"] == max(counts)
   assert cache_metadata.read_metadata(task_dir)["tasks"][QUIZ]["fingerprint"]
+
+
+def test_batched_emission_gives_seqio_preprocess_task_examples(temp_task_names):
+  """Our PreprocessTask reads a shard in batches; seqio's reads it one example at a time. Same
+  examples, same seeds (a random preprocessor), same provenance, ragged features included."""
+  import seqio  # noqa: PLC0415
+  from seqio import beam_utils  # noqa: PLC0415
+  import tensorflow as tf  # noqa: PLC0415
+
+  from cache_scripts.pipeline import ShardedPreprocessTask  # noqa: PLC0415
+
+  name = "emission_with_random_steps"
+  temp_task_names.append(name)
+  quiz = seqio.get_mixture_or_task("gemma_quiz_qa")
+
+  @seqio.map_over_dataset(num_seeds=1)
+  def random_tag(ex, seed):
+    return {**ex, "tag": tf.random.stateless_uniform([], seed, maxval=1000, dtype=tf.int32)}
+
+  seqio.TaskRegistry.add(name, source=quiz.source,
+                         preprocessors=[*quiz.preprocessors[:2], random_tag,
+                                        seqio.CacheDatasetPlaceholder()],
+                         output_features=quiz.output_features, metric_fns=[])
+  for add_provenance in (False, True):
+    ours = ShardedPreprocessTask(seqio.get_mixture_or_task(name), "train",
+                                 preprocessors_seed=7, add_provenance=add_provenance)
+    theirs = beam_utils.PreprocessTask(seqio.get_mixture_or_task(name), "train",
+                                       preprocessors_seed=7, add_provenance=add_provenance)
+    shard = theirs.shards[0]
+    got, want = list(ours._emit_examples(shard)), list(theirs._emit_examples(shard))
+    assert len(got) == len(want) == 960
+    assert len({int(ex["tag"]) for ex in got}) > 100  # the seed reached the preprocessor
+    for a, b in zip(got, want):
+      assert a.keys() == b.keys()
+      for k in a:
+        expected = b[k].numpy() if isinstance(b[k], tf.Tensor) else b[k]
+        np.testing.assert_array_equal(a[k], expected, err_msg=k)
+        assert type(a[k]) is type(expected) or np.asarray(a[k]).dtype == expected.dtype, k

@@ -1,0 +1,78 @@
+"""The registered tasks' steps written one example at a time, the way seqio's own are.
+
+This is the anchor for the batched steps in `gemma_tasks.preprocessors` and
+`gemma_tasks.tokenization`: the same filters and strings, but a `tf.data` map (and a
+SentencePiece op) per example, followed by `seqio.preprocessors.tokenize`. `benchmarks.pipeline`
+measures our tasks next to these, and `tests/test_batched_steps.py` checks that both yield the
+same examples.
+"""
+from __future__ import annotations
+
+import functools
+
+import seqio
+import tensorflow as tf
+
+from gemma_tasks import preprocessors
+
+
+def _non_empty(*texts):
+  ok = tf.constant(True)
+  for t in texts:
+    ok = tf.logical_and(ok, tf.strings.length(tf.strings.strip(t)) > 0)
+  return ok
+
+
+def translation(ds, *, source_key, target_key, prefix):
+  ds = ds.filter(lambda ex: _non_empty(ex[source_key], ex[target_key]))
+  return ds.map(lambda ex: {
+      "inputs": preprocessors.as_prompt(tf.strings.join([prefix, ex[source_key]])),
+      "targets": preprocessors.as_response(ex[target_key]),
+      "source": ex[source_key], "target": ex[target_key]})
+
+
+def qa(ds, *, question_key="question", answers_key="answers"):
+  ds = ds.filter(lambda ex: tf.reduce_any(_non_empty(ex[answers_key])))
+
+  def pick(a):
+    return preprocessors.pick_alias([x.decode() for x in a.numpy().tolist()]).encode()
+
+  def fmt(ex):
+    answers = tf.boolean_mask(ex[answers_key], _non_empty(ex[answers_key]))
+    target = tf.py_function(pick, [answers], tf.string)
+    target.set_shape([])
+    return {"inputs": preprocessors.as_prompt(ex[question_key]),
+            "targets": preprocessors.as_response(target),
+            "question": ex[question_key], "answers": answers}
+  return ds.map(fmt)
+
+
+def lm_text(ds, *, text_key="text"):
+  ds = ds.filter(lambda ex: _non_empty(ex[text_key]))
+  return ds.map(lambda ex: {"inputs": "", "targets": ex[text_key]})
+
+
+translate_en_de = functools.partial(translation, source_key="en", target_key="de",
+                                    prefix=preprocessors.TRANSLATE_PREFIX)
+
+# Per registered embedded task: its steps before the cache placeholder, one example at a time.
+PRECACHE = {
+    "gemma_en_de_libreoffice": [translate_en_de, seqio.preprocessors.tokenize],
+    "gemma_en_de_gettext": [translate_en_de, seqio.preprocessors.tokenize],
+    "gemma_quiz_qa": [qa, seqio.preprocessors.tokenize],
+    "gemma_trivia_qa_open": [qa, seqio.preprocessors.tokenize],
+    "gemma_lm_python_docs": [lm_text, seqio.preprocessors.tokenize],
+}
+
+
+def register_like(name: str, new_name: str) -> seqio.Task:
+  """A plain `seqio.Task` with `name`'s source, features and post-cache steps, but the
+  per-example steps before the cache placeholder."""
+  task = seqio.get_mixture_or_task(name)
+  post = task.preprocessors[[isinstance(p, seqio.CacheDatasetPlaceholder)
+                             for p in task.preprocessors].index(True):]
+  seqio.TaskRegistry.remove(new_name)
+  return seqio.TaskRegistry.add(
+      new_name, source=task.source, preprocessors=[*PRECACHE[name], *post],
+      output_features=task.output_features, postprocess_fn=task.postprocessor,
+      metric_fns=[])

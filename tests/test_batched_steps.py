@@ -1,0 +1,103 @@
+"""The registered tasks' batched steps give exactly what per-example seqio steps give.
+
+The reference (`benchmarks/per_example_steps.py`) is the per-example pipeline a seqio user would
+write (a map per example, `seqio.preprocessors.tokenize`): our tasks, which run their string ops and
+SentencePiece once per batch, must yield the same examples, in the same order, with the same
+element spec, on the embedded data.
+"""
+import numpy as np
+import pytest
+import seqio
+import tensorflow as tf
+
+import gemma_tasks  # noqa: F401  (registers the tasks)
+from benchmarks import per_example_steps
+from gemma_tasks import batched, builders, tokenization
+
+
+SPLIT = {"gemma_en_de_gettext": "train", "gemma_quiz_qa": "train", "gemma_lm_python_docs": "train"}
+
+
+def _assert_same(ours: tf.data.Dataset, ref: tf.data.Dataset):
+  assert ours.element_spec == ref.element_spec
+  n = 0
+  for a, b in zip(ours.as_numpy_iterator(), ref.as_numpy_iterator(), strict=True):
+    assert a.keys() == b.keys()
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k], err_msg=f"example {n}, feature {k}")
+      assert np.asarray(a[k]).dtype == np.asarray(b[k]).dtype
+    n += 1
+  return n
+
+
+@pytest.mark.parametrize("name", sorted(per_example_steps.PRECACHE))
+def test_registered_task_equals_per_example_seqio_steps(name, temp_task_names):
+  split = SPLIT.get(name, "test")
+  temp_task_names.append(f"{name}_per_example")
+  tasks = (seqio.get_mixture_or_task(name),
+           per_example_steps.register_like(name, temp_task_names[-1]))
+  # Everything before the cache placeholder: what a cache holds and what the steps changed.
+  # The first 1,000 rows of the split: several batches, and a partial last batch.
+  ours, ref = (t.preprocess_precache(t.source.get_dataset(split, shuffle=False).take(1000))
+               for t in tasks)
+  n = _assert_same(ours, ref)
+  assert n > 2 * batched.BATCH_SIZE
+
+
+def test_tokenize_equals_seqio_tokenize_across_batch_edges():
+  rows = ["", "Hi", "Grüße 😀", "<start_of_turn>user\nx<end_of_turn>\n", "a " * 300] * 120
+  ds = tf.data.Dataset.from_tensor_slices({"inputs": rows, "targets": rows[::-1], "id": range(600)})
+  features = builders.output_features()
+  _assert_same(tokenization.tokenize(ds, features), seqio.preprocessors.tokenize(ds, features))
+
+
+def test_tokenize_falls_back_to_seqio_for_non_scalar_strings():
+  ds = tf.data.Dataset.from_tensors({"inputs": ["a", "b"], "targets": "c"})
+  features = builders.output_features()
+  ours = tokenization.tokenize(ds, features)
+  ref = seqio.preprocessors.tokenize(ds, features)
+  assert ours.element_spec == ref.element_spec
+  assert [x.tolist() for x in next(ours.as_numpy_iterator())["inputs"]] == [
+      x.tolist() for x in next(ref.as_numpy_iterator())["inputs"]]
+
+
+def test_over_batches_keeps_order_shapes_and_empty_batches():
+  ds = tf.data.Dataset.from_tensor_slices(
+      {"n": tf.range(10), "v": tf.ragged.constant([[i] * (i % 3) for i in range(10)])})
+  ds = ds.map(lambda ex: {"n": ex["n"], "v": ex["v"]})  # v: a dense [None] vector per example
+
+  def drop_first_four(batch):  # drops whole batches (the first two of size 2)
+    keep = batch["n"] >= 4
+    return {"n": tf.boolean_mask(batch["n"], keep), "v": tf.ragged.boolean_mask(batch["v"], keep)}
+
+  out = batched.over_batches(ds, drop_first_four, batch_size=2)
+  assert out.element_spec == ds.element_spec
+  assert [(ex["n"], ex["v"].tolist()) for ex in out.as_numpy_iterator()] == [
+      (i, [i] * (i % 3)) for i in range(4, 10)]
+
+
+def test_user_task_with_seqio_preprocessors_works_beside_ours(temp_task_names):
+  name = "user_en_de_with_seqio_steps"
+  temp_task_names.append(name)
+  registered = seqio.get_mixture_or_task("gemma_en_de_libreoffice")
+  seqio.TaskRegistry.add(
+      name, source=registered.source,
+      preprocessors=[per_example_steps.translate_en_de, seqio.preprocessors.tokenize,
+                     seqio.CacheDatasetPlaceholder()],
+      output_features=registered.output_features, metric_fns=[])
+  lengths = {"inputs": 64, "targets": 64}
+  converter = seqio.PrefixLMFeatureConverter(pack=True, bos_id=2)
+  user = seqio.get_dataset(name, lengths, dataset_split="test", shuffle=False,
+                           feature_converter=converter)
+  ours = seqio.get_dataset("gemma_en_de_libreoffice", lengths, dataset_split="test",
+                           shuffle=False, feature_converter=converter)
+  assert _assert_same(ours, user) > 100
+
+
+def test_tokenize_keeps_seqio_key_order():
+  # The order of a cached record's features follows the dict: same order, same bytes.
+  ds = tf.data.Dataset.from_tensor_slices({"id": [1, 2], "inputs": ["a", "b"], "targets": ["c", "d"]})
+  features = builders.output_features()
+  ours = next(tokenization.tokenize(ds, features).as_numpy_iterator())
+  ref = next(seqio.preprocessors.tokenize(ds, features).as_numpy_iterator())
+  assert list(ours) == list(ref)
