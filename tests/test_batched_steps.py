@@ -101,3 +101,17 @@ def test_tokenize_keeps_seqio_key_order():
   ours = next(tokenization.tokenize(ds, features).as_numpy_iterator())
   ref = next(seqio.preprocessors.tokenize(ds, features).as_numpy_iterator())
   assert list(ours) == list(ref)
+
+
+def test_pick_alias_equals_the_plain_pairwise_definition():
+  import gzip, json, os  # noqa: E401,PLC0415
+  from gemma_tasks import preprocessors, sources  # noqa: PLC0415
+  lists = []
+  for name in ("quiz_qa.train", "trivia_qa_open.validation"):
+    with gzip.open(os.path.join(sources.DATA_DIR, f"{name}.jsonl.gz"), "rt") as f:
+      lists += [json.loads(line)["answers"] for line in f]
+  lists = [a for a in lists if a]
+  assert len(lists) > 2000
+  assert max(len(a) for a in lists) > 20  # long TriviaQA alias lists are in there
+  for aliases in lists + [["", ""], ["x", ""], ["(a)", "(b)"], ["The", "a", "An"]]:
+    assert preprocessors.pick_alias(aliases) == per_example_steps.pick_alias(aliases), aliases
