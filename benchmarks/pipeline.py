@@ -10,9 +10,8 @@ preprocessors -> tokenize -> trim -> converter) and is consumed in batches of 25
 
 Tasks (registered here, removed at exit):
   bench_en_de             in-memory pairs -> the registered task's preprocessors (translation
-                          prompt, gemma_tasks.tokenization.tokenize, append_eos_after_trim)
+                          prompt and gemma_tasks.tokenization.tokenize, once per batch)
   bench_synthetic_long    in-memory token ids (no tokenization)
-and `gemma_en_de_libreoffice` exactly as registered (JSONL source), for the headline row.
 A stage profile (source, +format, +tokenize, +trim, +converter) shows where the time goes.
 
 Rows: tokenize only (no converter), then seqio's and our converter, packed and unpacked, for
@@ -21,18 +20,12 @@ non-padding tokens/s, fill ratio (non-padding / all positions), and whether our 
 identical to seqio's (checked on the warm-up pass). Times are the median of `--runs` runs after
 one warm-up; seqio and ours alternate within each repetition so both see the same machine load.
 
-Measured (2 shared CPUs, load average 8-18 from other jobs, so single rows vary by +-30%;
-every row of ours is byte-identical to seqio's, all features):
-
-  PrefixLM packed, en-de, get_dataset path    128/128: 3,789 vs 1,158 ex/s (3.3x; run 1: 3.9x)
-                                              512/256: 3,879 vs 2,331 ex/s (1.7x; run 1: 2.0x)
-  tokenize only (the same task, no converter) 128/128: 3,682 ex/s   512/256: 3,031 ex/s
-  registered task (JSONL source)              128/128: 1,625 vs 696 ex/s (2.3x; run 1: 1.8x)
-  best_fit fill, en-de PrefixLM               128/128: 0.827 -> 0.986   512/256: 0.934 -> 0.993
-
-Our converter runs at the speed of the task pipeline in front of it (the "tokenize only" row):
-the stage profile shows the per-example `map`s of formatting and tokenization take ~260 us per
-example, our conversion adds nothing measurable, seqio's adds ~270-820 us.
+Then the registered tasks with their own JSONL sources (`gemma_en_de_libreoffice` at every
+budget, the others and the mixtures at the first), packed PrefixLM: ours next to the anchor
+(the same steps one example at a time, `benchmarks/per_example_steps.py`, with seqio's
+`tokenize` and seqio's converter), and the limit row: raw SentencePiece (all CPUs) on the
+task's own formatted strings. `--only-registered` runs just these. Figures: README, "Feature
+converters".
 """
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ def _register_plain(*, prefix=""):
   return seqio.TaskRegistry.add(
       PLAIN, source=sources.embedded("quiz_qa", ("validation",),
                                      fields={"question": str, "answers": list}),
-      preprocessors=[qa, *builders._tail()], output_features=builders.output_features())
+      preprocessors=[qa, *builders._tail(add_eos=False)], output_features=builders.output_features())
 
 
 @pytest.fixture
