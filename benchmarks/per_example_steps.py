@@ -16,11 +16,7 @@ import tensorflow as tf
 from gemma_tasks import metrics, preprocessors
 
 
-def _non_empty(*texts):
-  ok = tf.constant(True)
-  for t in texts:
-    ok = tf.logical_and(ok, tf.strings.length(tf.strings.strip(t)) > 0)
-  return ok
+_non_empty = preprocessors._non_empty  # the same filter condition, applied per example here
 
 
 def translation(ds, *, source_key, target_key, prefix):

@@ -115,34 +115,36 @@ class ShardedPreprocessTask(beam_utils.PreprocessTask):
       yield from self._emit_one_by_one(shard, label)
       return
     self._increment_counter("input-shards")
-    start, n = time.time(), 0
-    for ex in _numpy_examples(ds):
+    n = 0
+    for n, ex in enumerate(_with_progress(_numpy_examples(ds), label), start=1):
       if self._add_provenance:
         ex.update({beam_utils.TASK_PROVENANCE_KEY: self._task_name,
                    beam_utils.SOURCE_SHARD_PROVENANCE_KEY: shard_name,
                    beam_utils.SOURCE_SHARD_ID_PROVENANCE_KEY: shard_index,
-                   beam_utils.ID_WITHIN_SHARD_PROVENANCE_KEY: n})
+                   beam_utils.ID_WITHIN_SHARD_PROVENANCE_KEY: n - 1})
         if self._preprocessors_seed:
           ex[beam_utils.PREPROCESSORS_SEED_PROVENANCE_KEY] = self._preprocessors_seed
-      n += 1
-      if n % PROGRESS_EVERY == 0:
-        logging.info("%s: %d examples (%.0f/s)", label, n, n / max(time.time() - start, 1e-9))
       yield ex
     beam.metrics.Metrics.counter(f"{self._task_name}_{self._split}", "examples").inc(n)
-    logging.info("%s: done, %d examples in %.1fs", label, n, time.time() - start)
 
   def _emit_one_by_one(self, shard, label):
-    start, n = time.time(), 0
-    for ex in super()._emit_examples(shard):
-      # seqio yields eager tensors. Beam pickles every element between fused stages, and
-      # unpickling an EagerTensor runs `tf.convert_to_tensor` (an eager op, ~100 us) per feature
-      # per stage. numpy values make the same records.
-      ex = {k: v.numpy() if isinstance(v, tf.Tensor) else v for k, v in ex.items()}
-      n += 1
-      if n % PROGRESS_EVERY == 0:
-        logging.info("%s: %d examples (%.0f/s)", label, n, n / max(time.time() - start, 1e-9))
-      yield ex
-    logging.info("%s: done, %d examples in %.1fs", label, n, time.time() - start)
+    # seqio yields eager tensors. Beam pickles every element between fused stages, and
+    # unpickling an EagerTensor runs `tf.convert_to_tensor` (an eager op, ~100 us) per feature
+    # per stage. numpy values make the same records.
+    examples = ({k: v.numpy() if isinstance(v, tf.Tensor) else v for k, v in ex.items()}
+                for ex in super()._emit_examples(shard))
+    yield from _with_progress(examples, label)
+
+
+def _with_progress(examples, label: str):
+  """`examples`, logging the count every `PROGRESS_EVERY` and when the shard is done."""
+  start, n = time.time(), 0
+  for ex in examples:
+    n += 1
+    if n % PROGRESS_EVERY == 0:
+      logging.info("%s: %d examples (%.0f/s)", label, n, n / max(time.time() - start, 1e-9))
+    yield ex
+  logging.info("%s: done, %d examples in %.1fs", label, n, time.time() - start)
 
 
 def shard_preprocessors_seed(task_name: str, shard_index: int,
@@ -180,8 +182,8 @@ def _numpy_examples(ds: tf.data.Dataset):
     return out
 
   batches = ds.ragged_batch(EMIT_BATCH).map(flatten).prefetch(tf.data.AUTOTUNE)
+  first = next(iter(spec))
   for batch in batches.as_numpy_iterator():
-    first = next(iter(spec))
     size = len(batch[_ROW_LENGTHS + first] if first in varying else batch[first])
     columns = {}
     for k in spec:

@@ -51,14 +51,24 @@ def normalize_answer(text: str) -> str:
 
 def token_f1(prediction: str, target: str) -> float:
   """SQuAD token F1 between two answers (normalised first)."""
-  p, t = normalize_answer(prediction).split(), normalize_answer(target).split()
-  common = collections.Counter(p) & collections.Counter(t)
-  same = sum(common.values())
-  if not p or not t:
-    return float(p == t)
+  return bag_f1(collections.Counter(normalize_answer(prediction).split()),
+                collections.Counter(normalize_answer(target).split()))
+
+
+def bag_f1(prediction: Mapping[str, int], target: Mapping[str, int]) -> float:
+  """SQuAD token F1 between two bags of words ({token: count}); 1.0 if both are empty.
+
+  >>> bag_f1(collections.Counter("a b b".split()), collections.Counter("b c".split()))
+  0.4
+  """
+  p_size, t_size = sum(prediction.values()), sum(target.values())
+  if not p_size or not t_size:
+    return float(p_size == t_size)
+  small, large = (prediction, target) if len(prediction) <= len(target) else (target, prediction)
+  same = sum(min(count, large[token]) for token, count in small.items() if token in large)
   if same == 0:
     return 0.0
-  precision, recall = same / len(p), same / len(t)
+  precision, recall = same / p_size, same / t_size
   return 2 * precision * recall / (precision + recall)
 
 

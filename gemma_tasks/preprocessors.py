@@ -97,23 +97,15 @@ def pick_alias(aliases: Sequence[str]) -> str:
   """
   if not aliases:
     raise ValueError("pick_alias: no aliases")
-  # token_f1(norm[i], norm[j]) for every pair, from bags of words built once per alias (the
-  # same floating-point values, ~10x faster on TriviaQA's long alias lists).
+  # token_f1(norm[i], norm[j]) for every pair, from bags of words built once per alias and
+  # each pair scored once (F1 is symmetric): ~10x faster on TriviaQA's long alias lists.
   norm = [metrics.normalize_answer(a) for a in aliases]
   bags = [collections.Counter(n.split()) for n in norm]
-  sizes = [sum(b.values()) for b in bags]
   n = len(aliases)
   f1 = [[0.0] * n for _ in range(n)]
   for i in range(n):
     for j in range(i + 1, n):
-      if not sizes[i] or not sizes[j]:
-        f1[i][j] = f1[j][i] = float(sizes[i] == sizes[j])
-        continue
-      small, large = (bags[i], bags[j]) if len(bags[i]) <= len(bags[j]) else (bags[j], bags[i])
-      same = sum(min(c, large[w]) for w, c in small.items() if w in large)
-      if same:
-        precision, recall = same / sizes[i], same / sizes[j]
-        f1[i][j] = f1[j][i] = 2 * precision * recall / (precision + recall)
+      f1[i][j] = f1[j][i] = metrics.bag_f1(bags[i], bags[j])
 
   def score(i):
     if "(" in aliases[i] or not norm[i]:
