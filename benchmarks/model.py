@@ -21,6 +21,12 @@
    excluded and reported apart). transformers runs with 1 and with all torch threads and gets
    the faster (OpenMP spin-waiting makes 2 threads slower than 1 on a busy machine). The tokens
    of both are compared.
+4. Beam search next to greedy on the same prompts (`--beam-config`, the recipe model by
+   default; random weights, `--beam-batch` prompts of `--beam-prompt-len`, `--beam-new-tokens`
+   each, no stop ids so every row runs the whole budget): `model.beam_search` with 4 beams
+   (length penalty 0.8, the evaluation default) vs `model.generate` greedy, and greedy on the
+   prompts repeated 4 times (the same number of rows as the beams: what the beams cost before
+   any search bookkeeping). Best of `--runs`, runs alternating.
 """
 from __future__ import annotations
 
@@ -165,6 +171,37 @@ def bench_decode(cfg, batch: int, prompt_len: int, new_tokens: int, runs: int, t
   return min(ours_times), min(hf_times[best_threads]), best_threads, compile_s, agree
 
 
+def bench_beams(cfg, batch: int, prompt_len: int, new_tokens: int, runs: int, num_beams: int = 4):
+  """Seconds for (greedy, greedy on the prompts repeated num_beams times, beam search)."""
+  import jax
+  from model.beams import BeamSearch, beam_search
+  from model.decoding import generate
+  from model.transformer import init_params
+
+  params = init_params(cfg, jax.random.PRNGKey(0))
+  prompts = np.random.RandomState(2).randint(4, cfg.vocab_size, size=(batch, prompt_len))
+  prompts[:, 0] = 2
+  repeated = np.repeat(prompts, num_beams, axis=0)
+  strategy = BeamSearch(num_beams=num_beams, length_penalty=0.8)
+  calls = {
+      "greedy": lambda: generate(cfg, params, prompts.tolist(), max_new_tokens=new_tokens,
+                                 stop_ids=()).tokens.block_until_ready(),
+      "greedy, rows x beams": lambda: generate(cfg, params, repeated.tolist(),
+                                               max_new_tokens=new_tokens,
+                                               stop_ids=()).tokens.block_until_ready(),
+      "beams": lambda: beam_search(cfg, params, prompts.tolist(), beam=strategy,
+                                   max_new_tokens=new_tokens,
+                                   stop_ids=()).tokens.block_until_ready(),
+  }
+  for call in calls.values():
+    call()   # compile
+  times = {name: [] for name in calls}
+  for _ in range(runs):
+    for name, call in calls.items():
+      times[name].append(_best(call, 1))
+  return {name: min(t) for name, t in times.items()}
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -177,6 +214,11 @@ def main(argv=None):
   p.add_argument("--decode-batches", default="1,8", help="comma-separated batch sizes")
   p.add_argument("--prompt-len", type=int, default=16)
   p.add_argument("--new-tokens", type=int, default=128)
+  p.add_argument("--beam-config", default="recipe_gemma2",
+                 help="model.config preset of the beam search comparison ('' to skip it)")
+  p.add_argument("--beam-batch", type=int, default=64)
+  p.add_argument("--beam-prompt-len", type=int, default=32)
+  p.add_argument("--beam-new-tokens", type=int, default=64)
   p.add_argument("--matmul-n", type=int, default=1024)
   p.add_argument("--runs", type=int, default=3)
   args = p.parse_args(argv)
@@ -229,6 +271,14 @@ def main(argv=None):
     print(f"  {batch:>5}  {generated / ours_s:>11,.0f}  {generated / hf_s:>18,.0f}  "
           f"{hf_threads:>9}  "
           f"{hf_s / ours_s:>5.1f}x  {agree:>11.1%}  {compile_s:>9.1f} s")
+
+  if args.beam_config:
+    times = bench_beams(get_config(args.beam_config), args.beam_batch, args.beam_prompt_len,
+                        args.beam_new_tokens, args.runs)
+    print(f"beam search vs greedy ({args.beam_config}, {args.beam_batch} prompts of "
+          f"{args.beam_prompt_len}, {args.beam_new_tokens} new tokens, no stops):")
+    for name, seconds in times.items():
+      print(f"  {name:<22} {seconds * 1e3:8.0f} ms  {seconds / times['greedy']:5.2f}x greedy")
   return 0
 
 

