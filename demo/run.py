@@ -244,14 +244,18 @@ def _run(opts: DemoArgs, out: str, t_start: float) -> int:
   if not steps and os.path.exists(saved):   # resuming an interrupted demo: same schedule
     with open(saved, encoding="utf-8") as f:
       steps = json.load(f)["train_steps"]
+  fit = not opts.train_steps   # no --train_steps: the schedule follows the time budget
   if not steps:
     seconds = measure_step_seconds(args)
     # The loop (input pipeline, logging, the odd recompilation) adds ~8% to the bare step here.
+    # A first estimate: the trainer re-sizes it from the step time of the real loop.
     steps = max(20, int(train_minutes * 60 / (seconds * 1.08)))
-    print(f"[demo] {seconds:.2f} s per step measured -> a schedule of {steps} steps", flush=True)
-  args = dataclasses.replace(args, train_steps=steps)
+    print(f"[demo] {seconds:.2f} s per step measured -> a schedule of {steps} steps, re-sized "
+          "as the run goes so that it ends decayed when the time is up", flush=True)
+  args = dataclasses.replace(args, train_steps=steps, fit_schedule_to_budget=fit)
   _stage(f"2/3 training on {TRANSLATION_TASK}: {steps} steps, at most {train_minutes:.1f} min")
   result = train.train(args)
+  steps = (train.fitted_schedule(model_dir) or (steps,))[0]   # the length it was re-sized to
 
   # 3. evaluate
   beam_size = opts.beam_size or (4 if opts.recipe else 1)

@@ -77,6 +77,26 @@ def test_loss_goes_down_on_repeated_data(tmp_path):
   assert np.mean(losses[-5:]) < losses[0] - 2.0
 
 
+@pytest.mark.slow  # a 36-second time budget
+def test_schedule_fitted_to_the_time_budget_ends_decayed(tmp_path):
+  """A first guess of 100,000 steps is re-sized from the measured step time: the run ends when
+  the time is up with its learning rate decayed, continuously, and says so in schedule.json."""
+  from model.runner import train
+  result = train.train(_args(tmp_path, train_steps=100_000, save_every=10_000, log_every=5,
+                             learning_rate=1e-3, end_lr_factor=0.1, time_budget_minutes=0.6,
+                             fit_schedule_to_budget=True))
+  schedule = json.loads((tmp_path / "schedule.json").read_text())
+  assert 100 < schedule["train_steps"] < 100_000
+  assert result.step >= 0.8 * schedule["train_steps"]
+  rows = [json.loads(l) for l in (tmp_path / "train_metrics.jsonl").read_text().splitlines()]
+  lrs = [r["learning_rate"] for r in rows]
+  assert lrs[-1] < 0.25e-3, lrs[-5:]                  # decayed (unfitted: still ~1e-3)
+  assert max(lrs) > 0.9e-3                            # after reaching the peak
+  steps = np.diff([r["step"] for r in rows])
+  jumps = np.abs(np.diff(lrs)) / np.maximum(steps, 1)
+  assert jumps.max() < 0.01e-3, (jumps.argmax(), lrs[max(jumps.argmax() - 3, 0):jumps.argmax() + 3])
+
+
 @pytest.mark.slow  # several training runs and an evaluation
 def test_stopped_and_resumed_run_equals_uninterrupted_run(uninterrupted, tmp_path):
   from model.runner import train

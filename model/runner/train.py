@@ -44,6 +44,7 @@ from gemma_seqio import flags
 from gemma_seqio.flags import option
 
 TRAIN_ARGS_FILE = "train_args.json"
+SCHEDULE_FILE = "schedule.json"   # the length of a run re-sized by --fit_schedule_to_budget
 MODEL_CONFIG_FILE = "model_config.json"
 METRICS_FILE = "train_metrics.jsonl"
 CURVE_FILE = "learning_curve.png"
@@ -106,6 +107,10 @@ class TrainArgs:
       None, help="stop (and save) after this many steps of this invocation; rerun to resume")
   time_budget_minutes: Optional[float] = option(
       None, help="stop (and save) when this much wall time has passed")
+  fit_schedule_to_budget: bool = option(
+      False, help="with --time_budget_minutes: re-size the schedule (--train_steps is the first "
+                  "estimate) from the step time measured as the run goes, so the learning rate "
+                  "has decayed when the time is up; the length used is kept in schedule.json")
   use_cached: bool = option(False, help="read the Beam-cached task data (see cache_scripts)")
   cache_dirs: Tuple[str, ...] = option((), metavar="DIR", help="seqio cache directories")
   module_imports: Tuple[str, ...] = option((), metavar="MODULE",
@@ -438,12 +443,23 @@ def _run(args: TrainArgs, cfg, model, ckpt, it, batch, start_step: int, last_sto
   model_dir = ckpt.model_dir
   model = model or GemmaDecoderOnlyModel(cfg)
   length = args.inputs_length + args.targets_length
-  tx = optim.adamw_with_clipping(
-      args.learning_rate, total_steps=args.train_steps, warmup_steps=args.warmup_steps,
-      end_factor=args.end_lr_factor, weight_decay=args.weight_decay, clip_norm=args.clip_norm,
-      b2=args.b2)
-  lr_fn = optim.schedule(args.learning_rate, total_steps=args.train_steps,
-                         warmup_steps=args.warmup_steps, end_factor=args.end_lr_factor)
+  schedule_path = os.path.join(model_dir, SCHEDULE_FILE)
+  if not start_step and primary and os.path.exists(schedule_path):
+    os.remove(schedule_path)   # a re-sized length belongs to the run that wrote it
+  fitted = fitted_schedule(model_dir) if start_step else None
+  total_steps, resized_at = fitted or (args.train_steps, None)
+  if fitted:
+    last_stop = total_steps if args.max_steps_per_run is None else min(
+        total_steps, start_step + args.max_steps_per_run)
+
+  def optimizer(total_steps, resized_at):
+    kw = dict(total_steps=total_steps, warmup_steps=args.warmup_steps,
+              end_factor=args.end_lr_factor, resized_at=resized_at)
+    return (optim.adamw_with_clipping(args.learning_rate, weight_decay=args.weight_decay,
+                                      clip_norm=args.clip_norm, b2=args.b2, **kw),
+            optim.schedule(args.learning_rate, **kw))
+
+  tx, lr_fn = optimizer(total_steps, resized_at)
   root_rng = jax.random.PRNGKey(args.seed)
   init_rng, dropout_root = jax.random.split(root_rng)
   # Created sharded on the mesh (one device: the plain arrays of before).
@@ -458,9 +474,11 @@ def _run(args: TrainArgs, cfg, model, ckpt, it, batch, start_step: int, last_sto
 
   # One compilation per loss-position bucket (a handful: rows of one task carry similar shares
   # of target tokens).
-  train_step = make_train_step(model, tx,
-                               dropout_rng=dropout_root if cfg.dropout_rate > 0 else None,
-                               out_shardings=(param_sh, state_sh, plan.replicated))
+  def step_of(tx):
+    return make_train_step(model, tx, dropout_rng=dropout_root if cfg.dropout_rate > 0 else None,
+                           out_shardings=(param_sh, state_sh, plan.replicated))
+
+  train_step = step_of(tx)
 
   writer = (tf.summary.create_file_writer(os.path.join(model_dir, "train")) if primary
             else tf.summary.create_noop_writer())
@@ -474,9 +492,12 @@ def _run(args: TrainArgs, cfg, model, ckpt, it, batch, start_step: int, last_sto
   if primary:
     print(f"[train] {args.task}: {cfg.num_layers} layers, d={cfg.embed_dim}, "
           f"{num_params / 1e6:.2f}M params, {args.batch_size} x {length} tokens per step, "
-          f"steps {start_step} -> {last_stop} of {args.train_steps}"
+          f"steps {start_step} -> {last_stop} of {total_steps}"
           + (f" (resumed from checkpoint_{start_step})" if start_step else ""), flush=True)
-  bar = tqdm(total=args.train_steps, initial=start_step, disable=not (args.progress and primary),
+  fit = deadline is not None and args.fit_schedule_to_budget
+  step_times = []   # end of each step since the last (re)compilation of the step
+  resized_time, compile_seconds = None, 0.0
+  bar = tqdm(total=total_steps, initial=start_step, disable=not (args.progress and primary),
              dynamic_ncols=True, desc="train", mininterval=1.0, file=sys.stdout)
   step = start_step
   window = _Window()
@@ -513,6 +534,9 @@ def _run(args: TrainArgs, cfg, model, ckpt, it, batch, start_step: int, last_sto
         step += 1
         window.add(loss, float(metrics["accuracy"]), grad_norm, tokens)
         bar.update(1)
+        step_times.append(time.time())
+        if resized_time is not None and len(step_times) == 1:
+          compile_seconds = step_times[0] - resized_time   # the first step after a re-sizing
         if step % args.log_every == 0 or step == last_stop:
           now = time.time()
           row = window.flush(step, now - t_window, float(lr_fn(step - 1)))
@@ -530,6 +554,34 @@ def _run(args: TrainArgs, cfg, model, ckpt, it, batch, start_step: int, last_sto
           if not args.progress and primary:
             print(f"[train] step {step}: loss {row['loss']:.4f} acc {row['accuracy']:.3f} "
                   f"{row['tokens_per_second']:.0f} tok/s", flush=True)
+        # After the log row: it shows the rate this step used.
+        if fit and step % args.log_every == 0:
+          # The step is compiled again after a re-sizing: keep the time that took.
+          refit = _agree_on_total(refit_total_steps(
+              step, total_steps, step_times, deadline - time.time() - compile_seconds,
+              args.warmup_steps,
+              min_seconds_left=min(60.0, 6.0 * args.time_budget_minutes)))
+          if refit:
+            progress = float(optim.cosine_progress(
+                step, total_steps=total_steps, warmup_steps=args.warmup_steps,
+                resized_at=resized_at))
+            old_total, total_steps = total_steps, refit
+            resized_at = (step, progress) if step > args.warmup_steps else None
+            tx, lr_fn = optimizer(total_steps, resized_at)
+            train_step = step_of(tx)   # same state layout; compiles again
+            last_stop = total_steps if args.max_steps_per_run is None else min(
+                total_steps, start_step + args.max_steps_per_run)
+            if batch is None and step < last_stop:
+              batch = next(it)
+            bar.total = total_steps
+            seconds_per_step = (step_times[-1] - step_times[0]) / (len(step_times) - 1)
+            step_times, resized_time = [], time.time()
+            if primary:
+              _write_json(os.path.join(model_dir, SCHEDULE_FILE),
+                          {"train_steps": total_steps, "resized_at": resized_at})
+              print(f"[train] step {step}: {seconds_per_step:.3f} s/step measured, "
+                    f"{(deadline - time.time()) / 60:.1f} min left -> schedule re-sized from "
+                    f"{old_total} to {total_steps} steps", flush=True)
         if step % args.save_every == 0:
           ckpt.save(step, params, opt_state)
       if step > start_step or not ckpt.latest_step():
@@ -543,11 +595,11 @@ def _run(args: TrainArgs, cfg, model, ckpt, it, batch, start_step: int, last_sto
     print(f"[train] {stop.requested} received: stopped at step {step} and saved "
           f"{t5x_checkpoints.checkpoint_path(model_dir, step)}; run the same command to resume",
           flush=True)
-  print(f"[train] step {step}/{args.train_steps} saved in {model_dir} "
+  print(f"[train] step {step}/{total_steps} saved in {model_dir} "
         f"({seconds / 60:.1f} min{', stopped early' if stopped_early else ''})"
         + (f"; learning curve: {curve}" if curve else ""), flush=True)
   return TrainResult(step=step, loss=last_loss,
-                     stopped_early=stopped_early or step < args.train_steps,
+                     stopped_early=stopped_early or step < total_steps,
                      seconds=seconds, model_dir=model_dir, interrupted=stop.requested)
 
 
@@ -575,6 +627,52 @@ def _input_shards(args: TrainArgs, plan) -> List[int]:
                      f"({count}) and of the mesh's data axis ({plan.data_size})")
   per_process = count // processes
   return list(range(jax.process_index() * per_process, (jax.process_index() + 1) * per_process))
+
+
+def refit_total_steps(step: int, total_steps: int, step_times: Sequence[float],
+                      seconds_left: float, warmup_steps: int, *, min_steps: int = 20,
+                      tolerance: float = 0.03, min_seconds_left: float = 60.0) -> Optional[int]:
+  """The run's new length when the step time measured so far (`step_times`: the end time of
+  each step since the step was last compiled) says the time left holds a number of steps more
+  than `tolerance` off the plan; else None. Not in the last `min_seconds_left` (the trainer:
+  a minute, or a tenth of a shorter budget; the end is near enough), and not on fewer than
+  `min_steps` measured steps.
+
+  >>> ends = [10.0 + 0.5 * i for i in range(21)]                  # 0.5 s per step
+  >>> refit_total_steps(100, 1000, ends, seconds_left=300.0, warmup_steps=50)   # 600 more fit
+  700
+  >>> refit_total_steps(100, 710, ends, seconds_left=300.0, warmup_steps=50) is None  # 1.4% off
+  True
+  """
+  if len(step_times) < min_steps + 1 or seconds_left < min_seconds_left:
+    return None
+  seconds_per_step = (step_times[-1] - step_times[0]) / (len(step_times) - 1)
+  if seconds_per_step <= 0:
+    return None
+  total = max(step + int(seconds_left / seconds_per_step), warmup_steps + 1, step + 1)
+  return total if abs(total - total_steps) > tolerance * total_steps else None
+
+
+def _agree_on_total(total: Optional[int]) -> Optional[int]:
+  """Process 0's decision, on every process (their clocks differ; their programs must not)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_count() == 1:
+    return total
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  agreed = int(multihost_utils.broadcast_one_to_all(np.int64(total or 0)))
+  return agreed or None
+
+
+def fitted_schedule(model_dir: str) -> Optional[Tuple[int, Optional[Tuple[int, float]]]]:
+  """(train_steps, resized_at) of a run whose schedule was re-sized, else None."""
+  path = os.path.join(model_dir, SCHEDULE_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    saved = json.load(f)
+  resized_at = saved.get("resized_at")
+  return int(saved["train_steps"]), (tuple(resized_at) if resized_at else None)
 
 
 def _agree_across_processes(stop_requested, positions: Optional[int]):
