@@ -574,14 +574,13 @@ def _run(args: TrainArgs, cfg, model, ckpt, it, batch, start_step: int, last_sto
             if batch is None and step < last_stop:
               batch = next(it)
             bar.total = total_steps
-            seconds_per_step = (step_times[-1] - step_times[0]) / (len(step_times) - 1)
             step_times, resized_time = [], time.time()
             if primary:
               _write_json(os.path.join(model_dir, SCHEDULE_FILE),
                           {"train_steps": total_steps, "resized_at": resized_at})
-              print(f"[train] step {step}: {seconds_per_step:.3f} s/step measured, "
-                    f"{(deadline - time.time()) / 60:.1f} min left -> schedule re-sized from "
-                    f"{old_total} to {total_steps} steps", flush=True)
+              print(f"[train] step {step}: schedule re-sized from {old_total} to "
+                    f"{total_steps} steps, the step time measured so far in the "
+                    f"{(deadline - time.time()) / 60:.1f} min left", flush=True)
         if step % args.save_every == 0:
           ckpt.save(step, params, opt_state)
       if step > start_step or not ckpt.latest_step():
@@ -630,7 +629,7 @@ def _input_shards(args: TrainArgs, plan) -> List[int]:
 
 
 def refit_total_steps(step: int, total_steps: int, step_times: Sequence[float],
-                      seconds_left: float, warmup_steps: int, *, min_steps: int = 20,
+                      seconds_left: float, warmup_steps: int, *, min_steps: int = 50,
                       tolerance: float = 0.03, min_seconds_left: float = 60.0) -> Optional[int]:
   """The run's new length when the step time measured so far (`step_times`: the end time of
   each step since the step was last compiled) says the time left holds a number of steps more
@@ -638,15 +637,24 @@ def refit_total_steps(step: int, total_steps: int, step_times: Sequence[float],
   a minute, or a tenth of a shorter budget; the end is near enough), and not on fewer than
   `min_steps` measured steps.
 
-  >>> ends = [10.0 + 0.5 * i for i in range(21)]                  # 0.5 s per step
+  Steps over 3x the median are left out of the mean: they are compilations (a new loss-position
+  bucket), which happen once, not at every step to come.
+
+  >>> ends = [10.0 + 0.5 * i for i in range(51)]                  # 0.5 s per step
   >>> refit_total_steps(100, 1000, ends, seconds_left=300.0, warmup_steps=50)   # 600 more fit
   700
   >>> refit_total_steps(100, 710, ends, seconds_left=300.0, warmup_steps=50) is None  # 1.4% off
   True
+  >>> ends[30:] = [t + 4.0 for t in ends[30:]]                    # one step compiled for 4 s
+  >>> refit_total_steps(100, 1000, ends, seconds_left=300.0, warmup_steps=50)
+  700
   """
+  import numpy as np  # pylint: disable=g-import-not-at-top
   if len(step_times) < min_steps + 1 or seconds_left < min_seconds_left:
     return None
-  seconds_per_step = (step_times[-1] - step_times[0]) / (len(step_times) - 1)
+  durations = np.diff(np.asarray(step_times, np.float64))
+  usual = durations[durations <= 3 * np.median(durations)]
+  seconds_per_step = float(usual.mean()) if usual.size else 0.0
   if seconds_per_step <= 0:
     return None
   total = max(step + int(seconds_left / seconds_per_step), warmup_steps + 1, step + 1)
