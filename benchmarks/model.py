@@ -12,7 +12,10 @@
    `--loss_positions_bucket`), and that plus bfloat16 activations. Model FLOPs per
    step = 3 x forward, forward = 2 * tokens * (matmul parameters, tied read-out included)
    + 4 * tokens * seq * layers * heads * head_dim (QK^T and PV over the full [seq, seq] score
-   matrix that is computed). MFU = model FLOP/s / matmul peak.
+   matrix that is computed). MFU = model FLOP/s / matmul peak. Then where the step's time goes:
+   XLA's op timings from `jax.profiler`, grouped by model part (`benchmarks.xla_profile`), for
+   this step and for the recipe model's (`demo.run.RECIPE_TRAIN`: bfloat16, 16 x 192, loss on
+   the answers; its tokens/s is the recipe's training speed).
 3. Greedy decoding: the same random Gemma 2 weights as a `transformers` `Gemma2ForCausalLM`
    (fp32, eager attention, its own KV cache in `generate`) and, via `save_pretrained` +
    `load_hf_checkpoint`, in ours (`model.generate`, jitted while-loop over a static KV cache).
@@ -68,13 +71,47 @@ def train_step_flops(cfg, batch: int, seq: int) -> float:
   return 3 * forward
 
 
+def _train_inputs(cfg, batch: int, seq: int, answer_share: float):
+  """Random tokens [batch, seq] as the trainer's features; loss weight on the last
+  `answer_share` of every row."""
+  import jax.numpy as jnp
+  rs = np.random.RandomState(0)
+  targets = rs.randint(4, cfg.vocab_size, size=(batch, seq)).astype(np.int32)
+  weights = np.zeros((batch, seq), np.int32)
+  weights[:, seq - int(round(answer_share * seq)):] = 1
+  return {
+      "decoder_target_tokens": jnp.asarray(targets),
+      "decoder_input_tokens": jnp.asarray(
+          np.concatenate([np.full((batch, 1), 2, np.int32), targets[:, :-1]], 1)),
+      "decoder_loss_weights": jnp.asarray(weights),
+  }
+
+
+def profile_train_step(cfg, batch: int, seq: int, answer_share: float, bucket: int, runs: int):
+  """`benchmarks.xla_profile` of the trainer's step (not donating, so it can run again)."""
+  import jax
+  import optax
+  from benchmarks.xla_profile import profile
+  from model.runner.t5x_model import GemmaDecoderOnlyModel
+  from model.runner.train import loss_positions_bucket as bucket_of
+  from model.runner.train_step import make_train_step
+  m = GemmaDecoderOnlyModel(cfg)
+  params = m.get_initial_variables(jax.random.PRNGKey(0),
+                                   {"decoder_input_tokens": (batch, seq)})["params"]
+  opt = optax.adamw(1e-3)
+  features = _train_inputs(cfg, batch, seq, answer_share)
+  positions = bucket_of({"decoder_loss_weights": np.asarray(features["decoder_loss_weights"])},
+                        bucket)
+  step = make_train_step(m, opt, donate=False)
+  return profile(step, (params, opt.init(params), features, 0, positions), runs=runs)
+
+
 def bench_train(cfg, batch: int, seq: int, steps: int, answer_share: float = 1.0,
                 loss_positions_bucket: int = 0):
   """(median step seconds, compile seconds, losses). Loss weight on the last `answer_share` of
   every row (1.0: LM, every position; ~0.4: PrefixLM en->de rows); with a bucket, logits only at
   the weighted positions (`model.runner.train.loss_positions_bucket`, as the trainer does)."""
   import jax
-  import jax.numpy as jnp
   import optax
   from model.runner.t5x_model import GemmaDecoderOnlyModel
   from model.runner.train import loss_positions_bucket as bucket_of
@@ -85,17 +122,9 @@ def bench_train(cfg, batch: int, seq: int, steps: int, answer_share: float = 1.0
   params = m.get_initial_variables(jax.random.PRNGKey(0), shapes)["params"]
   opt = optax.adamw(1e-3)
   opt_state = opt.init(params)
-  rs = np.random.RandomState(0)
-  targets = rs.randint(4, cfg.vocab_size, size=(batch, seq)).astype(np.int32)
-  batch_features = {
-      "decoder_target_tokens": jnp.asarray(targets),
-      "decoder_input_tokens": jnp.asarray(
-          np.concatenate([np.full((batch, 1), 2, np.int32), targets[:, :-1]], 1)),
-  }
-  weights = np.zeros((batch, seq), np.int32)
-  weights[:, seq - int(round(answer_share * seq)):] = 1
-  batch_features["decoder_loss_weights"] = jnp.asarray(weights)
-  positions = bucket_of({"decoder_loss_weights": weights}, loss_positions_bucket)
+  batch_features = _train_inputs(cfg, batch, seq, answer_share)
+  positions = bucket_of({"decoder_loss_weights": np.asarray(batch_features["decoder_loss_weights"])},
+                        loss_positions_bucket)
   step = make_train_step(m, opt)   # the trainer's step
 
   t = time.perf_counter()
@@ -214,6 +243,8 @@ def main(argv=None):
   p.add_argument("--decode-batches", default="1,8", help="comma-separated batch sizes")
   p.add_argument("--prompt-len", type=int, default=16)
   p.add_argument("--new-tokens", type=int, default=128)
+  p.add_argument("--no-recipe-step", dest="recipe_step", action="store_false",
+                 help="skip the recipe model's train step and its profile")
   p.add_argument("--beam-config", default="recipe_gemma2",
                  help="model.config preset of the beam search comparison ('' to skip it)")
   p.add_argument("--beam-batch", type=int, default=64)
@@ -245,6 +276,26 @@ def main(argv=None):
         f"{args.train_steps}), {tokens / step_s:,.0f} tokens/s, {flops / step_s / 1e9:.1f} model "
         f"GFLOP/s, MFU {flops / step_s / peak:.1%} of the matmul peak (compile {compile_s:.1f} s; "
         f"loss {losses[0]:.3f} -> {losses[-1]:.3f})")
+
+  print("  where its time goes (XLA op time by model part, per step):")
+  for row in profile_train_step(cfg, args.train_batch, args.train_seq, 1.0, 0, args.runs):
+    print(f"    {row.seconds * 1e3:8.1f} ms  {row.share:6.1%}  {row.part}")
+
+  if args.recipe_step:
+    # The recipe's step as `python -m demo.run --recipe` trains it (demo.run.RECIPE_TRAIN).
+    from demo.run import RECIPE_PRESET, RECIPE_TRAIN
+    rcfg = get_config(RECIPE_PRESET).replace(dtype=RECIPE_TRAIN["dtype"])
+    rbatch, rseq = RECIPE_TRAIN["batch_size"], (RECIPE_TRAIN["inputs_length"]
+                                                 + RECIPE_TRAIN["targets_length"])
+    s, _, _ = bench_train(rcfg, rbatch, rseq, args.train_steps, 0.5, 256)
+    rflops = train_step_flops(rcfg, rbatch, rseq)
+    print(f"recipe train step ({RECIPE_PRESET}, {RECIPE_TRAIN['dtype']}, {rbatch} x {rseq}, loss "
+          f"on the second half of each row, logits at those positions): {s * 1e3:.0f} ms/step, "
+          f"{rbatch * rseq / s:,.0f} tokens/s, MFU {rflops / s / peak:.1%} (logits counted at "
+          "every position)")
+    print("  where its time goes:")
+    for row in profile_train_step(rcfg, rbatch, rseq, 0.5, 256, args.runs):
+      print(f"    {row.seconds * 1e3:8.1f} ms  {row.share:6.1%}  {row.part}")
 
   if args.prefix_lm_share:
     # The trainer's two switches on a PrefixLM-shaped batch (loss on the answers only).

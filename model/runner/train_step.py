@@ -23,8 +23,8 @@ import functools
 from typing import Any, Callable, Optional
 
 
-def make_train_step(model, tx, *, dropout_rng=None, out_shardings: Optional[Any] = None
-                    ) -> Callable:
+def make_train_step(model, tx, *, dropout_rng=None, out_shardings: Optional[Any] = None,
+                    donate: bool = True) -> Callable:
   """`step(params, opt_state, batch, step, max_loss_positions) -> (params, opt_state, metrics)`,
   jitted.
 
@@ -33,7 +33,8 @@ def make_train_step(model, tx, *, dropout_rng=None, out_shardings: Optional[Any]
   `dropout_rng`: the root key of dropout, folded with `step` (None: no dropout, `step` unused).
   `max_loss_positions` is static (`model.runner.train.loss_positions_bucket`; None: logits at
   every position): one compilation per value. The old params and optimizer state are donated
-  (their buffers reused for the new ones). `out_shardings`: the jit's, for a mesh.
+  (their buffers reused for the new ones) unless `donate=False` (a profiler calling the step
+  again on the same inputs). `out_shardings`: the jit's, for a mesh.
   """
   import jax  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
@@ -48,4 +49,4 @@ def make_train_step(model, tx, *, dropout_rng=None, out_shardings: Optional[Any]
     return params, opt_state, dict(metrics, grad_norm=grad_norm)
 
   kw = {} if out_shardings is None else {"out_shardings": out_shardings}
-  return jax.jit(step_fn, donate_argnums=(0, 1), static_argnums=(4,), **kw)
+  return jax.jit(step_fn, donate_argnums=(0, 1) if donate else (), static_argnums=(4,), **kw)
