@@ -169,6 +169,8 @@ class DemoArgs:
                                     "decoding")
   train_steps: Optional[int] = option(
       None, help="schedule length (default: from the budget, at the measured step time)")
+  seed: int = option(RECIPE_TRAIN["seed"],
+                     help="initialisation and data order of the training run")
   translation_eval_examples: Optional[int] = option(
       None, help="first N test examples of LibreOffice en->de (default: all 1,679)")
   qa_eval_examples: int = option(300, help="first N test examples of each QA task")
@@ -238,7 +240,7 @@ def _run(opts: DemoArgs, out: str, t_start: float) -> int:
       task=TRANSLATION_TASK, model_dir=model_dir, train_steps=1, save_every=100, keep=2,
       log_every=10, time_budget_minutes=train_minutes, use_cached=use_cached,
       cache_dirs=(cache_dir,) if use_cached else (), progress=opts.progress,
-      preset=RECIPE_PRESET, **RECIPE_TRAIN)
+      preset=RECIPE_PRESET, **{**RECIPE_TRAIN, "seed": opts.seed})
   steps = opts.train_steps
   saved = os.path.join(model_dir, train.TRAIN_ARGS_FILE)
   if not steps and os.path.exists(saved):   # resuming an interrupted demo: same schedule
@@ -297,7 +299,8 @@ def _run(opts: DemoArgs, out: str, t_start: float) -> int:
   with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
     json.dump({"rows": rows, "train_steps": result.step, "schedule_steps": steps,
                "train_seconds": result.seconds, "cache_seconds": cache_seconds,
-               "total_seconds": total, "model": RECIPE_PRESET, "train": RECIPE_TRAIN,
+               "total_seconds": total, "model": RECIPE_PRESET,
+               "train": {**RECIPE_TRAIN, "seed": opts.seed},
                "decoding": summaries[TRANSLATION_TASK]["decoding"]}, f, indent=2)
   return 0
 
