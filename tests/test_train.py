@@ -77,6 +77,21 @@ def test_loss_goes_down_on_repeated_data(tmp_path):
   assert np.mean(losses[-5:]) < losses[0] - 2.0
 
 
+def test_resumed_fitted_run_continues_to_its_recorded_length(tmp_path):
+  """A run re-sized by --fit_schedule_to_budget records its length in schedule.json; resuming
+  with the first estimate as --train_steps continues to the recorded length and schedule."""
+  from model.runner import optim, train
+  train.train(_args(tmp_path, train_steps=6, save_every=3))
+  (tmp_path / "schedule.json").write_text(json.dumps({"train_steps": 9, "resized_at": [4, 0.5]}))
+  result = train.train(_args(tmp_path, train_steps=6, save_every=3))
+  assert result.step == 9 and not result.stopped_early
+  rows = [json.loads(l) for l in (tmp_path / "train_metrics.jsonl").read_text().splitlines()]
+  expected = optim.schedule(3e-3, total_steps=9, warmup_steps=2, resized_at=(4, 0.5))
+  assert [r["step"] for r in rows[-3:]] == [7, 8, 9]
+  np.testing.assert_allclose([r["learning_rate"] for r in rows[-3:]],
+                             [float(expected(s)) for s in (6, 7, 8)], rtol=1e-6)
+
+
 @pytest.mark.slow  # a 36-second time budget
 def test_schedule_fitted_to_the_time_budget_ends_decayed(tmp_path):
   """A first guess of 100,000 steps is re-sized from the measured step time: the run ends when

@@ -396,7 +396,8 @@ def _train(args: TrainArgs, model) -> TrainResult:
       shard=(i, shard_count) if shard_count > 1 else None).as_numpy_iterator()
              for i in my_shards]
   it = streams[0] if len(streams) == 1 else _stacked(streams)
-  last_stop = args.train_steps
+  # A run whose schedule was fitted to its time budget continues to the length it was re-sized to.
+  last_stop = ((fitted_schedule(model_dir) if start_step else None) or (args.train_steps,))[0]
   if args.max_steps_per_run:
     last_stop = min(last_stop, start_step + args.max_steps_per_run)
   batch = _first_batch(it, args) if start_step < last_stop else None
@@ -448,9 +449,6 @@ def _run(args: TrainArgs, cfg, model, ckpt, it, batch, start_step: int, last_sto
     os.remove(schedule_path)   # a re-sized length belongs to the run that wrote it
   fitted = fitted_schedule(model_dir) if start_step else None
   total_steps, resized_at = fitted or (args.train_steps, None)
-  if fitted:
-    last_stop = total_steps if args.max_steps_per_run is None else min(
-        total_steps, start_step + args.max_steps_per_run)
 
   def optimizer(total_steps, resized_at):
     kw = dict(total_steps=total_steps, warmup_steps=args.warmup_steps,
