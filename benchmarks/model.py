@@ -106,6 +106,11 @@ def profile_train_step(cfg, batch: int, seq: int, answer_share: float, bucket: i
   return profile(step, (params, opt.init(params), features, 0, positions), runs=runs)
 
 
+def _print_profile(rows):
+  for row in rows:
+    print(f"    {row.seconds * 1e3:8.1f} ms  {row.share:6.1%}  {row.part}")
+
+
 def bench_train(cfg, batch: int, seq: int, steps: int, answer_share: float = 1.0,
                 loss_positions_bucket: int = 0):
   """(median step seconds, compile seconds, losses). Loss weight on the last `answer_share` of
@@ -278,8 +283,7 @@ def main(argv=None):
         f"loss {losses[0]:.3f} -> {losses[-1]:.3f})")
 
   print("  where its time goes (XLA op time by model part, per step):")
-  for row in profile_train_step(cfg, args.train_batch, args.train_seq, 1.0, 0, args.runs):
-    print(f"    {row.seconds * 1e3:8.1f} ms  {row.share:6.1%}  {row.part}")
+  _print_profile(profile_train_step(cfg, args.train_batch, args.train_seq, 1.0, 0, args.runs))
 
   if args.recipe_step:
     # The recipe's step as `python -m demo.run --recipe` trains it (demo.run.RECIPE_TRAIN).
@@ -294,8 +298,7 @@ def main(argv=None):
           f"{rbatch * rseq / s:,.0f} tokens/s, MFU {rflops / s / peak:.1%} (logits counted at "
           "every position)")
     print("  where its time goes:")
-    for row in profile_train_step(rcfg, rbatch, rseq, 0.5, 256, args.runs):
-      print(f"    {row.seconds * 1e3:8.1f} ms  {row.share:6.1%}  {row.part}")
+    _print_profile(profile_train_step(rcfg, rbatch, rseq, 0.5, 256, args.runs))
 
   if args.prefix_lm_share:
     # The trainer's two switches on a PrefixLM-shaped batch (loss on the answers only).

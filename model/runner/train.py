@@ -397,9 +397,9 @@ def _train(args: TrainArgs, model) -> TrainResult:
              for i in my_shards]
   it = streams[0] if len(streams) == 1 else _stacked(streams)
   # A run whose schedule was fitted to its time budget continues to the length it was re-sized to.
-  last_stop = ((fitted_schedule(model_dir) if start_step else None) or (args.train_steps,))[0]
-  if args.max_steps_per_run:
-    last_stop = min(last_stop, start_step + args.max_steps_per_run)
+  fitted = fitted_schedule(model_dir) if start_step else None
+  total_steps, resized_at = fitted or (args.train_steps, None)
+  last_stop = _stop_step(args, start_step, total_steps)
   batch = _first_batch(it, args) if start_step < last_stop else None
 
   # From here on the run dir is written (by the first process; orbax has every process write
@@ -419,17 +419,28 @@ def _train(args: TrainArgs, model) -> TrainResult:
       vocab_record.record(model_dir, vocab)
     _write_json(os.path.join(model_dir, MODEL_CONFIG_FILE), config_to_json(cfg))
     _write_json(os.path.join(model_dir, TRAIN_ARGS_FILE), dataclasses.asdict(args))
+    schedule_path = os.path.join(model_dir, SCHEDULE_FILE)
+    if not start_step and os.path.exists(schedule_path):
+      os.remove(schedule_path)   # a re-sized length belongs to the run that wrote it
   ckpt = t5x_checkpoints.T5XCheckpointManager(model_dir, keep=args.keep)
   try:
-    return _run(args, cfg, model, ckpt, it, batch, start_step, last_stop, hf_params, t_start,
-                plan, primary)
+    return _run(args, cfg, model, ckpt, it, batch, start_step, (total_steps, resized_at),
+                hf_params, t_start, plan, primary)
   finally:
     ckpt.close()
 
 
-def _run(args: TrainArgs, cfg, model, ckpt, it, batch, start_step: int, last_stop: int,
+def _stop_step(args: TrainArgs, start_step: int, total_steps: int) -> int:
+  """Where this invocation stops: the run's length, or sooner with --max_steps_per_run."""
+  if args.max_steps_per_run:
+    return min(total_steps, start_step + args.max_steps_per_run)
+  return total_steps
+
+
+def _run(args: TrainArgs, cfg, model, ckpt, it, batch, start_step: int, schedule_length,
          hf_params, t_start: float, plan, primary: bool) -> TrainResult:
-  """The training loop of `train`, once the run dir, the checkpoints and the data are ready."""
+  """The training loop of `train`, once the run dir, the checkpoints and the data are ready.
+  `schedule_length`: (train_steps, resized_at) of `optim.schedule`."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -444,11 +455,8 @@ def _run(args: TrainArgs, cfg, model, ckpt, it, batch, start_step: int, last_sto
   model_dir = ckpt.model_dir
   model = model or GemmaDecoderOnlyModel(cfg)
   length = args.inputs_length + args.targets_length
-  schedule_path = os.path.join(model_dir, SCHEDULE_FILE)
-  if not start_step and primary and os.path.exists(schedule_path):
-    os.remove(schedule_path)   # a re-sized length belongs to the run that wrote it
-  fitted = fitted_schedule(model_dir) if start_step else None
-  total_steps, resized_at = fitted or (args.train_steps, None)
+  total_steps, resized_at = schedule_length
+  last_stop = _stop_step(args, start_step, total_steps)
 
   def optimizer(total_steps, resized_at):
     kw = dict(total_steps=total_steps, warmup_steps=args.warmup_steps,
@@ -567,8 +575,7 @@ def _run(args: TrainArgs, cfg, model, ckpt, it, batch, start_step: int, last_sto
             resized_at = (step, progress) if step > args.warmup_steps else None
             tx, lr_fn = optimizer(total_steps, resized_at)
             train_step = step_of(tx)   # same state layout; compiles again
-            last_stop = total_steps if args.max_steps_per_run is None else min(
-                total_steps, start_step + args.max_steps_per_run)
+            last_stop = _stop_step(args, start_step, total_steps)
             if batch is None and step < last_stop:
               batch = next(it)
             bar.total = total_steps
