@@ -66,14 +66,23 @@ def add_qa_task(
     name: str, source: seqio.DataSource, *, question_key: str = "question",
     answers_key: str = "answers", vocabulary: Optional[seqio.Vocabulary] = None,
     add_eos: bool = False, preprocessor: Optional[Callable] = None,
-    metric_fns: Sequence[Callable] = (metrics_lib.exact_match,)) -> seqio.Task:
-  """Registers `name`: {question, answers[]} -> Gemma turns, exact match over all aliases."""
+    group_key: Optional[str] = None,
+    metric_fns: Optional[Sequence[Callable]] = None) -> seqio.Task:
+  """Registers `name`: {question, answers[]} -> Gemma turns, exact match over all aliases.
+
+  With `group_key` (a source feature such as the quiz's `src`), exact match is also reported
+  per group (`metrics.exact_match_by_group`).
+  """
   pre = preprocessor or functools.partial(preprocessors.qa, question_key=question_key,
-                                          answers_key=answers_key)
+                                          answers_key=answers_key, group_key=group_key)
+  if group_key:
+    post, default_metrics = postprocessors.qa_answers_by_group, [metrics_lib.exact_match_by_group]
+  else:
+    post, default_metrics = postprocessors.qa_answers, [metrics_lib.exact_match]
   return seqio.TaskRegistry.add(
       name, task_cls=cached.CheckedCacheTask, source=source, preprocessors=[pre, *_tail(add_eos)],
-      output_features=output_features(vocabulary, add_eos=add_eos),
-      postprocess_fn=postprocessors.qa_answers, metric_fns=list(metric_fns))
+      output_features=output_features(vocabulary, add_eos=add_eos), postprocess_fn=post,
+      metric_fns=list(default_metrics if metric_fns is None else metric_fns))
 
 
 def add_lm_task(

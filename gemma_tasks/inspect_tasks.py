@@ -3,7 +3,7 @@
 >>> import gemma_tasks   # registers the tasks
 >>> for line in describe_examples("gemma_quiz_qa", split="validation", n=1): print(line)
 --- gemma_quiz_qa [validation] example 0
-raw        question: 'What is the capital of Burundi?'  answers: ['Bujumbura']
+raw        question: 'What is the capital of Burundi?'  answers: ['Bujumbura']  group: 'africa'
 formatted  inputs: '<start_of_turn>user\\nWhat is the capital of Burundi?<end_of_turn>\\n<start_of_turn>model\\n'
            targets: 'Bujumbura<end_of_turn>'
 ids        inputs (20): [106, 402, 366, 108, 878, 419, 376, 2645, 415, 444, 416, 676, 3999, 4056,

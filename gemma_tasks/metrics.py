@@ -98,3 +98,32 @@ def exact_match(targets: Sequence[Union[str, Sequence[str]]],
     em += float(any(norm == normalize_answer(a) for a in scorable))
     f1 += max((token_f1(pred, a) for a in scorable), default=0.0)
   return {"exact_match": 100.0 * em / len(targets), "f1": 100.0 * f1 / len(targets)}
+
+
+def exact_match_by_group(targets: Sequence[Mapping[str, object]],
+                         predictions: Sequence[str]) -> Mapping[str, float]:
+  """`exact_match` over all examples, and per group (`exact_match/<group>`, `examples/<group>`).
+
+  Targets are what `postprocessors.qa_answers_by_group` gives: {"answers": aliases, "group": g}.
+  The groups of the quiz are its source tables, so one score says which kinds of question a
+  model answers (element symbols from the names) and which it cannot (capitals it never saw).
+
+  >>> exact_match_by_group([{"answers": ["Ni"], "group": "elements"},
+  ...                       {"answers": ["Sr"], "group": "elements"},
+  ...                       {"answers": ["Cairo"], "group": "africa"}], ["Ni", "S", "Cairo"])
+  {'exact_match': 66.66666666666667, 'f1': 66.66666666666667, 'exact_match/africa': 100.0, 'examples/africa': 1, 'exact_match/elements': 50.0, 'examples/elements': 2}
+  """
+  if len(targets) != len(predictions):
+    raise ValueError(f"exact_match_by_group: {len(targets)} targets vs {len(predictions)} "
+                     "predictions")
+  answers = [t["answers"] for t in targets]
+  scores = dict(exact_match(answers, predictions))
+  members = collections.defaultdict(list)
+  for i, t in enumerate(targets):
+    members[t["group"]].append(i)
+  for group in sorted(members):
+    idx = members[group]
+    scores[f"exact_match/{group}"] = exact_match(
+        [answers[i] for i in idx], [predictions[i] for i in idx])["exact_match"]
+    scores[f"examples/{group}"] = len(idx)
+  return scores

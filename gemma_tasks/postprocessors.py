@@ -7,6 +7,8 @@ decodes 106/107 to their text) and whatever followed `<end_of_turn>`:
 'Suchleiste'
 >>> qa_answers("Paris<end_of_turn>", example={"answers": [b"Paris", b"City of Light"]}, is_target=True)
 ['Paris', 'City of Light']
+>>> qa_answers_by_group("Ni", example={"answers": [b"Ni"], "group": b"elements"}, is_target=True)
+{'answers': ['Ni'], 'group': 'elements'}
 """
 from __future__ import annotations
 
@@ -36,4 +38,13 @@ def qa_answers(output_or_target, example=None, is_target=False):
   """
   if is_target:
     return [_text(a) for a in example["answers"]]
+  return strip_template(output_or_target)
+
+
+def qa_answers_by_group(output_or_target, example=None, is_target=False):
+  """`qa_answers`, with the example's `group` next to the aliases of a target (for
+  `metrics.exact_match_by_group`)."""
+  if is_target:
+    return {"answers": qa_answers(output_or_target, example, is_target=True),
+            "group": _text(example["group"])}
   return strip_template(output_or_target)

@@ -16,7 +16,7 @@ The registered tasks' preprocessors run their string ops on groups of examples
 from __future__ import annotations
 
 import collections
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import seqio
@@ -130,12 +130,22 @@ def choose_aliases(aliases: tf.RaggedTensor) -> tf.Tensor:
 
 
 def qa(dataset: tf.data.Dataset, *, question_key: str = "question",
-       answers_key: str = "answers") -> tf.data.Dataset:
+       answers_key: str = "answers", group_key: Optional[str] = None) -> tf.data.Dataset:
   """{question, answers[]} -> {inputs, targets: one alias, answers: all aliases}.
 
   Empty aliases are removed, and examples without any non-empty alias are dropped (nothing to
-  train on or score against).
+  train on or score against). With `group_key`, the example also keeps `group`: the last `/`
+  part of that feature (the quiz's `src` "bsdgames/quiz/elements" -> "elements"), so metrics can
+  be reported per group.
+
+  >>> ds = tf.data.Dataset.from_tensors({"question": "What is the chemical symbol of Nickel?",
+  ...                                    "answers": ["Ni"], "src": "bsdgames/quiz/elements"})
+  >>> ex = next(iter(qa(ds, group_key="src")))
+  >>> ex["targets"].numpy(), ex["group"].numpy()
+  (b'Ni<end_of_turn>', b'elements')
   """
+  keys = (question_key, answers_key) + ((group_key,) if group_key else ())
+
   def fmt(batch):
     answers = batch[answers_key]
     if not isinstance(answers, tf.RaggedTensor):
@@ -144,14 +154,17 @@ def qa(dataset: tf.data.Dataset, *, question_key: str = "question",
     keep = answers.row_lengths() > 0
     answers = tf.ragged.boolean_mask(answers, keep)
     question = tf.boolean_mask(batch[question_key], keep)
-    return {
+    out = {
         "inputs": as_prompt(question),
         "targets": as_response(choose_aliases(answers)),
         "question": question,
         "answers": answers,
     }
+    if group_key:
+      out["group"] = tf.strings.regex_replace(tf.boolean_mask(batch[group_key], keep), ".*/", "")
+    return out
 
-  return batched.over_batches(_only(dataset, (question_key, answers_key)), fmt)
+  return batched.over_batches(_only(dataset, keys), fmt)
 
 
 def trivia_qa_tfds(dataset: tf.data.Dataset) -> tf.data.Dataset:

@@ -35,7 +35,9 @@ def register():
       TRIVIA_QA_OPEN,
       sources.embedded("trivia_qa_open", ALL_SPLITS, fields={"question": str, "answers": list}))
   builders.add_qa_task(
-      QUIZ_QA, sources.embedded("quiz_qa", ALL_SPLITS, fields={"question": str, "answers": list}))
+      QUIZ_QA, sources.embedded("quiz_qa", ALL_SPLITS,
+                                fields={"question": str, "answers": list, "src": str}),
+      group_key="src")   # exact match per quiz table (elements, capitals, ...)
   builders.add_lm_task(
       LM_PYTHON_DOCS, sources.embedded("python_docs", ALL_SPLITS, fields={"text": str}))
 

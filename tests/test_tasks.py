@@ -19,7 +19,7 @@ def test_fixed_names_are_registered():
   for name in ("gemma_en_de_libreoffice", "gemma_trivia_qa_open", "gemma_quiz_qa",
                "gemma_lm_python_docs", "gemma_wmt19_ende", "gemma_trivia_qa_open_tfds"):
     assert name in seqio.TaskRegistry.names()
-  for name in ("gemma_qa_mix", "gemma_all"):
+  for name in ("gemma_qa_mix", "gemma_all", "gemma_en_de_libreoffice_quiz"):
     assert name in seqio.MixtureRegistry.names()
 
 
@@ -72,6 +72,35 @@ def test_qa_mix_rates_are_explicit():
   mix = seqio.get_mixture_or_task(mixtures.QA_MIX)
   got = {t.name: mix.get_rate(t) for t in mix.tasks}
   assert got == {tasks.TRIVIA_QA_OPEN: 4.0, tasks.QUIZ_QA: 1.0}
+
+
+def test_quiz_is_scored_per_table():
+  task = seqio.get_mixture_or_task(tasks.QUIZ_QA)
+  examples = list(task.get_dataset(LENGTHS, split="test", shuffle=False).as_numpy_iterator())
+  raw = _rows("quiz_qa.test.jsonl.gz")
+  assert [ex["group"].decode() for ex in examples] == [r["src"].split("/")[-1] for r in raw]
+  targets = [task.postprocess_fn(ex["targets_pretokenized"], example=ex, is_target=True)
+             for ex in examples]
+  # Right on the element symbols only, wrong elsewhere.
+  predictions = [t["answers"][0] if t["group"] == "elements" else "no idea" for t in targets]
+  (metric_fn,) = task.predict_metric_fns
+  scores = metric_fn(targets, predictions)
+  n_elements = sum(t["group"] == "elements" for t in targets)
+  assert scores["exact_match/elements"] == 100.0 and scores["exact_match/africa"] == 0.0
+  assert scores["examples/elements"] == n_elements == 22
+  assert scores["exact_match"] == pytest.approx(100.0 * n_elements / len(examples))
+
+
+def test_translation_with_quiz_mixture_feeds_both_tasks():
+  mix = seqio.get_mixture_or_task(mixtures.EN_DE_WITH_QUIZ)
+  assert {t.name: mix.get_rate(t) for t in mix.tasks} == dict(mixtures.EN_DE_WITH_QUIZ_RATES)
+  ds = seqio.get_dataset(mixtures.EN_DE_WITH_QUIZ, LENGTHS,
+                         seqio.PrefixLMFeatureConverter(pack=False, bos_id=2),
+                         dataset_split="train", shuffle=True, seed=0)
+  vocab = seqio.get_mixture_or_task(tasks.QUIZ_QA).output_features["inputs"].vocabulary
+  prompts = [vocab.decode(ex["decoder_input_tokens"].tolist()) for ex in ds.take(400).as_numpy_iterator()]
+  quiz = sum("Translate English to German" not in p for p in prompts)
+  assert 5 <= quiz <= 40   # 1 in 20 of 400 examples = 20 expected
 
 
 def test_gemma_all_rates_are_example_counts_with_a_nested_mixture():

@@ -280,7 +280,9 @@ def baseline(task, split: str, num_examples: Optional[int] = None, use_cached: b
   """(name, metrics) of the trivial baseline for a task, scored with the task's own metrics.
 
   Translation tasks (a `source` feature): copy the source sentence. Others: predict the most
-  common training answer for every example.
+  common training answer for every example; for a task whose examples have a `group` (the quiz's
+  tables), the most common training answer of the example's group ("CA" for an area code,
+  "herd" for a collective noun), a stronger baseline than one answer for all.
   """
   import collections  # pylint: disable=g-import-not-at-top
   ds = task.get_dataset(None, split=split, shuffle=False, num_epochs=1, use_cached=use_cached)
@@ -299,12 +301,21 @@ def baseline(task, split: str, num_examples: Optional[int] = None, use_cached: b
     if "train" not in task.splits:
       return None, {}
     counts = collections.Counter()
+    by_group = collections.defaultdict(collections.Counter)
     for ex in task.get_dataset(None, split="train", shuffle=False, num_epochs=1,
                                use_cached=use_cached).as_numpy_iterator():
-      counts[post(ex["targets_pretokenized"].decode("utf-8"), example=ex, is_target=False)] += 1
+      answer = post(ex["targets_pretokenized"].decode("utf-8"), example=ex, is_target=False)
+      counts[answer] += 1
+      if "group" in ex:
+        by_group[ex["group"]][answer] += 1
     answer = counts.most_common(1)[0][0]
-    name = f"most common answer {answer!r}"
-    preds = [answer] * len(examples)
+    if by_group and all("group" in ex for ex in examples):
+      name = "most common answer of its group"
+      preds = [by_group[ex["group"]].most_common(1)[0][0] if ex["group"] in by_group else answer
+               for ex in examples]
+    else:
+      name = f"most common answer {answer!r}"
+      preds = [answer] * len(examples)
   metrics = {}
   for fn in task.predict_metric_fns:
     metrics.update(fn(targets, preds))
@@ -475,16 +486,31 @@ def format_table(task_name: str, split: str, step: int, entry: Mapping[str, Any]
   t (test, step 5, 9 examples, 1.0 s)
     metric        value  baseline
     bleu          21.30  5.50 (copy the source)
+
+  Per-group scores (`metrics.exact_match_by_group`) show their example counts:
+
+  >>> print(format_table("quiz", "test", 5, {"metrics": {"exact_match": 4.5,
+  ...     "exact_match/elements": 27.3, "examples/elements": 22}, "examples": 132}))
+  quiz (test, step 5, 132 examples, 0.0 s)
+    metric                      value
+    exact_match                  4.50
+    exact_match/elements (22)   27.30
   """
   base = entry.get("baseline") or {}
+  metrics = entry["metrics"]
+  labels = {k: (f"{k} ({int(metrics['examples/' + k.split('/', 1)[1]])})"
+                if "/" in k and "examples/" + k.split("/", 1)[1] in metrics else k)
+            for k in metrics if not k.startswith("examples/")}
+  width = max([12, *map(len, labels.values())])
   lines = [f"{task_name} ({split}, step {step}, {entry.get('examples')} examples, "
            f"{entry.get('seconds', 0):.1f} s)",
-           f"  {'metric':<12} {'value':>6}" + ("  baseline" if base else "")]
-  for k, v in entry["metrics"].items():
+           f"  {'metric':<{width}} {'value':>6}" + ("  baseline" if base else "")]
+  for k, label in labels.items():
+    v = metrics[k]
     val = f"{v:6.2f}" if isinstance(v, float) else str(v)
-    line = f"  {k:<12} {val:>6}"
+    line = f"  {label:<{width}} {val:>6}"
     if base and k in base.get("metrics", {}):
-      line += f"  {base['metrics'][k]:.2f} ({base['name']})"
+      line += f"  {base['metrics'][k]:.2f}" + ("" if "/" in k else f" ({base['name']})")
     lines.append(line)
   return "\n".join(lines)
 
