@@ -235,3 +235,27 @@ def test_beam_search_evaluation(random_checkpoint, toy_tasks, tmp_path):
   args = evaluate.parse_args(
       ["--checkpoint_dir", "x", "--task", "t", "--beam_size", "4", "--length_penalty", "0.8"])
   assert (args.beam_size, args.length_penalty) == (4, 0.8)
+
+
+def test_quiz_baseline_is_the_most_common_answer_of_each_table():
+  """Recomputed from the raw files: per table, the training target most often seen (ties: the
+  first in sorted order), scored on the test questions of that table."""
+  import collections
+  import seqio
+  from gemma_tasks import metrics, preprocessors, sources
+  from model.runner import evaluate
+
+  def rows(split):
+    with gzip.open(os.path.join(sources.DATA_DIR, f"quiz_qa.{split}.jsonl.gz"), "rt") as f:
+      return [json.loads(line) for line in f]
+
+  counts = collections.defaultdict(collections.Counter)
+  for r in rows("train"):
+    counts[r["src"]][preprocessors.pick_alias(r["answers"])] += 1
+  test = rows("test")
+  preds = [min(counts[r["src"]].items(), key=lambda kv: (-kv[1], kv[0]))[0] for r in test]
+  expected = metrics.exact_match([r["answers"] for r in test], preds)["exact_match"]
+  name, got = evaluate.baseline(seqio.get_mixture_or_task("gemma_quiz_qa"), "test")
+  assert name == "most common answer of its group"
+  assert got["exact_match"] == pytest.approx(expected) and expected > 0
+  assert got["examples/elements"] == sum(r["src"].endswith("/elements") for r in test)

@@ -48,6 +48,7 @@ def _write_jsonl(path, rows):
     (dict(warmup_steps=-5), r"--warmup_steps must be >= 0, got -5"),
     (dict(clip_norm=0.0), r"--clip_norm must be > 0, got 0.0"),
     (dict(clip_norm=-1.0), r"--clip_norm must be > 0, got -1.0"),
+    (dict(label_smoothing=1.0), r"--label_smoothing must be in \[0, 1\), got 1.0"),
     (dict(inputs_length=0, targets_length=0), r"--inputs_length \+ --targets_length must be"),
     (dict(targets_length=0), r"--targets_length must be >= 1, got 0"),
     (dict(save_every=0), r"--save_every must be >= 1, got 0"),

@@ -276,6 +276,17 @@ def _model_config(model_dir: str):
 
 # -- baselines ---------------------------------------------------------------------------------
 
+def _most_common(counts) -> str:
+  """The most frequent answer; ties go to the first in sorted order, not to the order the
+  examples were read in (a cache and the source read them in different orders).
+
+  >>> import collections
+  >>> _most_common(collections.Counter(["Victoria", "Ottawa", "Ottawa", "Victoria"]))
+  'Ottawa'
+  """
+  return min(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+
+
 def baseline(task, split: str, num_examples: Optional[int] = None, use_cached: bool = False):
   """(name, metrics) of the trivial baseline for a task, scored with the task's own metrics.
 
@@ -308,10 +319,10 @@ def baseline(task, split: str, num_examples: Optional[int] = None, use_cached: b
       counts[answer] += 1
       if "group" in ex:
         by_group[ex["group"]][answer] += 1
-    answer = counts.most_common(1)[0][0]
+    answer = _most_common(counts)
     if by_group and all("group" in ex for ex in examples):
       name = "most common answer of its group"
-      preds = [by_group[ex["group"]].most_common(1)[0][0] if ex["group"] in by_group else answer
+      preds = [_most_common(by_group[ex["group"]]) if ex["group"] in by_group else answer
                for ex in examples]
     else:
       name = f"most common answer {answer!r}"

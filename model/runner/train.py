@@ -57,7 +57,7 @@ _NEW_RUN_ONLY = ("preset", "model_overrides", "init_from_hf", "dtype")
 # the same values, or it would not continue the run it claims to continue.
 _RESUME_INVARIANTS = ("task", "inputs_length", "targets_length", "batch_size", "seed", "pack",
                       "packing", "shuffle_buffer_size", "train_steps", "learning_rate", "warmup_steps", "end_lr_factor",
-                      "weight_decay", "clip_norm", "b2", "input_shards")
+                      "weight_decay", "clip_norm", "b2", "label_smoothing", "input_shards")
 
 
 class TrainingDiverged(RuntimeError):
@@ -94,6 +94,9 @@ class TrainArgs:
   weight_decay: float = option(0.01, help="AdamW weight decay")
   clip_norm: float = option(1.0, help="global gradient-norm clip")
   b2: float = option(0.98, help="Adam second-moment decay")
+  label_smoothing: float = option(
+      0.0, help="T5X's label smoothing: the target gets 1 - this, the rest of the vocabulary "
+                "shares it (the logged loss is T5X's, 0 at the soft targets)")
   dtype: str = option("float32", choices=("float32", "bfloat16"),
                       help="activation dtype (parameters and optimizer state stay float32)")
   loss_positions_bucket: int = option(
@@ -453,7 +456,7 @@ def _run(args: TrainArgs, cfg, model, ckpt, it, batch, start_step: int, schedule
   from model.runner.train_step import make_train_step  # pylint: disable=g-import-not-at-top
 
   model_dir = ckpt.model_dir
-  model = model or GemmaDecoderOnlyModel(cfg)
+  model = model or GemmaDecoderOnlyModel(cfg, label_smoothing=args.label_smoothing)
   length = args.inputs_length + args.targets_length
   total_steps, resized_at = schedule_length
   last_stop = _stop_step(args, start_step, total_steps)

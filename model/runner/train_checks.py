@@ -56,6 +56,8 @@ def problems(args) -> List[str]:
   out += _positive("clip_norm", args.clip_norm)
   if not 0 <= args.b2 < 1:
     out.append(f"--b2 must be in [0, 1), got {args.b2}")
+  if not 0 <= args.label_smoothing < 1:
+    out.append(f"--label_smoothing must be in [0, 1), got {args.label_smoothing}")
   out += _at_least("loss_positions_bucket", args.loss_positions_bucket, 0)
   out += _at_least("save_every", args.save_every, 1)
   out += _at_least("keep", args.keep, 1)
