@@ -80,7 +80,8 @@ def measure_step_seconds(args, steps: int = 12) -> float:
   from model.runner import optim, train  # pylint: disable=g-import-not-at-top
   from model.runner.t5x_model import GemmaDecoderOnlyModel  # pylint: disable=g-import-not-at-top
   from model.runner.train_step import make_train_step  # pylint: disable=g-import-not-at-top
-  model = GemmaDecoderOnlyModel(train.build_model_config(args))
+  cfg = train.build_model_config(args)
+  model = GemmaDecoderOnlyModel(cfg, label_smoothing=args.label_smoothing)
   length = args.inputs_length + args.targets_length
   params = model.get_initial_variables(jax.random.PRNGKey(0),
                                        {"decoder_input_tokens": (1, length)})["params"]
@@ -93,7 +94,8 @@ def measure_step_seconds(args, steps: int = 12) -> float:
   weights[:, length // 2:] = 1
   positions = train.loss_positions_bucket({"decoder_loss_weights": weights},
                                           args.loss_positions_bucket)
-  step = make_train_step(model, tx)   # the trainer's step (no dropout in this model)
+  # The trainer's step, with dropout when the model has it (its random bits cost time too).
+  step = make_train_step(model, tx, dropout_rng=jax.random.PRNGKey(1) if cfg.dropout_rate else None)
 
   tokens = np.random.default_rng(0).integers(4, 4000, (args.batch_size, length)).astype(np.int32)
   batch = {"decoder_input_tokens": tokens, "decoder_target_tokens": tokens,
