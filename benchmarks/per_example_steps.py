@@ -39,7 +39,7 @@ def pick_alias(aliases):
   return aliases[max(range(len(aliases)), key=lambda i: (score(i), -len(aliases[i]), -i))]
 
 
-def qa(ds, *, question_key="question", answers_key="answers"):
+def qa(ds, *, question_key="question", answers_key="answers", group_key=None):
   ds = ds.filter(lambda ex: tf.reduce_any(_non_empty(ex[answers_key])))
 
   def pick(a):
@@ -49,9 +49,12 @@ def qa(ds, *, question_key="question", answers_key="answers"):
     answers = tf.boolean_mask(ex[answers_key], _non_empty(ex[answers_key]))
     target = tf.py_function(pick, [answers], tf.string)
     target.set_shape([])
-    return {"inputs": preprocessors.as_prompt(ex[question_key]),
-            "targets": preprocessors.as_response(target),
-            "question": ex[question_key], "answers": answers}
+    out = {"inputs": preprocessors.as_prompt(ex[question_key]),
+           "targets": preprocessors.as_response(target),
+           "question": ex[question_key], "answers": answers}
+    if group_key:   # the table of a quiz question: the last part of its `src`
+      out["group"] = tf.strings.split(ex[group_key], "/")[-1]
+    return out
   return ds.map(fmt)
 
 
@@ -67,7 +70,7 @@ translate_en_de = functools.partial(translation, source_key="en", target_key="de
 PRECACHE = {
     "gemma_en_de_libreoffice": [translate_en_de, seqio.preprocessors.tokenize],
     "gemma_en_de_gettext": [translate_en_de, seqio.preprocessors.tokenize],
-    "gemma_quiz_qa": [qa, seqio.preprocessors.tokenize],
+    "gemma_quiz_qa": [functools.partial(qa, group_key="src"), seqio.preprocessors.tokenize],
     "gemma_trivia_qa_open": [qa, seqio.preprocessors.tokenize],
     "gemma_lm_python_docs": [lm_text, seqio.preprocessors.tokenize],
 }

@@ -105,8 +105,8 @@ def exact_match_by_group(targets: Sequence[Mapping[str, object]],
   """`exact_match` over all examples, and per group (`exact_match/<group>`, `examples/<group>`).
 
   Targets are what `postprocessors.qa_answers_by_group` gives: {"answers": aliases, "group": g}.
-  The groups of the quiz are its source tables, so one score says which kinds of question a
-  model answers (element symbols from the names) and which it cannot (capitals it never saw).
+  The groups of the quiz are its source tables (elements, capitals, area codes, ...), so the
+  scores say which kinds of question a model answers and which it cannot.
 
   >>> exact_match_by_group([{"answers": ["Ni"], "group": "elements"},
   ...                       {"answers": ["Sr"], "group": "elements"},
