@@ -259,3 +259,20 @@ def test_quiz_baseline_is_the_most_common_answer_of_each_table():
   assert name == "most common answer of its group"
   assert got["exact_match"] == pytest.approx(expected) and expected > 0
   assert got["examples/elements"] == sum(r["src"].endswith("/elements") for r in test)
+
+
+def test_split_loss_tool_weights_batches_by_their_answer_tokens(random_checkpoint, toy_tasks):
+  """tools/split_loss.py: the mean per answer token does not depend on how rows are batched
+  (a mean of batch means would)."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(
+      "split_loss", os.path.join(os.path.dirname(__file__), "..", "tools", "split_loss.py"))
+  tool = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(tool)
+  task = toy_tasks[0]
+  kw = dict(examples=5, inputs_length=24, targets_length=8)
+  one = tool.split_loss(str(random_checkpoint), task, "test", batch_size=1, **kw)
+  three = tool.split_loss(str(random_checkpoint), task, "test", batch_size=3, **kw)
+  assert one["step"] == three["step"] == 7
+  assert one["tokens"] == three["tokens"] > 5
+  assert one["loss"] == pytest.approx(three["loss"], rel=1e-5) and one["loss"] > 1.0
