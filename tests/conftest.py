@@ -27,6 +27,20 @@ def global_cache_dirs():
 
 
 @pytest.fixture
+def load_tool():
+  """Loads a script of `tools/` (not a package) as a module: `load_tool("split_loss")`."""
+  import importlib.util  # noqa: PLC0415
+
+  def load(name):
+    spec = importlib.util.spec_from_file_location(
+        name, os.path.join(os.path.dirname(__file__), "..", "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+  return load
+
+
+@pytest.fixture
 def flip_a_bit():
   """Damages a checkpoint: flips one bit in the middle of the largest file under
   `<step_dir>/state`; returns that file's path."""

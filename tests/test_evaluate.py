@@ -261,14 +261,11 @@ def test_quiz_baseline_is_the_most_common_answer_of_each_table():
   assert got["examples/elements"] == sum(r["src"].endswith("/elements") for r in test)
 
 
-def test_split_loss_tool_weights_batches_by_their_answer_tokens(random_checkpoint, toy_tasks):
+def test_split_loss_tool_weights_batches_by_their_answer_tokens(random_checkpoint, toy_tasks,
+                                                                 load_tool):
   """tools/split_loss.py: the mean per answer token does not depend on how rows are batched
   (a mean of batch means would)."""
-  import importlib.util
-  spec = importlib.util.spec_from_file_location(
-      "split_loss", os.path.join(os.path.dirname(__file__), "..", "tools", "split_loss.py"))
-  tool = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(tool)
+  tool = load_tool("split_loss")
   task = toy_tasks[0]
   kw = dict(examples=5, inputs_length=24, targets_length=8)
   one = tool.split_loss(str(random_checkpoint), task, "test", batch_size=1, **kw)

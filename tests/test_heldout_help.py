@@ -1,14 +1,11 @@
 """tools/extract_help_pairs.py and demo.heldout_help: held-out LibreOffice help files as a user's
 task, on help pages written here in the packages' HTML layout."""
 import gzip
-import importlib.util
+import importlib
 import json
-import os
 import sys
 
 import pytest
-
-TOOLS = os.path.join(os.path.dirname(__file__), "..", "tools")
 
 EN_PAGE = """<html><body>
 <h1 id="hd_id1" dir="auto">Zebra Bar</h1>
@@ -30,14 +27,6 @@ DE_PAGE = """<html><body>
 </body></html>"""
 
 
-def _tool():
-  spec = importlib.util.spec_from_file_location(
-      "extract_help_pairs", os.path.join(TOOLS, "extract_help_pairs.py"))
-  tool = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(tool)
-  return tool
-
-
 def _help_dir(tmp_path, rel="text/shared/new_page.html"):
   for lang, page in (("en-US", EN_PAGE), ("de", DE_PAGE)):
     path = tmp_path / "help" / lang / rel
@@ -46,8 +35,8 @@ def _help_dir(tmp_path, rel="text/shared/new_page.html"):
   return str(tmp_path / "help")
 
 
-def test_pairs_are_aligned_by_paragraph_id_with_tags_stripped(tmp_path):
-  tool = _tool()
+def test_pairs_are_aligned_by_paragraph_id_with_tags_stripped(tmp_path, load_tool):
+  tool = load_tool("extract_help_pairs")
   rows = tool.pairs(_help_dir(tmp_path), "text/shared/new_page.html")
   assert rows == [
       {"id": "text/shared/new_page.html#hd_id1", "en": "Zebra Bar", "de": "Zebraleiste"},
@@ -59,8 +48,8 @@ def test_pairs_are_aligned_by_paragraph_id_with_tags_stripped(tmp_path):
       {"id": "text/shared/new_page.html#par_id6", "en": "Zebra Next Icon", "de": "Nächstes Zebra"}]
 
 
-def test_held_out_file_leaves_out_what_the_embedded_data_has(tmp_path, capsys):
-  tool = _tool()
+def test_held_out_file_leaves_out_what_the_embedded_data_has(tmp_path, capsys, load_tool):
+  tool = load_tool("extract_help_pairs")
   out = tmp_path / "heldout.jsonl.gz"
   assert tool.main(["--help_dir", _help_dir(tmp_path), "--out", str(out)]) == 0
   with gzip.open(out, "rt", encoding="utf-8") as f:

@@ -71,14 +71,9 @@ def test_wrong_layout_is_refused(tmp_path):
     vocab.GemmaVocabulary(str(bad)).encode("x")
 
 
-def test_bundled_model_is_reproducible(tmp_path, monkeypatch):
+def test_bundled_model_is_reproducible(tmp_path, monkeypatch, load_tool):
   """tools/train_vocab.py regenerates the committed model byte for byte."""
-  import importlib.util  # noqa: PLC0415
-  import os  # noqa: PLC0415
-  spec = importlib.util.spec_from_file_location(
-      "train_vocab", os.path.join(os.path.dirname(__file__), "..", "tools", "train_vocab.py"))
-  tv = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(tv)
+  tv = load_tool("train_vocab")
   monkeypatch.setattr(tv, "OUT_PREFIX", str(tmp_path / "gemma_seqio_4k"))
   tv.main()
   assert (tmp_path / "gemma_seqio_4k.model").read_bytes() == open(vocab.DEFAULT_MODEL_FILE, "rb").read()
