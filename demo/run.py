@@ -146,13 +146,12 @@ def group_rows(row: dict, entry: dict) -> List[dict]:
   >>> group_rows({"task": "quiz", "split": "test", "metric": "exact_match"}, entry)
   [{'task': '  quiz: elements', 'split': 'test', 'examples': 22, 'metric': 'exact_match', 'value': 27.3, 'baseline': 0.0, 'baseline_name': '', 'group': 'elements'}]
   """
-  base = (entry.get("baseline") or {}).get("metrics", {})
-  prefix = row["metric"] + "/"
-  return [{"task": f"  {row['task']}: {key[len(prefix):]}", "split": row["split"],
-           "examples": int(entry["metrics"].get(f"examples/{key[len(prefix):]}", 0)),
-           "metric": row["metric"], "value": value, "baseline": base.get(key),
-           "baseline_name": "", "group": key[len(prefix):]}
-          for key, value in entry["metrics"].items() if key.startswith(prefix)]
+  from gemma_tasks import metrics  # pylint: disable=g-import-not-at-top
+  base = metrics.per_group((entry.get("baseline") or {}).get("metrics", {}), row["metric"])
+  return [{"task": f"  {row['task']}: {group}", "split": row["split"], "examples": examples,
+           "metric": row["metric"], "value": value, "baseline": base.get(group, (None,))[0],
+           "baseline_name": "", "group": group}
+          for group, (value, examples) in metrics.per_group(entry["metrics"], row["metric"]).items()]
 
 
 DEFAULT_BUDGET_MINUTES = 15.0

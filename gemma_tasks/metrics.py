@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import re
 import string
-from typing import Mapping, Sequence, Union
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import sacrebleu
 
@@ -125,5 +125,33 @@ def exact_match_by_group(targets: Sequence[Mapping[str, object]],
     idx = members[group]
     scores[f"exact_match/{group}"] = exact_match(
         [answers[i] for i in idx], [predictions[i] for i in idx])["exact_match"]
-    scores[f"examples/{group}"] = len(idx)
+    scores[f"{GROUP_SIZE}/{group}"] = len(idx)
   return scores
+
+
+GROUP_SIZE = "examples"   # `examples/<group>`: how many examples a group's scores are over
+
+
+def split_group(key: str) -> Tuple[str, Optional[str]]:
+  """(metric, group) of a score's name; group None for a score over all examples.
+
+  >>> split_group("exact_match/elements"), split_group("bleu")
+  (('exact_match', 'elements'), ('bleu', None))
+  """
+  metric, _, group = key.partition("/")
+  return metric, group or None
+
+
+def per_group(scores: Mapping[str, float], metric: str) -> Dict[str, Tuple[float, int]]:
+  """{group: (score, examples)} of `metric` in scores from `exact_match_by_group`.
+
+  >>> per_group({"exact_match": 5.0, "exact_match/elements": 27.3, "examples/elements": 22},
+  ...           "exact_match")
+  {'elements': (27.3, 22)}
+  """
+  out = {}
+  for key, value in scores.items():
+    name, group = split_group(key)
+    if name == metric and group:
+      out[group] = (value, int(scores.get(f"{GROUP_SIZE}/{group}", 0)))
+  return out

@@ -507,11 +507,16 @@ def format_table(task_name: str, split: str, step: int, entry: Mapping[str, Any]
     exact_match                  4.50
     exact_match/elements (22)   27.30
   """
+  from gemma_tasks.metrics import GROUP_SIZE, split_group  # pylint: disable=g-import-not-at-top
   base = entry.get("baseline") or {}
   metrics = entry["metrics"]
-  labels = {k: (f"{k} ({int(metrics['examples/' + k.split('/', 1)[1]])})"
-                if "/" in k and "examples/" + k.split("/", 1)[1] in metrics else k)
-            for k in metrics if not k.startswith("examples/")}
+  labels = {}
+  for k in metrics:
+    name, group = split_group(k)
+    if name == GROUP_SIZE:
+      continue   # shown next to the group's scores
+    size = metrics.get(f"{GROUP_SIZE}/{group}") if group else None
+    labels[k] = k if size is None else f"{k} ({int(size)})"
   width = max([12, *map(len, labels.values())])
   lines = [f"{task_name} ({split}, step {step}, {entry.get('examples')} examples, "
            f"{entry.get('seconds', 0):.1f} s)",
@@ -521,7 +526,7 @@ def format_table(task_name: str, split: str, step: int, entry: Mapping[str, Any]
     val = f"{v:6.2f}" if isinstance(v, float) else str(v)
     line = f"  {label:<{width}} {val:>6}"
     if base and k in base.get("metrics", {}):
-      line += f"  {base['metrics'][k]:.2f}" + ("" if "/" in k else f" ({base['name']})")
+      line += f"  {base['metrics'][k]:.2f}" + ("" if split_group(k)[1] else f" ({base['name']})")
     lines.append(line)
   return "\n".join(lines)
 
