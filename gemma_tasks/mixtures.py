@@ -18,6 +18,13 @@ EN_DE_WITH_QUIZ = "gemma_en_de_libreoffice_quiz"
 # (a quiz example is a third as long as a LibreOffice pair).
 EN_DE_WITH_QUIZ_RATES = ((tasks.EN_DE_LIBREOFFICE, 19.0), (tasks.QUIZ_QA, 1.0))
 
+EN_DE_WITH_GETTEXT_AND_QUIZ = "gemma_en_de_libreoffice_gettext_quiz"
+# The same, with the gettext UI messages as extra translation data (pairs whose English is a
+# LibreOffice validation/test paragraph are not in the embedded gettext file): 2 LibreOffice
+# pairs to 1 UI message (a third as many tokens: messages are shorter), the quiz 1 in 25.
+EN_DE_WITH_GETTEXT_AND_QUIZ_RATES = ((tasks.EN_DE_LIBREOFFICE, 16.0), (tasks.EN_DE_GETTEXT, 8.0),
+                                     (tasks.QUIZ_QA, 1.0))
+
 
 def register():
   """Adds every mixture once (after `tasks.register()`)."""
@@ -25,6 +32,7 @@ def register():
     return
   seqio.MixtureRegistry.add(QA_MIX, list(QA_MIX_RATES))
   seqio.MixtureRegistry.add(EN_DE_WITH_QUIZ, list(EN_DE_WITH_QUIZ_RATES))
+  seqio.MixtureRegistry.add(EN_DE_WITH_GETTEXT_AND_QUIZ, list(EN_DE_WITH_GETTEXT_AND_QUIZ_RATES))
   by_size = functools.partial(seqio.mixing_rate_num_examples, split="train")
   qa_mix = seqio.get_mixture_or_task(QA_MIX)
   # Rates = number of training examples; a sub-mixture needs a number, so its size is used.

@@ -16,6 +16,7 @@ EN_PAGE = """<html><body>
 <p id="par_id5">LoadDialog</p>
 <div><p>no id, not a paragraph of the pairs</p></div>
 <p id="par_id6"><img src="i.svg" alt="icon">Zebra Next Icon</p>
+<p id="par_id7">Syntax error in SQL statement</p>
 </body></html>"""
 DE_PAGE = """<html><body>
 <h1 id="hd_id1" dir="auto">Zebraleiste</h1>
@@ -24,6 +25,7 @@ DE_PAGE = """<html><body>
 <p id="par_id3">Parameter:</p>
 <p id="par_id5">LoadDialog</p>
 <p id="par_id6"><img src="i.svg" alt="Symbol">Nächstes Zebra</p>
+<p id="par_id7">Syntaxfehler im SQL-Ausdruck</p>
 </body></html>"""
 
 
@@ -45,7 +47,9 @@ def test_pairs_are_aligned_by_paragraph_id_with_tags_stripped(tmp_path, load_too
        "de": "Verwenden Sie Strg + F, um die Leiste zu öffnen."},
       {"id": "text/shared/new_page.html#par_id3", "en": "Parameters:", "de": "Parameter:"},
       {"id": "text/shared/new_page.html#par_id5", "en": "LoadDialog", "de": "LoadDialog"},
-      {"id": "text/shared/new_page.html#par_id6", "en": "Zebra Next Icon", "de": "Nächstes Zebra"}]
+      {"id": "text/shared/new_page.html#par_id6", "en": "Zebra Next Icon", "de": "Nächstes Zebra"},
+      {"id": "text/shared/new_page.html#par_id7", "en": "Syntax error in SQL statement",
+       "de": "Syntaxfehler im SQL-Ausdruck"}]
 
 
 def test_held_out_file_leaves_out_what_the_embedded_data_has(tmp_path, capsys, load_tool):
@@ -54,8 +58,10 @@ def test_held_out_file_leaves_out_what_the_embedded_data_has(tmp_path, capsys, l
   assert tool.main(["--help_dir", _help_dir(tmp_path), "--out", str(out)]) == 0
   with gzip.open(out, "rt", encoding="utf-8") as f:
     rows = [json.loads(line) for line in f]
-  # "Parameters:" is in the embedded data; "LoadDialog" is the same in both languages.
+  # "Parameters:" is in the embedded LibreOffice pairs, "Syntax error in SQL statement" a gettext
+  # message of the embedded data; "LoadDialog" is the same in both languages.
   assert "Parameters:" in {r["en"] for r in tool.embedded_pairs()}
+  assert "Syntax error in SQL statement" in tool.embedded_gettext_sources()
   assert [r["id"].split("#")[1] for r in rows] == ["hd_id1", "par_id2", "par_id6"]
   assert "pairs from 1 help files not in the embedded data" in capsys.readouterr().out
 

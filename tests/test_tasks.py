@@ -59,6 +59,18 @@ def test_libreoffice_splits_by_help_file_and_sizes_documented():
   assert sum(sizes[f"libreoffice_en_de.{s}"] for s in ("train", "validation", "test")) == 31923
 
 
+def test_gettext_pairs_hold_no_libreoffice_paragraph_that_is_evaluated():
+  """The LibreOffice UI catalog shares paragraphs with the help (extended tips): a model trained
+  on the gettext pairs must not have seen a validation or test source with its translation."""
+  def text(s):
+    return " ".join(s.split())
+  gettext = {text(r["en"]) for r in _rows("gettext_en_de.train.jsonl.gz")}
+  for split in ("validation", "test"):
+    assert not gettext & {text(r["en"]) for r in _rows(f"libreoffice_en_de.{split}.jsonl.gz")}
+  # ... while the train split's paragraphs may be there (2,000+ are: the same messages).
+  assert len(gettext & {text(r["en"]) for r in _rows("libreoffice_en_de.train.jsonl.gz")}) > 2000
+
+
 def test_trivia_qa_official_test_split_keeps_all_aliases():
   task = seqio.get_mixture_or_task(tasks.TRIVIA_QA_OPEN)
   assert task.num_input_examples("test") == 11313

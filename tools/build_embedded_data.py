@@ -6,7 +6,10 @@ Splits are deterministic functions of stable keys (a SHA-256 of the key), so re-
 byte-identical files:
   * LibreOffice help: split BY HELP FILE (the part of `id` before '#'): no file is in two splits.
   * TriviaQA-open: the official dev split -> train/validation (by question), test -> test.
-  * bsdgames quiz: by question; Python-docs prose and gettext pairs are copied as they are.
+  * bsdgames quiz: by question; Python-docs prose is copied as it is.
+  * gettext pairs: copied, except those whose English is a paragraph of the LibreOffice
+    validation or test split (the LibreOffice UI catalog shares ~10% of those paragraphs, e.g.
+    extended tips: a model trained on gettext would otherwise have seen their translations).
 """
 import argparse
 import collections
@@ -27,6 +30,11 @@ def bucket(key: str) -> int:
 def read_jsonl(path):
   with gzip.open(path, "rt", encoding="utf-8") as f:
     return [json.loads(line) for line in f if line.strip()]
+
+
+def same_text(text: str) -> str:
+  """`text` with its whitespace collapsed: the key under which two strings are the same text."""
+  return " ".join(text.split())
 
 
 def write_gz(path, text: str):
@@ -84,6 +92,8 @@ def main():
     counts[f"quiz_qa.{name}"] = write_jsonl(os.path.join(OUT_DIR, f"quiz_qa.{name}.jsonl.gz"), rows)
 
   gettext = read_jsonl(os.path.join(args.raw_dir, "gettext_en_de_sentences.jsonl.gz"))
+  evaluated = {same_text(r["en"]) for n in ("validation", "test") for r in splits[n]}
+  gettext = [r for r in gettext if same_text(r["en"]) not in evaluated]
   counts["gettext_en_de.train"] = write_jsonl(os.path.join(OUT_DIR, "gettext_en_de.train.jsonl.gz"), gettext)
 
   with gzip.open(os.path.join(args.raw_dir, "python_docs_prose.txt.gz"), "rt", encoding="utf-8") as f:

@@ -12,8 +12,8 @@ Pairs are aligned by paragraph id within a help file, as the embedded data is (`
 `hd_id` or `bm_id`, tags stripped and whitespace collapsed, kept when both languages have text.
 Held out means unseen: pairs whose English equals the German (code, numbers, names) are left
 out as the embedded data leaves them out, and so is every paragraph whose English text occurs
-anywhere in the embedded data ("Parameters:", "Click OK to apply the changes.") or earlier in
-the held-out files.
+anywhere in the embedded data ("Parameters:", "Click OK to apply the changes."), LibreOffice
+pairs and gettext UI messages alike, or earlier in the held-out files.
 `--check` re-extracts the help files that ARE embedded and prints how many embedded pairs come
 out identical, which validates the extraction before it is used on the others.
 """
@@ -91,6 +91,13 @@ def embedded_pairs():
   return rows
 
 
+def embedded_gettext_sources() -> set:
+  """The English of the embedded gettext pairs (UI messages, some of them help paragraphs too)."""
+  with gzip.open(os.path.join(DATA_DIR, "gettext_en_de.train.jsonl.gz"), "rt",
+                 encoding="utf-8") as f:
+    return {json.loads(line)["en"] for line in f}
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -114,7 +121,7 @@ def main(argv=None) -> int:
           f"({100 * same / len(embedded):.1f}%); {len(got)} pairs extracted from those files")
   if args.out:
     outside = [f for f in files if f not in embedded_files]
-    seen = {r["en"] for r in embedded}
+    seen = {r["en"] for r in embedded} | embedded_gettext_sources()
     rows = []
     for r in (r for rel in outside for r in pairs(args.help_dir, rel)):
       if r["en"] != r["de"] and r["en"] not in seen:
