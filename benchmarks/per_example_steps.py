@@ -70,6 +70,7 @@ translate_en_de = functools.partial(translation, source_key="en", target_key="de
 PRECACHE = {
     "gemma_en_de_libreoffice": [translate_en_de, seqio.preprocessors.tokenize],
     "gemma_en_de_gettext": [translate_en_de, seqio.preprocessors.tokenize],
+    "gemma_en_de_libreoffice_ui": [translate_en_de, seqio.preprocessors.tokenize],
     "gemma_quiz_qa": [functools.partial(qa, group_key="src"), seqio.preprocessors.tokenize],
     "gemma_trivia_qa_open": [qa, seqio.preprocessors.tokenize],
     "gemma_lm_python_docs": [lm_text, seqio.preprocessors.tokenize],

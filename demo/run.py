@@ -5,11 +5,12 @@
     python -m demo.run --recipe                 # the quality recipe (README: 19.88 BLEU, 30 min training)
 
 Steps, each with its own progress output:
-  1. cache  `gemma_en_de_libreoffice` and `gemma_quiz_qa` with the Beam pipeline
+  1. cache  `gemma_en_de_libreoffice`, `gemma_en_de_gettext` and `gemma_quiz_qa` with the Beam pipeline
             (`cache_scripts.cache_tasks`, in this process) into `<out>/cache` (skipped when
             already there);
   2. train  a small Gemma (the preset `recipe_gemma2`) on the cached mixture
-            `gemma_en_de_libreoffice_quiz` (translation, and 1 example in 20 from the quiz) with
+            `gemma_en_de_libreoffice_gettext_quiz` (LibreOffice help pairs, gettext UI messages
+            as extra translation data, and 1 example in 25 from the quiz) with
             `model.runner.train` (T5X-layout checkpoints in `<out>/model`), stopped by the time budget;
   3. eval   with `model.runner.evaluate` (seqio.Evaluator) on the test splits: LibreOffice en->de (BLEU),
             quiz and TriviaQA-open (exact match), next to the trivial baselines; greedy
@@ -35,11 +36,11 @@ from gemma_seqio import flags
 from gemma_seqio.flags import option
 
 TRANSLATION_TASK = "gemma_en_de_libreoffice"
-TRAIN_MIXTURE = "gemma_en_de_libreoffice_quiz"   # gemma_tasks.mixtures.EN_DE_WITH_QUIZ
+TRAIN_MIXTURE = "gemma_en_de_libreoffice_gettext_quiz"  # mixtures.EN_DE_WITH_GETTEXT_AND_QUIZ
 QA_TASKS = ("gemma_quiz_qa", "gemma_trivia_qa_open")
 # Beam-cached by the demo. TriviaQA-open (18,800 examples) would cost minutes of a 15-minute
 # budget for the 300 test questions the demo scores, so it is read on the fly.
-CACHED_TASKS = (TRANSLATION_TASK, "gemma_quiz_qa")
+CACHED_TASKS = (TRANSLATION_TASK, "gemma_en_de_gettext", "gemma_quiz_qa")
 
 # The model of the demo and of the quality recipe: a `model.config` preset, also the T5X MODEL
 # of model/runner/configs/gemma_small.gin.

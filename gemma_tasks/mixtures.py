@@ -25,6 +25,13 @@ EN_DE_WITH_GETTEXT_AND_QUIZ = "gemma_en_de_libreoffice_gettext_quiz"
 EN_DE_WITH_GETTEXT_AND_QUIZ_RATES = ((tasks.EN_DE_LIBREOFFICE, 16.0), (tasks.EN_DE_GETTEXT, 8.0),
                                      (tasks.QUIZ_QA, 1.0))
 
+EN_DE_WITH_UI_GETTEXT_AND_QUIZ = "gemma_en_de_libreoffice_ui_gettext_quiz"
+# The same, with the LibreOffice UI strings the gettext pairs lack (menu entries, buttons, box
+# labels, which the help text names all the time) as a third source of translation data.
+EN_DE_WITH_UI_GETTEXT_AND_QUIZ_RATES = (
+    (tasks.EN_DE_LIBREOFFICE, 16.0), (tasks.EN_DE_GETTEXT, 8.0), (tasks.EN_DE_LIBREOFFICE_UI, 8.0),
+    (tasks.QUIZ_QA, 1.0))
+
 
 def register():
   """Adds every mixture once (after `tasks.register()`)."""
@@ -33,6 +40,8 @@ def register():
   seqio.MixtureRegistry.add(QA_MIX, list(QA_MIX_RATES))
   seqio.MixtureRegistry.add(EN_DE_WITH_QUIZ, list(EN_DE_WITH_QUIZ_RATES))
   seqio.MixtureRegistry.add(EN_DE_WITH_GETTEXT_AND_QUIZ, list(EN_DE_WITH_GETTEXT_AND_QUIZ_RATES))
+  seqio.MixtureRegistry.add(EN_DE_WITH_UI_GETTEXT_AND_QUIZ,
+                            list(EN_DE_WITH_UI_GETTEXT_AND_QUIZ_RATES))
   by_size = functools.partial(seqio.mixing_rate_num_examples, split="train")
   qa_mix = seqio.get_mixture_or_task(QA_MIX)
   # Rates = number of training examples; a sub-mixture needs a number, so its size is used.

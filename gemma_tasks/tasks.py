@@ -6,13 +6,15 @@ from gemma_tasks import builders, preprocessors, sources
 
 EN_DE_LIBREOFFICE = "gemma_en_de_libreoffice"
 EN_DE_GETTEXT = "gemma_en_de_gettext"
+EN_DE_LIBREOFFICE_UI = "gemma_en_de_libreoffice_ui"
 TRIVIA_QA_OPEN = "gemma_trivia_qa_open"
 QUIZ_QA = "gemma_quiz_qa"
 LM_PYTHON_DOCS = "gemma_lm_python_docs"
 WMT19_ENDE = "gemma_wmt19_ende"
 TRIVIA_QA_OPEN_TFDS = "gemma_trivia_qa_open_tfds"
 
-EMBEDDED_TASKS = (EN_DE_LIBREOFFICE, EN_DE_GETTEXT, TRIVIA_QA_OPEN, QUIZ_QA, LM_PYTHON_DOCS)
+EMBEDDED_TASKS = (EN_DE_LIBREOFFICE, EN_DE_GETTEXT, EN_DE_LIBREOFFICE_UI, TRIVIA_QA_OPEN, QUIZ_QA,
+                  LM_PYTHON_DOCS)
 TFDS_TASKS = (WMT19_ENDE, TRIVIA_QA_OPEN_TFDS)
 ALL_SPLITS = ("train", "validation", "test")
 # seqio's README split mapping for TriviaQA-open from TFDS (its test split has no answers).
@@ -30,6 +32,10 @@ def register():
   builders.add_translation_task(
       EN_DE_GETTEXT,
       sources.embedded("gettext_en_de", ("train",), fields={"en": str, "de": str}),
+      source_key="en", target_key="de", prefix=preprocessors.TRANSLATE_PREFIX)
+  builders.add_translation_task(   # menu entries, buttons, box labels (tools/extract_ui_pairs.py)
+      EN_DE_LIBREOFFICE_UI,
+      sources.embedded("libreoffice_ui_en_de", ("train",), fields={"en": str, "de": str}),
       source_key="en", target_key="de", prefix=preprocessors.TRANSLATE_PREFIX)
   builders.add_qa_task(
       TRIVIA_QA_OPEN,

@@ -15,7 +15,8 @@ from benchmarks import per_example_steps
 from gemma_tasks import batched, builders, tokenization
 
 
-SPLIT = {"gemma_en_de_gettext": "train", "gemma_quiz_qa": "train", "gemma_lm_python_docs": "train"}
+SPLIT = {"gemma_en_de_gettext": "train", "gemma_en_de_libreoffice_ui": "train", "gemma_quiz_qa": "train",
+         "gemma_lm_python_docs": "train"}
 
 
 def _assert_same(ours: tf.data.Dataset, ref: tf.data.Dataset):

@@ -144,7 +144,7 @@ def test_demo_shows_our_lines_and_logs_the_rest(tmp_path):
                "--max_decode_length", "2", "--budget_minutes", "2", "--no_progress"])
   assert proc.returncode == 0, proc.stdout + proc.stderr
   assert "=== results ===" in proc.stdout and "[train] step 2/2 saved" in proc.stdout
-  assert "training on gemma_en_de_libreoffice_quiz" in proc.stdout
+  assert "training on gemma_en_de_libreoffice_gettext_quiz" in proc.stdout
   # The quiz is also scored per table (its first two test questions are African capitals).
   rows = json.loads((out / "results.json").read_text())["rows"]
   assert [(r["task"], r["examples"]) for r in rows if "group" in r] == [

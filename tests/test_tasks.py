@@ -10,7 +10,7 @@ import tensorflow_datasets as tfds
 import gemma_tasks
 from gemma_tasks import __main__ as cli
 from gemma_seqio import template
-from gemma_tasks import builders, mixtures, rates, sources, tasks
+from gemma_tasks import builders, mixtures, preprocessors, rates, sources, tasks
 
 LENGTHS = {"inputs": 128, "targets": 64}
 
@@ -19,7 +19,8 @@ def test_fixed_names_are_registered():
   for name in ("gemma_en_de_libreoffice", "gemma_trivia_qa_open", "gemma_quiz_qa",
                "gemma_lm_python_docs", "gemma_wmt19_ende", "gemma_trivia_qa_open_tfds"):
     assert name in seqio.TaskRegistry.names()
-  for name in ("gemma_qa_mix", "gemma_all", "gemma_en_de_libreoffice_quiz"):
+  for name in ("gemma_qa_mix", "gemma_all", "gemma_en_de_libreoffice_quiz",
+               "gemma_en_de_libreoffice_gettext_quiz"):
     assert name in seqio.MixtureRegistry.names()
 
 
@@ -103,16 +104,34 @@ def test_quiz_is_scored_per_table():
   assert scores["exact_match"] == pytest.approx(100.0 * n_elements / len(examples))
 
 
-def test_translation_with_quiz_mixture_feeds_both_tasks():
-  mix = seqio.get_mixture_or_task(mixtures.EN_DE_WITH_QUIZ)
-  assert {t.name: mix.get_rate(t) for t in mix.tasks} == dict(mixtures.EN_DE_WITH_QUIZ_RATES)
-  ds = seqio.get_dataset(mixtures.EN_DE_WITH_QUIZ, LENGTHS,
-                         seqio.PrefixLMFeatureConverter(pack=False, bos_id=2),
+@pytest.mark.parametrize("name, rates", [
+    (mixtures.EN_DE_WITH_QUIZ, mixtures.EN_DE_WITH_QUIZ_RATES),
+    (mixtures.EN_DE_WITH_GETTEXT_AND_QUIZ, mixtures.EN_DE_WITH_GETTEXT_AND_QUIZ_RATES)])
+def test_translation_mixtures_feed_each_task_at_its_rate(name, rates):
+  mix = seqio.get_mixture_or_task(name)
+  assert {t.name: mix.get_rate(t) for t in mix.tasks} == dict(rates)
+  ds = seqio.get_dataset(name, LENGTHS, seqio.PrefixLMFeatureConverter(pack=False, bos_id=2),
                          dataset_split="train", shuffle=True, seed=0)
   vocab = seqio.get_mixture_or_task(tasks.QUIZ_QA).output_features["inputs"].vocabulary
   prompts = [vocab.decode(ex["decoder_input_tokens"].tolist()) for ex in ds.take(400).as_numpy_iterator()]
-  quiz = sum("Translate English to German" not in p for p in prompts)
-  assert 5 <= quiz <= 40   # 1 in 20 of 400 examples = 20 expected
+  # Which task an example came from: the quiz has no translation prefix; a translation's English
+  # is in one task's training file only (messages that are in both files are not counted).
+  english = {task: {r["en"] for r in _rows(f"{data}.train.jsonl.gz")} for task, data in (
+      (tasks.EN_DE_LIBREOFFICE, "libreoffice_en_de"), (tasks.EN_DE_GETTEXT, "gettext_en_de"))}
+  counts = {task: 0 for task, _ in rates}
+  for prompt in prompts:
+    if preprocessors.TRANSLATE_PREFIX not in prompt:
+      counts[tasks.QUIZ_QA] += 1
+      continue
+    source = prompt.split(preprocessors.TRANSLATE_PREFIX, 1)[1].split("<end_of_turn>")[0]
+    owners = [task for task in english if source in english[task]]
+    if len(owners) == 1:
+      assert owners[0] in counts, (name, source)
+      counts[owners[0]] += 1
+  total = sum(rate for _, rate in rates)
+  for task, rate in rates:   # within ~3 standard deviations of the expected count
+    expected = 400 * rate / total
+    assert abs(counts[task] - expected) <= 3 * (expected ** 0.5) + 0.1 * expected, (task, counts)
 
 
 def test_gemma_all_rates_are_example_counts_with_a_nested_mixture():

@@ -104,8 +104,11 @@ def main():
   for name, rows in psplit.items():
     counts[f"python_docs.{name}"] = write_jsonl(os.path.join(OUT_DIR, f"python_docs.{name}.jsonl.gz"), rows)
 
-  with open(os.path.join(OUT_DIR, "split_sizes.json"), "w") as f:
-    json.dump(dict(sorted(counts.items())), f, indent=1)
+  sizes_path = os.path.join(OUT_DIR, "split_sizes.json")
+  with open(sizes_path) as f:   # keeps the entries of files other tools write (extract_ui_pairs)
+    sizes = {**json.load(f), **counts}
+  with open(sizes_path, "w") as f:
+    json.dump(dict(sorted(sizes.items())), f, indent=1)
     f.write("\n")
   print(json.dumps(dict(sorted(counts.items())), indent=1))
 

@@ -13,7 +13,8 @@ Pairs are aligned by paragraph id within a help file, as the embedded data is (`
 Held out means unseen: pairs whose English equals the German (code, numbers, names) are left
 out as the embedded data leaves them out, and so is every paragraph whose English text occurs
 anywhere in the embedded data ("Parameters:", "Click OK to apply the changes."), LibreOffice
-pairs and gettext UI messages alike, or earlier in the held-out files.
+pairs and UI messages (gettext pairs, LibreOffice UI strings) alike, or earlier in the held-out
+files.
 `--check` re-extracts the help files that ARE embedded and prints how many embedded pairs come
 out identical, which validates the extraction before it is used on the others.
 """
@@ -92,10 +93,13 @@ def embedded_pairs():
 
 
 def embedded_gettext_sources() -> set:
-  """The English of the embedded gettext pairs (UI messages, some of them help paragraphs too)."""
-  with gzip.open(os.path.join(DATA_DIR, "gettext_en_de.train.jsonl.gz"), "rt",
-                 encoding="utf-8") as f:
-    return {json.loads(line)["en"] for line in f}
+  """The English of the embedded UI messages (the gettext pairs and the LibreOffice UI strings;
+  some of them are help paragraphs too)."""
+  english = set()
+  for name in ("gettext_en_de.train", "libreoffice_ui_en_de.train"):
+    with gzip.open(os.path.join(DATA_DIR, f"{name}.jsonl.gz"), "rt", encoding="utf-8") as f:
+      english.update(json.loads(line)["en"] for line in f)
+  return english
 
 
 def main(argv=None) -> int:

@@ -8,7 +8,7 @@
     `gemma_seqio.flags` generates; `train_step` (the one jitted training step).
   * `inputs` (seqio datasets as batches), `optim`, `mesh` (device mesh, `jax.distributed`),
     `t5x_checkpoints`, `checkpoint_checksums`, `vocab_record`, `train_checks`, `interrupts`,
-    `import_hf` (a HF checkpoint as a T5X `checkpoint_0`), `t5x_run_config`,
+    `import_hf` (a HF checkpoint as a T5X `checkpoint_0`), `average_checkpoints`, `t5x_run_config`,
     `t5x_partitioner` and `seqio_fixes` (used by the gin files), `configs/` (gin files).
 
 It builds on the pure library in `model` (config, layers, transformer, decoding, beams, chat),

@@ -221,8 +221,14 @@ class T5XCheckpointManager:
     """Writes `checkpoint_<step>` and its checksums (a no-op if that step is already saved)."""
     if step in self._manager.all_steps():
       return
+    self.save_state_dict(step, state_dict(params, opt_state, step))
+
+  def save_state_dict(self, step: int, sd: dict) -> None:
+    """Writes `checkpoint_<step>` from a T5X train-state dict (`state_dict`'s layout, or one
+    `restore_state_dict` read) and its checksums."""
+    if step in self._manager.all_steps():
+      return
     ocp = self._ocp
-    sd = state_dict(params, opt_state, step)
     self._manager.save(step, args=ocp.args.Composite(**{STATE_KEY: ocp.args.PyTreeSave(sd)}),
                        force=True)
     self._manager.wait_until_finished()
