@@ -4,7 +4,7 @@
 >>> get_task_or_mixture("gemma_en_de_librefofice")
 Traceback (most recent call last):
 ValueError: No Task or Mixture named 'gemma_en_de_librefofice'. Closest registered names:
-gemma_en_de_libreoffice, gemma_en_de_libreoffice_quiz, gemma_en_de_gettext, ...
+gemma_en_de_libreoffice, gemma_en_de_libreoffice_ui, gemma_en_de_libreoffice_quiz, ...
 """
 import difflib
 

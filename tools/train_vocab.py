@@ -18,6 +18,12 @@ Why these settings (mirroring the real Gemma tokenizer where it matters):
     2026-11-30 from the corrected bsdgames extraction (27 records had been split wrongly); training
     on it would move 113 piece ids and so invalidate every checkpoint and cache made with the
     bundled model, for 15 changed questions. The frozen copy keeps the model reproducible as is.
+  * The gettext pairs are read as they were then too: on 2026-11-30 the 379 pairs whose English is
+    a LibreOffice validation/test paragraph left the embedded file (a translation model must not
+    see them); `tools/vocab_corpus/gettext_en_de.train.left-out-2026-11-30.jsonl.gz` holds them
+    with their line numbers, and they are put back in place here. (So the bundled vocabulary's
+    pieces were learned with those sentences among 146k lines; they fix the piece inventory only,
+    never a translation.)
 """
 import gzip
 import json
@@ -39,10 +45,34 @@ SPECIALS = (["<mask>", "<2mass>", "[@BOS@]"] + [f"<unused{i}>" for i in range(99
             + ["<start_of_turn>", "<end_of_turn>", "\n"])
 
 
-def _rows(name):
-  with gzip.open(FROZEN_INPUTS.get(name, os.path.join(DATA, name)), "rt", encoding="utf-8") as f:
+# name -> rows left out of the embedded file since the model was trained, with their line numbers.
+LEFT_OUT = {
+    "gettext_en_de.train.jsonl.gz": os.path.join(
+        FROZEN, "gettext_en_de.train.left-out-2026-11-30.jsonl.gz"),
+}
+
+
+def _read(path):
+  with gzip.open(path, "rt", encoding="utf-8") as f:
     for line in f:
       yield json.loads(line)
+
+
+def _rows(name):
+  """The rows of an embedded file as they were when the bundled model was trained."""
+  rows = _read(FROZEN_INPUTS.get(name, os.path.join(DATA, name)))
+  if name not in LEFT_OUT:
+    yield from rows
+    return
+  put_back = {r["line"]: r["row"] for r in _read(LEFT_OUT[name])}
+  line = 0
+  for row in rows:
+    while line in put_back:
+      yield put_back.pop(line)
+      line += 1
+    yield row
+    line += 1
+  yield from (put_back[k] for k in sorted(put_back))   # left out at the end of the file
 
 
 def training_lines():
