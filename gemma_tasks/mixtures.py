@@ -13,15 +13,16 @@ ALL = "gemma_all"
 QA_MIX_RATES = ((tasks.TRIVIA_QA_OPEN, 4.0), (tasks.QUIZ_QA, 1.0))
 
 EN_DE_WITH_QUIZ = "gemma_en_de_libreoffice_quiz"
-# What the demo trains on: translation, plus the quiz as 1 example in 20. In the recipe's 30
-# minutes (~190k examples) that is ~10 passes over the 960 quiz questions, at ~2% of the tokens
-# (a quiz example is a third as long as a LibreOffice pair).
+# Translation, plus the quiz as 1 example in 20. In the recipe's 30 minutes (~190k examples) that
+# is ~10 passes over the 960 quiz questions, at ~2% of the tokens (a quiz example is a third as
+# long as a LibreOffice pair).
 EN_DE_WITH_QUIZ_RATES = ((tasks.EN_DE_LIBREOFFICE, 19.0), (tasks.QUIZ_QA, 1.0))
 
 EN_DE_WITH_GETTEXT_AND_QUIZ = "gemma_en_de_libreoffice_gettext_quiz"
-# The same, with the gettext UI messages as extra translation data (pairs whose English is a
-# LibreOffice validation/test paragraph are not in the embedded gettext file): 2 LibreOffice
-# pairs to 1 UI message (a third as many tokens: messages are shorter), the quiz 1 in 25.
+# What the demo trains on: the same, with the gettext UI messages as extra translation data
+# (pairs whose English is a LibreOffice validation/test paragraph are not in the embedded gettext
+# file): 2 LibreOffice pairs to 1 UI message (messages are shorter: ~9 words against ~13), the
+# quiz 1 in 25. 1 message per LibreOffice pair was worse on validation (README, levers).
 EN_DE_WITH_GETTEXT_AND_QUIZ_RATES = ((tasks.EN_DE_LIBREOFFICE, 16.0), (tasks.EN_DE_GETTEXT, 8.0),
                                      (tasks.QUIZ_QA, 1.0))
 
