@@ -44,26 +44,6 @@ class AverageArgs:
   last: int = option(4, help="average this many of the newest complete checkpoints")
 
 
-def _flat(tree, prefix=()):
-  """{('layer_0', 'attn', 'q'): array, ...} of a nested dict of arrays."""
-  if isinstance(tree, dict):
-    out = {}
-    for k, v in tree.items():
-      out.update(_flat(v, prefix + (k,)))
-    return out
-  return {prefix: tree}
-
-
-def _unflat(flat: dict) -> dict:
-  out: dict = {}
-  for path, value in flat.items():
-    node = out
-    for k in path[:-1]:
-      node = node.setdefault(k, {})
-    node[path[-1]] = value
-  return out
-
-
 def mean_params(trees: Sequence[dict], names: Sequence[str]) -> dict:
   """The element-wise mean of parameter trees of one model; `names` say which checkpoint each
   tree is in the errors.
@@ -77,7 +57,8 @@ def mean_params(trees: Sequence[dict], names: Sequence[str]) -> dict:
   Traceback (most recent call last):
   ValueError: parameter w is float32 (2,) in checkpoint_10 but float32 (3,) in checkpoint_20
   """
-  flats = [_flat(t) for t in trees]
+  from flax import traverse_util  # pylint: disable=g-import-not-at-top
+  flats = [traverse_util.flatten_dict(t) for t in trees]
   first = flats[0]
   for flat, name in zip(flats[1:], names[1:]):
     if set(flat) != set(first):
@@ -90,7 +71,7 @@ def mean_params(trees: Sequence[dict], names: Sequence[str]) -> dict:
                          f"but {value.dtype} {value.shape} in {name}")
   mean = {path: (sum(f[path].astype(np.float64) for f in flats) / len(flats)).astype(ref.dtype)
           for path, ref in first.items()}
-  return _unflat(mean)
+  return traverse_util.unflatten_dict(mean)
 
 
 def average(model_dir: str, out_dir: str, last: int) -> str:
