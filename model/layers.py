@@ -12,6 +12,7 @@ N query heads, K key/value heads (G = N // K queries share one), H head_dim, F h
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import jax
@@ -21,6 +22,7 @@ from flax.linen import partitioning as nn_partitioning
 
 from model import partitioning as axes
 from model.config import LOCAL, GemmaConfig
+from model.dense import dense
 
 # Every parameter is declared with its logical axis names (`model.partitioning`): `init` then
 # also returns the `params_axes` collection that T5X's partitioner and our mesh code read.
@@ -68,9 +70,8 @@ class Embedder(nn.Module):
     return (x * jnp.sqrt(jnp.float32(self.embed_dim))).astype(self.dtype)
 
   def decode(self, x: jax.Array) -> jax.Array:
-    table = self.input_embedding.astype(self.dtype)
     # [..., D] -> float32 [..., V]: [B, T, D] for a whole batch, [N, D] for selected positions.
-    return jnp.einsum("...d,vd->...v", x, table, preferred_element_type=jnp.float32)
+    return dense(x, self.input_embedding, self.dtype, jnp.float32, w_transposed=True)
 
 
 def apply_rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
@@ -105,8 +106,8 @@ class FeedForward(nn.Module):
     gate = param_with_axes("gate", init, (d, f), jnp.float32, axes=(axes.EMBED, axes.MLP))
     up = param_with_axes("up", init, (d, f), jnp.float32, axes=(axes.EMBED, axes.MLP))
     down = param_with_axes("down", init, (f, d), jnp.float32, axes=(axes.MLP, axes.EMBED))
-    h = jax.nn.gelu(x @ gate.astype(self.dtype), approximate=True) * (x @ up.astype(self.dtype))
-    return h @ down.astype(self.dtype)
+    h = jax.nn.gelu(dense(x, gate, self.dtype), approximate=True) * dense(x, up, self.dtype)
+    return dense(h, down, self.dtype)
 
 
 def causal_mask(
@@ -179,6 +180,39 @@ def _softcap(logits: jax.Array, cap: Optional[float]) -> jax.Array:
   return logits if cap is None else jnp.tanh(logits / cap) * cap
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def capped_masked_softmax(logits: jax.Array, mask: jax.Array, cap: Optional[float]) -> jax.Array:
+  """`softmax(where(mask, softcap(logits), NEG_INF))` over the last axis, float32, with the
+  gradient written out: `p * (g - sum(g * p))` times the softcap's `1 - tanh^2`, zero where
+  masked. The same values as autodiff of the composition, in two fused passes over the
+  [B, K, G, T, S] scores where autodiff's takes ~1.7x the time (measured on the recipe model).
+
+  logits float32 [B, K, G, T, S], mask bool broadcastable to it.
+
+  >>> p = capped_masked_softmax(jnp.array([[0.0, 1.0, 5.0]]), jnp.array([[True, True, False]]),
+  ...                           None)
+  >>> [round(v, 4) for v in p[0].tolist()]
+  [0.2689, 0.7311, 0.0]
+  """
+  return _capped_masked_softmax_fwd(logits, mask, cap)[0]
+
+
+def _capped_masked_softmax_fwd(logits, mask, cap):
+  probs = jax.nn.softmax(jnp.where(mask, _softcap(logits, cap), NEG_INF), axis=-1)
+  return probs, (probs, logits, mask)
+
+
+def _capped_masked_softmax_bwd(cap, residuals, g):
+  probs, logits, mask = residuals
+  d_capped = probs * (g - jnp.sum(g * probs, axis=-1, keepdims=True))
+  if cap is not None:   # d/dx cap * tanh(x / cap) = 1 - tanh(x / cap)^2, recomputed
+    d_capped = d_capped * (1.0 - jnp.square(jnp.tanh(logits / cap)))
+  return jnp.where(mask, d_capped, 0.0), None
+
+
+capped_masked_softmax.defvjp(_capped_masked_softmax_fwd, _capped_masked_softmax_bwd)
+
+
 def _attend_one_query(query: jax.Array, key: jax.Array, value: jax.Array, mask: jax.Array,
                       softcap: Optional[float]) -> jax.Array:
   """Attention of one new token per row over the cache (a decoding step), in float32.
@@ -229,17 +263,18 @@ class Attention(nn.Module):
     init_out = scaling(1.0, "fan_in", "truncated_normal", in_axis=(0, 1), out_axis=2)
     q_axes = (axes.EMBED, axes.HEADS, axes.KV)
     kv_axes = (axes.EMBED, axes.KV_HEADS, axes.KV)
-    wq = param_with_axes("q", init_in, (d, n, h), jnp.float32, axes=q_axes).astype(dtype)
-    wk = param_with_axes("k", init_in, (d, k, h), jnp.float32, axes=kv_axes).astype(dtype)
-    wv = param_with_axes("v", init_in, (d, k, h), jnp.float32, axes=kv_axes).astype(dtype)
+    wq = param_with_axes("q", init_in, (d, n, h), jnp.float32, axes=q_axes)
+    wk = param_with_axes("k", init_in, (d, k, h), jnp.float32, axes=kv_axes)
+    wv = param_with_axes("v", init_in, (d, k, h), jnp.float32, axes=kv_axes)
     wo = param_with_axes("o", init_out, (n, h, d), jnp.float32,
-                         axes=(axes.HEADS, axes.KV, axes.EMBED)).astype(dtype)
+                         axes=(axes.HEADS, axes.KV, axes.EMBED))
     window = cfg.sliding_window_size if self.attn_type == LOCAL else None
 
     batch, length = x.shape[:2]
-    query = jnp.einsum("btd,dnh->btnh", x, wq)
-    key = jnp.einsum("btd,dkh->btkh", x, wk)
-    value = jnp.einsum("btd,dkh->btkh", x, wv)
+    # [B, T, D] x [D, heads * H]: the head axes flattened into one matrix column axis.
+    query = dense(x, wq.reshape(d, n * h), dtype).reshape(batch, length, n, h)
+    key = dense(x, wk.reshape(d, k * h), dtype).reshape(batch, length, k, h)
+    value = dense(x, wv.reshape(d, k * h), dtype).reshape(batch, length, k, h)
 
     if cached and self.has_variable("cache", "cached_key"):
       cached_key = self.variable("cache", "cached_key", jnp.zeros, (), dtype)
@@ -275,11 +310,10 @@ class Attention(nn.Module):
       encoded = encoded.astype(dtype).reshape(batch, 1, n, h)
     else:
       logits = jnp.einsum("btkgh,bskh->bkgts", grouped, key, preferred_element_type=jnp.float32)
-      logits = _softcap(logits, cfg.attn_logit_softcap)
-      logits = jnp.where(mask[:, None, None], logits, NEG_INF)
-      probs = jax.nn.softmax(logits, axis=-1).astype(dtype)
+      probs = capped_masked_softmax(logits, mask[:, None, None], cfg.attn_logit_softcap)
+      probs = probs.astype(dtype)
       encoded = jnp.einsum("bkgts,bskh->btkgh", probs, value).reshape(batch, length, n, h)
-    return jnp.einsum("btnh,nhd->btd", encoded, wo)
+    return dense(encoded.reshape(batch, length, n * h), wo.reshape(n * h, d), dtype)
 
 
 class Block(nn.Module):

@@ -255,7 +255,11 @@ class GemmaDecoderOnlyModel(_Base):
                                   logit_indices=logit_indices)
     log_z = jax.nn.logsumexp(logits, axis=-1)
     log_probs = logits - log_z[..., None]
-    target_log_prob = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+    # The target's entry picked with a one-hot mask, not a gather: the same value, and the
+    # backward pass is a fused select instead of a scatter into a [N, V] zero tensor.
+    vocab_ids = jnp.arange(logits.shape[-1])
+    is_target = targets[..., None] == vocab_ids
+    target_log_prob = jnp.sum(jnp.where(is_target, log_probs, 0.0), axis=-1)
     if self._label_smoothing:
       vocab = logits.shape[-1]
       low = self._label_smoothing / (vocab - 1)
@@ -280,7 +284,11 @@ class GemmaDecoderOnlyModel(_Base):
     cross_ent = jnp.sum(token_ce * weights) / norm
     z_loss = jnp.sum(token_z * weights) / norm
     loss = cross_ent + z_loss
-    correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+    # argmax == target, written as "the first index holding the largest logit": two plain
+    # reductions, where XLA:CPU runs argmax's (value, index) reduction element by element.
+    top = jnp.max(logits, axis=-1, keepdims=True)
+    first_top = jnp.min(jnp.where(logits == top, vocab_ids, logits.shape[-1]), axis=-1)
+    correct = (first_top == targets).astype(jnp.float32)
     weight_sum = jnp.sum(weights)
     if "decoder_segment_ids" in batch:
       seg = batch["decoder_segment_ids"]
