@@ -92,6 +92,54 @@ def test_resumed_fitted_run_continues_to_its_recorded_length(tmp_path):
                              [float(expected(s)) for s in (6, 7, 8)], rtol=1e-6)
 
 
+def test_a_resized_schedule_trains_as_planned_without_compiling_the_step_again():
+  """The trainer hands the schedule's length to its compiled step as values: a re-sized run
+  takes the same updates as a step built for that length from the start, from one trace."""
+  import jax
+  from model.config import tiny_gemma1
+  from model.runner import optim
+  from model.runner.t5x_model import GemmaDecoderOnlyModel
+  from model.runner.train_step import make_train_step
+  model = GemmaDecoderOnlyModel(tiny_gemma1())
+  params = model.get_initial_variables(jax.random.PRNGKey(0),
+                                       {"decoder_input_tokens": (2, 8)})["params"]
+  tokens = np.random.default_rng(0).integers(4, 4000, (2, 8)).astype(np.int32)
+  batch = {"decoder_input_tokens": tokens, "decoder_target_tokens": tokens,
+           "decoder_loss_weights": np.ones((2, 8), np.float32)}
+  traces = []
+
+  def tx_of(hyper):
+    traces.append(hyper)
+    return optim.adamw_with_clipping(1e-2, total_steps=hyper["total"], warmup_steps=1,
+                                     resized_at=(hyper["at"], hyper["progress"]))
+
+  def run(step_fn, hypers):
+    p, state = params, optim.adamw_with_clipping(1e-2, total_steps=1).init(params)
+    for i, hyper in enumerate(hypers):
+      p, state, _ = step_fn(p, state, batch, i, None, *hyper)
+    return p
+
+  resizable = make_train_step(model, tx_of, donate=False)
+  # 4 planned steps, re-sized to 40 after 2 (half the cosine done then: progress 1/3).
+  short = {"total": np.int32(4), "at": np.int32(1), "progress": np.float32(0)}
+  long = {"total": np.int32(40), "at": np.int32(2), "progress": np.float32(1 / 3)}
+  got = run(resizable, [(short,), (short,), (long,), (long,)])
+  assert len(traces) == 1     # one compilation for both lengths
+  planned = make_train_step(model, optim.adamw_with_clipping(
+      1e-2, total_steps=40, warmup_steps=1, resized_at=(2, 1 / 3)), donate=False)
+  first = make_train_step(model, optim.adamw_with_clipping(1e-2, total_steps=4, warmup_steps=1),
+                          donate=False)
+  p, state = params, optim.adamw_with_clipping(1e-2, total_steps=1).init(params)
+  for i, step_fn in enumerate((first, first, planned, planned)):
+    p, state, _ = step_fn(p, state, batch, i, None)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(p)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+  # and the length matters: the same steps without the re-sizing end elsewhere
+  unsized = run(resizable, [(short,)] * 4)
+  assert max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
+             for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(unsized))) > 1e-4
+
+
 @pytest.mark.slow  # a 36-second time budget
 def test_schedule_fitted_to_the_time_budget_ends_decayed(tmp_path):
   """A first guess of 100,000 steps is re-sized from the measured step time: the run ends when

@@ -47,6 +47,9 @@ TRAIN_ARGS_FILE = "train_args.json"
 SCHEDULE_FILE = "schedule.json"   # the length of a run re-sized by --fit_schedule_to_budget
 MODEL_CONFIG_FILE = "model_config.json"
 METRICS_FILE = "train_metrics.jsonl"
+# A fitted schedule follows the rate of the last this-many steps: long enough that the noise of
+# a shared CPU does not re-size it back and forth, short enough to follow the machine's drift.
+REFIT_WINDOW = 1000
 CURVE_FILE = "learning_curve.png"
 
 # Flags that only shape a new run: a resumed run keeps the model it has (model_config.json), so
@@ -461,14 +464,26 @@ def _run(args: TrainArgs, cfg, model, ckpt, it, batch, start_step: int, schedule
   total_steps, resized_at = schedule_length
   last_stop = _stop_step(args, start_step, total_steps)
 
-  def optimizer(total_steps, resized_at):
-    kw = dict(total_steps=total_steps, warmup_steps=args.warmup_steps,
-              end_factor=args.end_lr_factor, resized_at=resized_at)
-    return (optim.adamw_with_clipping(args.learning_rate, weight_decay=args.weight_decay,
-                                      clip_norm=args.clip_norm, b2=args.b2, **kw),
-            optim.schedule(args.learning_rate, **kw))
+  # The schedule's length reaches the compiled step as values (`hyper`), so re-sizing the run
+  # does not compile the step again (on a fast step, a compilation costs tens of steps).
+  def hyper_of(total_steps, resized_at):
+    start, progress = resized_at or (args.warmup_steps, 0.0)   # None: the plain schedule
+    return {"total_steps": jnp.int32(total_steps), "resized_step": jnp.int32(start),
+            "resized_progress": jnp.float32(progress)}
 
-  tx, lr_fn = optimizer(total_steps, resized_at)
+  def tx_of(hyper):
+    return optim.adamw_with_clipping(
+        args.learning_rate, weight_decay=args.weight_decay, clip_norm=args.clip_norm, b2=args.b2,
+        total_steps=hyper["total_steps"], warmup_steps=args.warmup_steps,
+        end_factor=args.end_lr_factor, resized_at=(hyper["resized_step"], hyper["resized_progress"]))
+
+  def lr_fn_of(total_steps, resized_at):
+    return optim.schedule(args.learning_rate, total_steps=total_steps,
+                          warmup_steps=args.warmup_steps, end_factor=args.end_lr_factor,
+                          resized_at=resized_at)
+
+  hyper = hyper_of(total_steps, resized_at)
+  tx, lr_fn = tx_of(hyper), lr_fn_of(total_steps, resized_at)
   root_rng = jax.random.PRNGKey(args.seed)
   init_rng, dropout_root = jax.random.split(root_rng)
   # Created sharded on the mesh (one device: the plain arrays of before).
@@ -483,11 +498,9 @@ def _run(args: TrainArgs, cfg, model, ckpt, it, batch, start_step: int, schedule
 
   # One compilation per loss-position bucket (a handful: rows of one task carry similar shares
   # of target tokens).
-  def step_of(tx):
-    return make_train_step(model, tx, dropout_rng=dropout_root if cfg.dropout_rate > 0 else None,
-                           out_shardings=(param_sh, state_sh, plan.replicated))
-
-  train_step = step_of(tx)
+  train_step = make_train_step(model, tx_of,
+                               dropout_rng=dropout_root if cfg.dropout_rate > 0 else None,
+                               out_shardings=(param_sh, state_sh, plan.replicated))
 
   writer = (tf.summary.create_file_writer(os.path.join(model_dir, "train")) if primary
             else tf.summary.create_noop_writer())
@@ -504,8 +517,7 @@ def _run(args: TrainArgs, cfg, model, ckpt, it, batch, start_step: int, schedule
           f"steps {start_step} -> {last_stop} of {total_steps}"
           + (f" (resumed from checkpoint_{start_step})" if start_step else ""), flush=True)
   fit = deadline is not None and args.fit_schedule_to_budget
-  step_times = []   # end of each step since the last (re)compilation of the step
-  resized_time, compile_seconds = None, 0.0
+  step_times = []   # end of each step of this run
   bar = tqdm(total=total_steps, initial=start_step, disable=not (args.progress and primary),
              dynamic_ncols=True, desc="train", mininterval=1.0, file=sys.stdout)
   step = start_step
@@ -526,7 +538,7 @@ def _run(args: TrainArgs, cfg, model, ckpt, it, batch, start_step: int, schedule
           break
         tokens = int(np.sum(batch["decoder_target_tokens"] > 0)) * jax.process_count()
         params, opt_state, metrics = train_step(params, opt_state, plan.global_batch(batch),
-                                                jnp.int32(step), positions)
+                                                jnp.int32(step), positions, hyper)
         # The step runs asynchronously: read the next batch meanwhile, then wait for the loss.
         batch = next(it) if step + 1 < last_stop else None
         loss = float(metrics["loss"])
@@ -544,8 +556,6 @@ def _run(args: TrainArgs, cfg, model, ckpt, it, batch, start_step: int, schedule
         window.add(loss, float(metrics["accuracy"]), grad_norm, tokens)
         bar.update(1)
         step_times.append(time.time())
-        if resized_time is not None and len(step_times) == 1:
-          compile_seconds = step_times[0] - resized_time   # the first step after a re-sizing
         if step % args.log_every == 0 or step == last_stop:
           now = time.time()
           row = window.flush(step, now - t_window, float(lr_fn(step - 1)))
@@ -565,9 +575,8 @@ def _run(args: TrainArgs, cfg, model, ckpt, it, batch, start_step: int, schedule
                   f"{row['tokens_per_second']:.0f} tok/s", flush=True)
         # After the log row: it shows the rate this step used.
         if fit and step % args.log_every == 0:
-          # The step is compiled again after a re-sizing: keep the time that took.
           refit = _agree_on_total(refit_total_steps(
-              step, total_steps, step_times, deadline - time.time() - compile_seconds,
+              step, total_steps, step_times[-REFIT_WINDOW:], deadline - time.time(),
               args.warmup_steps,
               min_seconds_left=min(60.0, 6.0 * args.time_budget_minutes)))
           if refit:
@@ -576,13 +585,11 @@ def _run(args: TrainArgs, cfg, model, ckpt, it, batch, start_step: int, schedule
                 resized_at=resized_at))
             old_total, total_steps = total_steps, refit
             resized_at = (step, progress) if step > args.warmup_steps else None
-            tx, lr_fn = optimizer(total_steps, resized_at)
-            train_step = step_of(tx)   # same state layout; compiles again
+            hyper, lr_fn = hyper_of(total_steps, resized_at), lr_fn_of(total_steps, resized_at)
             last_stop = _stop_step(args, start_step, total_steps)
             if batch is None and step < last_stop:
               batch = next(it)
             bar.total = total_steps
-            step_times, resized_time = [], time.time()
             if primary:
               _write_json(os.path.join(model_dir, SCHEDULE_FILE),
                           {"train_steps": total_steps, "resized_at": resized_at})
@@ -639,8 +646,8 @@ def _input_shards(args: TrainArgs, plan) -> List[int]:
 def refit_total_steps(step: int, total_steps: int, step_times: Sequence[float],
                       seconds_left: float, warmup_steps: int, *, min_steps: int = 50,
                       tolerance: float = 0.03, min_seconds_left: float = 60.0) -> Optional[int]:
-  """The run's new length when the step time measured so far (`step_times`: the end time of
-  each step since the step was last compiled) says the time left holds a number of steps more
+  """The run's new length when the step time measured so far (`step_times`: the end times of
+  the last steps, `REFIT_WINDOW` in the trainer) says the time left holds a number of steps more
   than `tolerance` off the plan; else None. Not in the last `min_seconds_left` (the trainer:
   a minute, or a tenth of a shorter budget; the end is near enough), and not on fewer than
   `min_steps` measured steps.

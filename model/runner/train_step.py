@@ -25,10 +25,13 @@ from typing import Any, Callable, Optional
 
 def make_train_step(model, tx, *, dropout_rng=None, out_shardings: Optional[Any] = None,
                     donate: bool = True) -> Callable:
-  """`step(params, opt_state, batch, step, max_loss_positions) -> (params, opt_state, metrics)`,
-  jitted.
+  """`step(params, opt_state, batch, step, max_loss_positions[, hyper]) -> (params, opt_state,
+  metrics)`, jitted.
 
-  `model` is a `GemmaDecoderOnlyModel` (its `weighted_loss`), `tx` an optax transformation.
+  `model` is a `GemmaDecoderOnlyModel` (its `weighted_loss`), `tx` an optax transformation, or
+  a function `hyper -> transformation` of the step's last argument `hyper` (a pytree of jax
+  scalars, e.g. the schedule's length): the trainer re-sizes its schedule through it without
+  compiling the step again. The optimizer state's layout must not depend on `hyper`.
   `metrics` are the loss's (`loss`, `accuracy`, ...) plus `grad_norm`, before clipping.
   `dropout_rng`: the root key of dropout, folded with `step` (None: no dropout, `step` unused).
   `max_loss_positions` is static (`model.runner.train.loss_positions_bucket`; None: logits at
@@ -39,12 +42,14 @@ def make_train_step(model, tx, *, dropout_rng=None, out_shardings: Optional[Any]
   import jax  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
 
-  def step_fn(params, opt_state, batch, step, max_loss_positions):
+  tx_of = (lambda _: tx) if isinstance(tx, optax.GradientTransformation) else tx
+
+  def step_fn(params, opt_state, batch, step, max_loss_positions, hyper=None):
     rng = jax.random.fold_in(dropout_rng, step) if dropout_rng is not None else None
     loss_fn = functools.partial(model.weighted_loss, max_loss_positions=max_loss_positions)
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
     grad_norm = optax.global_norm(grads)
-    updates, opt_state = tx.update(grads, opt_state, params)
+    updates, opt_state = tx_of(hyper).update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     return params, opt_state, dict(metrics, grad_norm=grad_norm)
 
