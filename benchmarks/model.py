@@ -14,7 +14,7 @@
    + 4 * tokens * seq * layers * heads * head_dim (QK^T and PV over the full [seq, seq] score
    matrix that is computed). MFU = model FLOP/s / matmul peak. Then where the step's time goes:
    XLA's op timings from `jax.profiler`, grouped by model part (`benchmarks.xla_profile`), for
-   this step and for the recipe model's (`demo.run.RECIPE_TRAIN`: bfloat16, 16 x 192, loss on
+   this step and for the recipe model's (`demo.run.RECIPE_TRAIN`: bfloat16, 8 x 192, loss on
    the answers; its tokens/s is the recipe's training speed).
 3. Greedy decoding: the same random Gemma 2 weights as a `transformers` `Gemma2ForCausalLM`
    (fp32, eager attention, its own KV cache in `generate`) and, via `save_pretrained` +
