@@ -31,6 +31,7 @@ the directory self-describing: `model.runner.evaluate --checkpoint_dir <model_di
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import math
@@ -471,19 +472,20 @@ def _run(args: TrainArgs, cfg, model, ckpt, it, batch, start_step: int, schedule
     return {"total_steps": jnp.int32(total_steps), "resized_step": jnp.int32(start),
             "resized_progress": jnp.float32(progress)}
 
-  def tx_of(hyper):
-    return optim.adamw_with_clipping(
-        args.learning_rate, weight_decay=args.weight_decay, clip_norm=args.clip_norm, b2=args.b2,
-        total_steps=hyper["total_steps"], warmup_steps=args.warmup_steps,
-        end_factor=args.end_lr_factor, resized_at=(hyper["resized_step"], hyper["resized_progress"]))
+  def schedule_kw(hyper):
+    return dict(total_steps=hyper["total_steps"], warmup_steps=args.warmup_steps,
+                end_factor=args.end_lr_factor,
+                resized_at=(hyper["resized_step"], hyper["resized_progress"]))
 
-  def lr_fn_of(total_steps, resized_at):
-    return optim.schedule(args.learning_rate, total_steps=total_steps,
-                          warmup_steps=args.warmup_steps, end_factor=args.end_lr_factor,
-                          resized_at=resized_at)
+  def tx_of(hyper):
+    return optim.adamw_with_clipping(args.learning_rate, weight_decay=args.weight_decay,
+                                     clip_norm=args.clip_norm, b2=args.b2, **schedule_kw(hyper))
+
+  def lr_fn_of(hyper):   # the rate the step applies, for the log
+    return optim.schedule(args.learning_rate, **schedule_kw(hyper))
 
   hyper = hyper_of(total_steps, resized_at)
-  tx, lr_fn = tx_of(hyper), lr_fn_of(total_steps, resized_at)
+  tx, lr_fn = tx_of(hyper), lr_fn_of(hyper)
   root_rng = jax.random.PRNGKey(args.seed)
   init_rng, dropout_root = jax.random.split(root_rng)
   # Created sharded on the mesh (one device: the plain arrays of before).
@@ -517,7 +519,7 @@ def _run(args: TrainArgs, cfg, model, ckpt, it, batch, start_step: int, schedule
           f"steps {start_step} -> {last_stop} of {total_steps}"
           + (f" (resumed from checkpoint_{start_step})" if start_step else ""), flush=True)
   fit = deadline is not None and args.fit_schedule_to_budget
-  step_times = []   # end of each step of this run
+  step_times = collections.deque(maxlen=REFIT_WINDOW)   # end of each of the last steps
   bar = tqdm(total=total_steps, initial=start_step, disable=not (args.progress and primary),
              dynamic_ncols=True, desc="train", mininterval=1.0, file=sys.stdout)
   step = start_step
@@ -576,7 +578,7 @@ def _run(args: TrainArgs, cfg, model, ckpt, it, batch, start_step: int, schedule
         # After the log row: it shows the rate this step used.
         if fit and step % args.log_every == 0:
           refit = _agree_on_total(refit_total_steps(
-              step, total_steps, step_times[-REFIT_WINDOW:], deadline - time.time(),
+              step, total_steps, step_times, deadline - time.time(),
               args.warmup_steps,
               min_seconds_left=min(60.0, 6.0 * args.time_budget_minutes)))
           if refit:
@@ -585,7 +587,8 @@ def _run(args: TrainArgs, cfg, model, ckpt, it, batch, start_step: int, schedule
                 resized_at=resized_at))
             old_total, total_steps = total_steps, refit
             resized_at = (step, progress) if step > args.warmup_steps else None
-            hyper, lr_fn = hyper_of(total_steps, resized_at), lr_fn_of(total_steps, resized_at)
+            hyper = hyper_of(total_steps, resized_at)
+            lr_fn = lr_fn_of(hyper)
             last_stop = _stop_step(args, start_step, total_steps)
             if batch is None and step < last_stop:
               batch = next(it)
