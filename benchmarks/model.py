@@ -15,7 +15,8 @@
    matrix that is computed). MFU = model FLOP/s / matmul peak. Then where the step's time goes:
    XLA's op timings from `jax.profiler`, grouped by model part (`benchmarks.xla_profile`), for
    this step and for the recipe model's (`demo.run.RECIPE_TRAIN`: bfloat16, 8 x 192, loss on
-   the answers; its tokens/s is the recipe's training speed).
+   the answers; its tokens/s is the recipe's training speed; `--recipe-batches 16,32` times it
+   at other rows per step too).
 3. Greedy decoding: the same random Gemma 2 weights as a `transformers` `Gemma2ForCausalLM`
    (fp32, eager attention, its own KV cache in `generate`) and, via `save_pretrained` +
    `load_hf_checkpoint`, in ours (`model.generate`, jitted while-loop over a static KV cache).
@@ -250,6 +251,9 @@ def main(argv=None):
   p.add_argument("--new-tokens", type=int, default=128)
   p.add_argument("--no-recipe-step", dest="recipe_step", action="store_false",
                  help="skip the recipe model's train step and its profile")
+  p.add_argument("--recipe-batches", default="",
+                 help="comma-separated rows per step to time the recipe's step at besides its own "
+                      "(e.g. 16,32: its tokens/s does not depend on the rows per step)")
   p.add_argument("--beam-config", default="recipe_gemma2",
                  help="model.config preset of the beam search comparison ('' to skip it)")
   p.add_argument("--beam-batch", type=int, default=64)
@@ -291,12 +295,15 @@ def main(argv=None):
     rcfg = get_config(RECIPE_PRESET).replace(dtype=RECIPE_TRAIN["dtype"])
     rbatch, rseq = RECIPE_TRAIN["batch_size"], (RECIPE_TRAIN["inputs_length"]
                                                  + RECIPE_TRAIN["targets_length"])
-    s, _, _ = bench_train(rcfg, rbatch, rseq, args.train_steps, 0.5, 256)
-    rflops = train_step_flops(rcfg, rbatch, rseq)
-    print(f"recipe train step ({RECIPE_PRESET}, {RECIPE_TRAIN['dtype']}, {rbatch} x {rseq}, loss "
-          f"on the second half of each row, logits at those positions): {s * 1e3:.0f} ms/step, "
-          f"{rbatch * rseq / s:,.0f} tokens/s, MFU {rflops / s / peak:.1%} (logits counted at "
-          "every position)")
+    print(f"recipe train step ({RECIPE_PRESET}, {RECIPE_TRAIN['dtype']}, rows of {rseq}, loss on "
+          "the second half of each row, logits at those positions; MFU counts logits at every "
+          "position):")
+    for rows in sorted({rbatch, *(int(b) for b in args.recipe_batches.split(",") if b)}):
+      s, _, _ = bench_train(rcfg, rows, rseq, args.train_steps, 0.5, 256)
+      rflops = train_step_flops(rcfg, rows, rseq)
+      print(f"  {rows:>3} rows{' (the recipe)' if rows == rbatch else '':<13} "
+            f"{s * 1e3:6.0f} ms/step  {rows * rseq / s:8,.0f} tokens/s  "
+            f"MFU {rflops / s / peak:.1%}")
     print("  where its time goes:")
     _print_profile(profile_train_step(rcfg, rbatch, rseq, 0.5, 256, args.runs))
 

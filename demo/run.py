@@ -50,10 +50,12 @@ RECIPE_PRESET = "recipe_gemma2"
 # LibreOffice pairs each (mean 41 prompt + 26 answer tokens); best-fit packing wastes less.
 # 8 rows per step: twice the updates of 16 rows for the same tokens (the step's tokens/s is the
 # same), which raised validation BLEU from 19.85 to 21.31 (README, the levers table); the
-# learning rate scaled by sqrt(1/2) and the warmup kept at the same number of tokens.
+# learning rate scaled by sqrt(1/2) and the warmup kept at the same number of tokens. The model
+# learns its ~60k pairs far better than it generalises: AdamW weight decay 0.1 (instead of 0.01)
+# and label smoothing 0.1 regularise without slowing the step, validation 21.31 -> 22.85.
 RECIPE_TRAIN = dict(inputs_length=96, targets_length=96, batch_size=8, packing="best_fit",
-                    learning_rate=1.4e-3, warmup_steps=200, end_lr_factor=0.05, weight_decay=0.01,
-                    clip_norm=1.0, dtype="bfloat16", seed=0)
+                    learning_rate=1.4e-3, warmup_steps=200, end_lr_factor=0.05, weight_decay=0.1,
+                    label_smoothing=0.1, clip_norm=1.0, dtype="bfloat16", seed=0)
 
 
 def _stage(title: str) -> None:
