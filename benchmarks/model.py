@@ -253,7 +253,7 @@ def main(argv=None):
                  help="skip the recipe model's train step and its profile")
   p.add_argument("--recipe-batches", default="",
                  help="comma-separated rows per step to time the recipe's step at besides its own "
-                      "(e.g. 16,32: its tokens/s does not depend on the rows per step)")
+                      "(e.g. 16,32: how its tokens/s changes with the rows per step)")
   p.add_argument("--beam-config", default="recipe_gemma2",
                  help="model.config preset of the beam search comparison ('' to skip it)")
   p.add_argument("--beam-batch", type=int, default=64)
