@@ -48,8 +48,8 @@ RECIPE_PRESET = "recipe_gemma2"
 
 # Training settings of the demo / recipe (TrainArgs fields). Rows of 96 + 96 tokens hold ~3
 # LibreOffice pairs each (mean 41 prompt + 26 answer tokens); best-fit packing wastes less.
-# 8 rows per step: twice the updates of 16 rows for the same tokens (the step's tokens/s is the
-# same), which raised validation BLEU from 19.85 to 21.31 (README, the levers table); the
+# 8 rows per step: twice the updates of 16 rows for the same tokens (the step's tokens/s was the
+# same in one benchmark run, 17% lower than at 16 rows in another), which raised validation BLEU from 19.85 to 21.31 (README, the levers table); the
 # learning rate scaled by sqrt(1/2) and the warmup kept at the same number of tokens. The model
 # learns its ~60k pairs far better than it generalises: AdamW weight decay 0.1 (instead of 0.01)
 # and label smoothing 0.1 regularise without slowing the step, validation 21.31 -> 22.85.
