@@ -5,23 +5,27 @@
     python -m demo.run --recipe                 # the quality recipe (README: 25.75 BLEU, 30 min training)
 
 Steps, each with its own progress output:
-  1. cache  `gemma_en_de_libreoffice`, `gemma_en_de_gettext` and `gemma_quiz_qa` with the Beam pipeline
+  1. cache  `gemma_en_de_libreoffice`, `gemma_en_de_gettext`, `gemma_quiz_qa` and `gemma_quiz_facts`
+            with the Beam pipeline
             (`cache_scripts.cache_tasks`, in this process) into `<out>/cache` (skipped when
             already there);
   2. train  a small Gemma (the preset `recipe_gemma2`) on the cached mixture
-            `gemma_en_de_libreoffice_gettext_quiz` (LibreOffice help pairs, gettext UI messages
-            as extra translation data, and 1 example in 25 from the quiz) with
+            `gemma_en_de_libreoffice_gettext_quiz_facts` (LibreOffice help pairs, gettext UI
+            messages as extra translation data, 1 example in 29 from the quiz and 4 statements
+            of its training facts) with
             `model.runner.train` (T5X-layout checkpoints in `<out>/model`), stopped by the time budget;
   3. eval   with `model.runner.evaluate` (seqio.Evaluator) on the test splits: LibreOffice en->de (BLEU),
-            quiz and TriviaQA-open (exact match), next to the trivial baselines; greedy
+            quiz (two splits) and TriviaQA-open (exact match), next to the trivial baselines; greedy
             decoding, or 4-beam search with --recipe (`--beam_size`);
   4. print  one table (the quiz also per table: elements, capitals, ...), write
             `<out>/results.json`, keep `<out>/model/learning_curve.png`.
 
-The quiz's test questions are not in its training split, so its rows measure what the model
-infers about facts it never saw, table by table, next to the most common training answer of each
-table. TriviaQA is not trained on: its row shows what the model does with questions it was never
-taught to answer.
+The quiz is scored on two splits, table by table, next to the most common training answer of
+each table: `reworded` asks the facts of its training split in words no training example uses
+(did the model learn the facts, or the strings of its questions?); `test` asks facts that are
+in no training example (what a model that knows only its training data can infer: close to
+nothing). TriviaQA is not trained on: its row shows what the model does with questions it was
+never taught to answer.
 """
 from __future__ import annotations
 
@@ -36,11 +40,14 @@ from gemma_seqio import flags
 from gemma_seqio.flags import option
 
 TRANSLATION_TASK = "gemma_en_de_libreoffice"
-TRAIN_MIXTURE = "gemma_en_de_libreoffice_gettext_quiz"  # mixtures.EN_DE_WITH_GETTEXT_AND_QUIZ
-QA_TASKS = ("gemma_quiz_qa", "gemma_trivia_qa_open")
+TRAIN_MIXTURE = "gemma_en_de_libreoffice_gettext_quiz_facts"  # mixtures.EN_DE_WITH_GETTEXT_AND_QUIZ_FACTS
+# (task, split, examples scored) of the exact-match rows: the quiz's splits whole (960 and 132
+# questions), the first 300 of TriviaQA's 11,313.
+QA_EVALS = (("gemma_quiz_qa", "reworded", None), ("gemma_quiz_qa", "test", None),
+            ("gemma_trivia_qa_open", "test", 300))
 # Beam-cached by the demo. TriviaQA-open (18,800 examples) would cost minutes of a 15-minute
 # budget for the 300 test questions the demo scores, so it is read on the fly.
-CACHED_TASKS = (TRANSLATION_TASK, "gemma_en_de_gettext", "gemma_quiz_qa")
+CACHED_TASKS = (TRANSLATION_TASK, "gemma_en_de_gettext", "gemma_quiz_qa", "gemma_quiz_facts")
 
 # The model of the demo and of the quality recipe: a `model.config` preset, also the T5X MODEL
 # of model/runner/configs/gemma_small.gin.
@@ -203,7 +210,8 @@ class DemoArgs:
                      help="initialisation and data order of the training run")
   translation_eval_examples: Optional[int] = option(
       None, help="first N test examples of LibreOffice en->de (default: all 1,679)")
-  qa_eval_examples: int = option(300, help="first N test examples of each QA task")
+  qa_eval_examples: Optional[int] = option(
+      None, help="first N examples of each QA split (default: the quiz's whole, TriviaQA's 300)")
   eval_batch_size: int = option(64, help="examples decoded at once")
   beam_size: Optional[int] = option(
       None, help="beams when decoding the test splits (default: 4 with --recipe, else 1 = "
@@ -295,23 +303,23 @@ def _run(opts: DemoArgs, out: str, t_start: float) -> int:
       f" ({beam_size} beams, length penalty {opts.length_penalty})" if beam_size > 1 else
       " (greedy)"))
   rows = []
-  eval_plan = [(TRANSLATION_TASK, opts.translation_eval_examples)]
-  eval_plan += [(t, opts.qa_eval_examples) for t in QA_TASKS]
+  eval_plan = [(TRANSLATION_TASK, "test", opts.translation_eval_examples)]
+  eval_plan += [(t, split, opts.qa_eval_examples or n) for t, split, n in QA_EVALS]
   summaries = {}
-  for task, n in eval_plan:
+  for task, split, n in eval_plan:
     cached = use_cached and task in CACHED_TASKS
     summary = evaluate.evaluate(evaluate.EvalArgs(
-        checkpoint_dir=model_dir, task=task, split="test", num_examples=n,
+        checkpoint_dir=model_dir, task=task, split=split, num_examples=n,
         batch_size=opts.eval_batch_size, max_decode_length=opts.max_decode_length,
         baselines=True, use_cached=cached, beam_size=beam_size,
         length_penalty=opts.length_penalty,
         cache_dirs=(cache_dir,) if cached else (), progress=opts.progress,
-        output_dir=os.path.join(out, "eval", task)))
-    summaries[task] = summary
+        output_dir=os.path.join(out, "eval", task, split)))
+    summaries.setdefault(task, summary)
     entry = summary["tasks"][task]
     base = entry.get("baseline") or {}
     metric = "bleu" if "bleu" in entry["metrics"] else "exact_match"
-    rows.append({"task": task, "split": "test", "examples": entry["examples"], "metric": metric,
+    rows.append({"task": task, "split": split, "examples": entry["examples"], "metric": metric,
                  "value": entry["metrics"][metric],
                  "baseline": base.get("metrics", {}).get(metric),
                  "baseline_name": base.get("name", ""), "decode_seconds": entry["decode_seconds"]})

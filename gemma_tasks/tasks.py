@@ -9,14 +9,17 @@ EN_DE_GETTEXT = "gemma_en_de_gettext"
 EN_DE_LIBREOFFICE_UI = "gemma_en_de_libreoffice_ui"
 TRIVIA_QA_OPEN = "gemma_trivia_qa_open"
 QUIZ_QA = "gemma_quiz_qa"
+QUIZ_FACTS = "gemma_quiz_facts"
 LM_PYTHON_DOCS = "gemma_lm_python_docs"
 WMT19_ENDE = "gemma_wmt19_ende"
 TRIVIA_QA_OPEN_TFDS = "gemma_trivia_qa_open_tfds"
 
 EMBEDDED_TASKS = (EN_DE_LIBREOFFICE, EN_DE_GETTEXT, EN_DE_LIBREOFFICE_UI, TRIVIA_QA_OPEN, QUIZ_QA,
-                  LM_PYTHON_DOCS)
+                  QUIZ_FACTS, LM_PYTHON_DOCS)
 TFDS_TASKS = (WMT19_ENDE, TRIVIA_QA_OPEN_TFDS)
 ALL_SPLITS = ("train", "validation", "test")
+# The quiz's extra split: its training facts asked in words no training example uses.
+QUIZ_SPLITS = ALL_SPLITS + ("reworded",)
 # seqio's README split mapping for TriviaQA-open from TFDS (its test split has no answers).
 TRIVIA_QA_TFDS_SPLITS = {"train": "train[:90%]", "validation": "train[90%:]", "test": "validation"}
 
@@ -41,9 +44,14 @@ def register():
       TRIVIA_QA_OPEN,
       sources.embedded("trivia_qa_open", ALL_SPLITS, fields={"question": str, "answers": list}))
   builders.add_qa_task(
-      QUIZ_QA, sources.embedded("quiz_qa", ALL_SPLITS,
+      QUIZ_QA, sources.embedded("quiz_qa", QUIZ_SPLITS,
                                 fields={"question": str, "answers": list, "src": str}),
       group_key="src")   # exact match per quiz table (elements, capitals, ...)
+  # Each fact of the quiz's training split in three statements, read as plain text: a model that
+  # reads a fact in several phrasings keys it on the thing asked about ("Algeria"), not on the
+  # wording of one question, and answers the `reworded` questions (README, the quiz).
+  builders.add_lm_task(
+      QUIZ_FACTS, sources.embedded("quiz_facts", ("train",), fields={"text": str}))
   builders.add_lm_task(
       LM_PYTHON_DOCS, sources.embedded("python_docs", ALL_SPLITS, fields={"text": str}))
 

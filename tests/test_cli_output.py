@@ -144,11 +144,15 @@ def test_demo_shows_our_lines_and_logs_the_rest(tmp_path):
                "--max_decode_length", "2", "--budget_minutes", "2", "--no_progress"])
   assert proc.returncode == 0, proc.stdout + proc.stderr
   assert "=== results ===" in proc.stdout and "[train] step 2/2 saved" in proc.stdout
-  assert "training on gemma_en_de_libreoffice_gettext_quiz" in proc.stdout
-  # The quiz is also scored per table (its first two test questions are African capitals).
+  assert "training on gemma_en_de_libreoffice_gettext_quiz_facts" in proc.stdout
+  # The quiz is scored on two splits, also per table (the first two questions of each are
+  # African capitals).
   rows = json.loads((out / "results.json").read_text())["rows"]
-  assert [(r["task"], r["examples"]) for r in rows if "group" in r] == [
-      ("  gemma_quiz_qa: africa", 2)]
+  assert [(r["task"], r["split"]) for r in rows if "group" not in r] == [
+      ("gemma_en_de_libreoffice", "test"), ("gemma_quiz_qa", "reworded"), ("gemma_quiz_qa", "test"),
+      ("gemma_trivia_qa_open", "test")]
+  assert [(r["task"], r["split"], r["examples"]) for r in rows if "group" in r] == [
+      ("  gemma_quiz_qa: africa", "reworded", 2), ("  gemma_quiz_qa: africa", "test", 2)]
   assert "gemma_quiz_qa: africa" in proc.stdout
   _assert_quiet(proc)
   log = (out / "demo.log").read_text()

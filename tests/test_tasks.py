@@ -1,5 +1,6 @@
 """Registered tasks and mixtures on the embedded data, TFDS tasks on mock data, user helpers."""
 import gzip
+import importlib.util
 import json
 import os
 
@@ -20,7 +21,7 @@ def test_fixed_names_are_registered():
                "gemma_lm_python_docs", "gemma_wmt19_ende", "gemma_trivia_qa_open_tfds"):
     assert name in seqio.TaskRegistry.names()
   for name in ("gemma_qa_mix", "gemma_all", "gemma_en_de_libreoffice_quiz",
-               "gemma_en_de_libreoffice_gettext_quiz"):
+               "gemma_en_de_libreoffice_gettext_quiz", "gemma_en_de_libreoffice_gettext_quiz_facts"):
     assert name in seqio.MixtureRegistry.names()
 
 
@@ -33,7 +34,7 @@ def test_embedded_task_tokens_decode_to_the_formatted_text(name):
   assert len(examples) == 20
   for ex in examples:
     assert ex["targets"].shape[0] > 0 and 2 not in ex["inputs"].numpy()  # no BOS in task features
-    if name != tasks.LM_PYTHON_DOCS:
+    if name not in (tasks.LM_PYTHON_DOCS, tasks.QUIZ_FACTS):
       assert vocab.decode(ex["inputs"].numpy().tolist()) == ex["inputs_pretokenized"].numpy().decode()
       assert ex["inputs"].numpy()[0] == 106
       assert ex["targets"].numpy()[-1] == 107 or len(ex["targets"]) == LENGTHS["targets"]
@@ -104,9 +105,60 @@ def test_quiz_is_scored_per_table():
   assert scores["exact_match"] == pytest.approx(100.0 * n_elements / len(examples))
 
 
+def _build_tool():
+  spec = importlib.util.spec_from_file_location(
+      "build_embedded_data", os.path.join(os.path.dirname(__file__), "..", "tools",
+                                          "build_embedded_data.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_quiz_facts_and_reworded_questions_are_the_training_facts_only():
+  """Three statements and one reworded question per training question, none of a held-out fact,
+  and no reworded question in the words of any quiz question."""
+  tool = _build_tool()
+  train = _rows("quiz_qa.train.jsonl.gz")
+  facts = [r["text"] for r in _rows("quiz_facts.train.jsonl.gz")]
+  reworded = _rows("quiz_qa.reworded.jsonl.gz")
+  expected_facts, expected_questions = [], []
+  for r in train:
+    statements, question = tool.quiz_rewritten(r["question"], preprocessors.pick_alias(r["answers"]))
+    expected_facts += statements
+    expected_questions.append(question)
+  assert facts == expected_facts and len(facts) == 3 * len(train) == 2880
+  assert [r["question"] for r in reworded] == expected_questions
+  assert [(r["answers"], r["src"]) for r in reworded] == [(r["answers"], r["src"]) for r in train]
+  asked = {r["question"] for split in ("train", "validation", "test")
+           for r in _rows(f"quiz_qa.{split}.jsonl.gz")}
+  assert not asked & set(expected_questions)
+  # A held-out fact's statement would end in its answer after its subject: none does.
+  held_out = _rows("quiz_qa.test.jsonl.gz") + _rows("quiz_qa.validation.jsonl.gz")
+  for r in held_out:
+    statements, _ = tool.quiz_rewritten(r["question"], preprocessors.pick_alias(r["answers"]))
+    assert not set(statements) & set(facts), r
+  with pytest.raises(ValueError, match="matches no pattern.*'Who is it\?'"):
+    tool.quiz_rewritten("Who is it?", "me")
+
+
+def test_quiz_reworded_split_reads_like_the_test_split():
+  task = seqio.get_mixture_or_task(tasks.QUIZ_QA)
+  ex = next(task.get_dataset(LENGTHS, split="reworded", shuffle=False).as_numpy_iterator())
+  expected = {"inputs_pretokenized": template.format_prompt("Name the capital of Algeria."),
+              "targets_pretokenized": template.format_response("Algiers"), "group": "africa"}
+  assert {k: ex[k].decode() for k in expected} == expected
+  statement = next(seqio.get_mixture_or_task(tasks.QUIZ_FACTS).get_dataset(
+      LENGTHS, split="train", shuffle=False).as_numpy_iterator())
+  vocab = task.output_features["targets"].vocabulary
+  assert statement["targets"][-1] == 1   # EOS: one statement, one document
+  assert vocab.decode(statement["targets"][:-1].tolist()) == "The capital of Algeria is Algiers."
+  assert statement["inputs"].shape == (0,)
+
+
 @pytest.mark.parametrize("name, rates", [
     (mixtures.EN_DE_WITH_QUIZ, mixtures.EN_DE_WITH_QUIZ_RATES),
-    (mixtures.EN_DE_WITH_GETTEXT_AND_QUIZ, mixtures.EN_DE_WITH_GETTEXT_AND_QUIZ_RATES)])
+    (mixtures.EN_DE_WITH_GETTEXT_AND_QUIZ, mixtures.EN_DE_WITH_GETTEXT_AND_QUIZ_RATES),
+    (mixtures.EN_DE_WITH_GETTEXT_AND_QUIZ_FACTS, mixtures.EN_DE_WITH_GETTEXT_AND_QUIZ_FACTS_RATES)])
 def test_translation_mixtures_feed_each_task_at_its_rate(name, rates):
   mix = seqio.get_mixture_or_task(name)
   assert {t.name: mix.get_rate(t) for t in mix.tasks} == dict(rates)
@@ -120,6 +172,9 @@ def test_translation_mixtures_feed_each_task_at_its_rate(name, rates):
       (tasks.EN_DE_LIBREOFFICE, "libreoffice_en_de"), (tasks.EN_DE_GETTEXT, "gettext_en_de"))}
   counts = {task: 0 for task, _ in rates}
   for prompt in prompts:
+    if "<start_of_turn>" not in prompt:   # plain text: a statement of a quiz fact
+      counts[tasks.QUIZ_FACTS] += 1
+      continue
     if preprocessors.TRANSLATE_PREFIX not in prompt:
       counts[tasks.QUIZ_QA] += 1
       continue
