@@ -75,6 +75,8 @@ def select_tasks(patterns: Optional[Sequence[str]], excluded: Optional[Sequence[
   """Registered task names matched the way seqio's `run_pipeline` matches them (full regex).
 
   >>> select_tasks(["gemma_quiz_.*"], [])
+  ['gemma_quiz_qa', 'gemma_quiz_facts']
+  >>> select_tasks(["gemma_quiz_.*"], ["gemma_quiz_facts"])
   ['gemma_quiz_qa']
   """
   included = re.compile(r"(%s\Z)" % r"\Z|".join(patterns or [".*"]))
