@@ -1,7 +1,7 @@
 """The cache job end to end on real embedded data: write, validate, load with use_cached=True.
 
-Two real tasks are cached once per module: the registered `gemma_quiz_qa` (all splits, 1,200
-examples) and `LIMITED` = the registered LibreOffice translation task built by the same builder
+Two real tasks are cached once per module: the registered `gemma_quiz_qa` (all four splits,
+2,160 examples) and `LIMITED` = the registered LibreOffice translation task built by the same builder
 on the real LibreOffice data, limited to its validation and test splits (3,053 examples) so the
 suite stays fast. They run with `workers=2` (Beam's own multi_processing mode: two SDK worker
 processes); the limited task is registered by a module written to a temp dir and put on
@@ -90,7 +90,7 @@ def test_run_writes_and_validates_both_tasks(cached):
     assert not [f for f in os.listdir(task_dir) if f.startswith("beam-temp-")]
   by_task = {r.task: r for r in report.validation}
   quiz, limited = by_task[QUIZ], by_task[LIMITED]
-  assert list(quiz.splits) == ["train", "validation", "test"]
+  assert list(quiz.splits) == ["train", "validation", "test", "reworded"]
   assert list(limited.splits) == ["validation", "test"]
   # Examples = source lines (no line of these files is dropped by the preprocessors' filters).
   sizes = json.load(open(os.path.join(REPO, "gemma_tasks", "data", "split_sizes.json")))
