@@ -3,16 +3,16 @@
     python -m demo.run                          # default: <= 15 minutes on 2 CPU cores
     python -m demo.run --budget_minutes 45      # longer training, same pipeline
     python -m demo.run --recipe                 # the quality recipe (README: 25.75 BLEU, 30 min training)
+    python -m demo.run --recipe --mixture gemma_en_de_libreoffice_gettext_quiz_facts_x3
 
 Steps, each with its own progress output:
-  1. cache  `gemma_en_de_libreoffice`, `gemma_en_de_gettext`, `gemma_quiz_qa` and `gemma_quiz_facts`
-            with the Beam pipeline
+  1. cache  the training mixture's tasks (`gemma_en_de_libreoffice`, `gemma_en_de_gettext` and
+            `gemma_quiz_qa` by default) with the Beam pipeline
             (`cache_scripts.cache_tasks`, in this process) into `<out>/cache` (skipped when
             already there);
   2. train  a small Gemma (the preset `recipe_gemma2`) on the cached mixture
-            `gemma_en_de_libreoffice_gettext_quiz_facts` (LibreOffice help pairs, gettext UI
-            messages as extra translation data, 1 example in 29 from the quiz and 4 statements
-            of its training facts) with
+            `gemma_en_de_libreoffice_gettext_quiz` (LibreOffice help pairs, gettext UI messages
+            as extra translation data, 1 example in 25 from the quiz; `--mixture` for another) with
             `model.runner.train` (T5X-layout checkpoints in `<out>/model`), stopped by the time budget;
   3. eval   with `model.runner.evaluate` (seqio.Evaluator) on the test splits: LibreOffice en->de (BLEU),
             quiz (two splits) and TriviaQA-open (exact match), next to the trivial baselines; greedy
@@ -40,14 +40,28 @@ from gemma_seqio import flags
 from gemma_seqio.flags import option
 
 TRANSLATION_TASK = "gemma_en_de_libreoffice"
-TRAIN_MIXTURE = "gemma_en_de_libreoffice_gettext_quiz_facts"  # mixtures.EN_DE_WITH_GETTEXT_AND_QUIZ_FACTS
+# The default mixture (mixtures.EN_DE_WITH_GETTEXT_AND_QUIZ). The ones that add the quiz's facts
+# as statements cost the translation more than they give the quiz within 30 minutes of this
+# model (README, the quiz): they are a --mixture away.
+TRAIN_MIXTURE = "gemma_en_de_libreoffice_gettext_quiz"
 # (task, split, examples scored) of the exact-match rows: the quiz's splits whole (960 and 132
 # questions), the first 300 of TriviaQA's 11,313.
 QA_EVALS = (("gemma_quiz_qa", "reworded", None), ("gemma_quiz_qa", "test", None),
             ("gemma_trivia_qa_open", "test", 300))
-# Beam-cached by the demo. TriviaQA-open (18,800 examples) would cost minutes of a 15-minute
-# budget for the 300 test questions the demo scores, so it is read on the fly.
-CACHED_TASKS = (TRANSLATION_TASK, "gemma_en_de_gettext", "gemma_quiz_qa", "gemma_quiz_facts")
+# Beam-cached by the demo: the training mixture's tasks. TriviaQA-open (18,800 examples) would
+# cost minutes of a 15-minute budget for the 300 test questions the demo scores, so it is read
+# on the fly.
+
+
+def tasks_to_cache(mixture: str) -> List[str]:
+  """The tasks the demo caches: those `mixture` trains on (a task name is its own list).
+
+  >>> import gemma_tasks
+  >>> tasks_to_cache("gemma_en_de_libreoffice_gettext_quiz")
+  ['gemma_en_de_gettext', 'gemma_en_de_libreoffice', 'gemma_quiz_qa']
+  """
+  import seqio  # pylint: disable=g-import-not-at-top
+  return [t.name for t in seqio.get_mixture_or_task(mixture).tasks]
 
 # The model of the demo and of the quality recipe: a `model.config` preset, also the T5X MODEL
 # of model/runner/configs/gemma_small.gin.
@@ -206,6 +220,10 @@ class DemoArgs:
                                     "decoding")
   train_steps: Optional[int] = option(
       None, help="schedule length (default: from the budget, at the measured step time)")
+  mixture: str = option(
+      TRAIN_MIXTURE, help="the registered task or mixture to train on (its tasks are cached); "
+                          "gemma_en_de_libreoffice_gettext_quiz_facts[_x3] add the quiz's facts "
+                          "as statements")
   seed: int = option(RECIPE_TRAIN["seed"],
                      help="initialisation and data order of the training run")
   translation_eval_examples: Optional[int] = option(
@@ -262,20 +280,28 @@ def _run(opts: DemoArgs, out: str, t_start: float) -> int:
   model_dir = os.path.join(out, "model")
 
   from model.runner import evaluate, train  # pylint: disable=g-import-not-at-top
+  import gemma_tasks  # pylint: disable=g-import-not-at-top,unused-import  (registers the tasks)
+  import seqio  # pylint: disable=g-import-not-at-top
+  if opts.mixture not in {*seqio.MixtureRegistry.names(), *seqio.TaskRegistry.names()}:
+    ours = ", ".join(n for n in seqio.MixtureRegistry.names() if n.startswith("gemma_en_de"))
+    print(f"[demo] ERROR: --mixture {opts.mixture!r} is not a registered task or mixture "
+          f"(the translation mixtures: {ours})", file=sys.stderr, flush=True)
+    return 2
+  cached_tasks = tasks_to_cache(opts.mixture)
 
   # 1. cache
   use_cached = opts.cache
   cache_seconds = 0.0
   if use_cached:
-    _stage(f"1/3 caching {', '.join(CACHED_TASKS)} with Beam -> {cache_dir}")
-    cache_seconds = cache(CACHED_TASKS, cache_dir, workers=opts.workers)
+    _stage(f"1/3 caching {', '.join(cached_tasks)} with Beam -> {cache_dir}")
+    cache_seconds = cache(cached_tasks, cache_dir, workers=opts.workers)
     print(f"[cache] {cache_seconds:.0f} s", flush=True)
 
   # 2. train: what is left of the budget minus a reserve for evaluation (decoding ~2,000
   # test examples and the baselines).
   _, train_minutes = plan_minutes(opts.budget_minutes, opts.recipe, (time.time() - t_start) / 60)
   args = train.TrainArgs(
-      task=TRAIN_MIXTURE, model_dir=model_dir, train_steps=1, save_every=100, keep=2,
+      task=opts.mixture, model_dir=model_dir, train_steps=1, save_every=100, keep=2,
       log_every=10, time_budget_minutes=train_minutes, use_cached=use_cached,
       cache_dirs=(cache_dir,) if use_cached else (), progress=opts.progress,
       preset=RECIPE_PRESET, **{**RECIPE_TRAIN, "seed": opts.seed})
@@ -293,7 +319,7 @@ def _run(opts: DemoArgs, out: str, t_start: float) -> int:
     print(f"[demo] {seconds:.2f} s per step measured -> a schedule of {steps} steps, re-sized "
           "as the run goes so that it ends decayed when the time is up", flush=True)
   args = dataclasses.replace(args, train_steps=steps, fit_schedule_to_budget=fit)
-  _stage(f"2/3 training on {TRAIN_MIXTURE}: {steps} steps, at most {train_minutes:.1f} min")
+  _stage(f"2/3 training on {opts.mixture}: {steps} steps, at most {train_minutes:.1f} min")
   result = train.train(args)
   steps = (train.fitted_schedule(model_dir) or (steps,))[0]   # the length it was re-sized to
 
@@ -307,7 +333,7 @@ def _run(opts: DemoArgs, out: str, t_start: float) -> int:
   eval_plan += [(t, split, opts.qa_eval_examples or n) for t, split, n in QA_EVALS]
   summaries = {}
   for task, split, n in eval_plan:
-    cached = use_cached and task in CACHED_TASKS
+    cached = use_cached and task in cached_tasks
     summary = evaluate.evaluate(evaluate.EvalArgs(
         checkpoint_dir=model_dir, task=task, split=split, num_examples=n,
         batch_size=opts.eval_batch_size, max_decode_length=opts.max_decode_length,
@@ -339,7 +365,7 @@ def _run(opts: DemoArgs, out: str, t_start: float) -> int:
     json.dump({"rows": rows, "train_steps": result.step, "schedule_steps": steps,
                "train_seconds": result.seconds, "cache_seconds": cache_seconds,
                "total_seconds": total, "model": RECIPE_PRESET,
-               "train": {**RECIPE_TRAIN, "seed": opts.seed},
+               "mixture": opts.mixture, "train": {**RECIPE_TRAIN, "seed": opts.seed},
                "decoding": summaries[TRANSLATION_TASK]["decoding"]}, f, indent=2)
   return 0
 

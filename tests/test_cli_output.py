@@ -144,7 +144,7 @@ def test_demo_shows_our_lines_and_logs_the_rest(tmp_path):
                "--max_decode_length", "2", "--budget_minutes", "2", "--no_progress"])
   assert proc.returncode == 0, proc.stdout + proc.stderr
   assert "=== results ===" in proc.stdout and "[train] step 2/2 saved" in proc.stdout
-  assert "training on gemma_en_de_libreoffice_gettext_quiz_facts" in proc.stdout
+  assert "training on gemma_en_de_libreoffice_gettext_quiz:" in proc.stdout
   # The quiz is scored on two splits, also per table (the first two questions of each are
   # African capitals).
   rows = json.loads((out / "results.json").read_text())["rows"]
@@ -165,3 +165,13 @@ def test_cache_tasks_without_output_dir_is_a_one_line_error():
   assert "ERROR: --output_cache_dir is required" in proc.stderr, proc.stderr
   assert "Traceback" not in proc.stderr, proc.stderr
   _assert_quiet(proc)
+
+
+def test_demo_refuses_an_unknown_mixture_before_any_work(tmp_path):
+  out = tmp_path / "demo"
+  proc = _run(["-m", "demo.run", "--out", str(out), "--mixture", "gemma_en_de_nope",
+               "--no_progress"])
+  assert proc.returncode == 2, proc.stdout + proc.stderr
+  assert ("--mixture 'gemma_en_de_nope' is not a registered task or mixture" in proc.stderr
+          and "gemma_en_de_libreoffice_gettext_quiz_facts_x3" in proc.stderr), proc.stderr
+  assert not (out / "cache").exists() and not (out / "model").exists()

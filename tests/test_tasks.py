@@ -21,7 +21,8 @@ def test_fixed_names_are_registered():
                "gemma_lm_python_docs", "gemma_wmt19_ende", "gemma_trivia_qa_open_tfds"):
     assert name in seqio.TaskRegistry.names()
   for name in ("gemma_qa_mix", "gemma_all", "gemma_en_de_libreoffice_quiz",
-               "gemma_en_de_libreoffice_gettext_quiz", "gemma_en_de_libreoffice_gettext_quiz_facts"):
+               "gemma_en_de_libreoffice_gettext_quiz", "gemma_en_de_libreoffice_gettext_quiz_facts",
+               "gemma_en_de_libreoffice_gettext_quiz_facts_x3"):
     assert name in seqio.MixtureRegistry.names()
 
 
@@ -159,7 +160,9 @@ def test_quiz_reworded_split_reads_like_the_test_split():
 @pytest.mark.parametrize("name, rates", [
     (mixtures.EN_DE_WITH_QUIZ, mixtures.EN_DE_WITH_QUIZ_RATES),
     (mixtures.EN_DE_WITH_GETTEXT_AND_QUIZ, mixtures.EN_DE_WITH_GETTEXT_AND_QUIZ_RATES),
-    (mixtures.EN_DE_WITH_GETTEXT_AND_QUIZ_FACTS, mixtures.EN_DE_WITH_GETTEXT_AND_QUIZ_FACTS_RATES)])
+    (mixtures.EN_DE_WITH_GETTEXT_AND_QUIZ_FACTS, mixtures.EN_DE_WITH_GETTEXT_AND_QUIZ_FACTS_RATES),
+    (mixtures.EN_DE_WITH_GETTEXT_AND_QUIZ_FACTS_X3,
+     mixtures.EN_DE_WITH_GETTEXT_AND_QUIZ_FACTS_X3_RATES)])
 def test_translation_mixtures_feed_each_task_at_its_rate(name, rates):
   mix = seqio.get_mixture_or_task(name)
   assert {t.name: mix.get_rate(t) for t in mix.tasks} == dict(rates)
