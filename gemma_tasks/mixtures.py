@@ -18,6 +18,11 @@ EN_DE_WITH_QUIZ = "gemma_en_de_libreoffice_quiz"
 # long as a LibreOffice pair).
 EN_DE_WITH_QUIZ_RATES = ((tasks.EN_DE_LIBREOFFICE, 19.0), (tasks.QUIZ_QA, 1.0))
 
+EN_DE_WITH_GETTEXT = "gemma_en_de_libreoffice_gettext"
+# Translation only, LibreOffice 16 : gettext 8: what the quiz of the next mixture is measured
+# against (the BLEU it costs).
+EN_DE_WITH_GETTEXT_RATES = ((tasks.EN_DE_LIBREOFFICE, 16.0), (tasks.EN_DE_GETTEXT, 8.0))
+
 EN_DE_WITH_GETTEXT_AND_QUIZ = "gemma_en_de_libreoffice_gettext_quiz"
 # The same, with the gettext UI messages as extra translation data
 # (pairs whose English is a LibreOffice validation/test paragraph are not in the embedded gettext
@@ -55,6 +60,7 @@ def register():
     return
   seqio.MixtureRegistry.add(QA_MIX, list(QA_MIX_RATES))
   seqio.MixtureRegistry.add(EN_DE_WITH_QUIZ, list(EN_DE_WITH_QUIZ_RATES))
+  seqio.MixtureRegistry.add(EN_DE_WITH_GETTEXT, list(EN_DE_WITH_GETTEXT_RATES))
   seqio.MixtureRegistry.add(EN_DE_WITH_GETTEXT_AND_QUIZ, list(EN_DE_WITH_GETTEXT_AND_QUIZ_RATES))
   seqio.MixtureRegistry.add(EN_DE_WITH_GETTEXT_AND_QUIZ_FACTS,
                             list(EN_DE_WITH_GETTEXT_AND_QUIZ_FACTS_RATES))

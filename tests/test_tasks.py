@@ -22,7 +22,7 @@ def test_fixed_names_are_registered():
     assert name in seqio.TaskRegistry.names()
   for name in ("gemma_qa_mix", "gemma_all", "gemma_en_de_libreoffice_quiz",
                "gemma_en_de_libreoffice_gettext_quiz", "gemma_en_de_libreoffice_gettext_quiz_facts",
-               "gemma_en_de_libreoffice_gettext_quiz_facts_x3"):
+               "gemma_en_de_libreoffice_gettext_quiz_facts_x3", "gemma_en_de_libreoffice_gettext"):
     assert name in seqio.MixtureRegistry.names()
 
 
@@ -159,6 +159,7 @@ def test_quiz_reworded_split_reads_like_the_test_split():
 
 @pytest.mark.parametrize("name, rates", [
     (mixtures.EN_DE_WITH_QUIZ, mixtures.EN_DE_WITH_QUIZ_RATES),
+    (mixtures.EN_DE_WITH_GETTEXT, mixtures.EN_DE_WITH_GETTEXT_RATES),
     (mixtures.EN_DE_WITH_GETTEXT_AND_QUIZ, mixtures.EN_DE_WITH_GETTEXT_AND_QUIZ_RATES),
     (mixtures.EN_DE_WITH_GETTEXT_AND_QUIZ_FACTS, mixtures.EN_DE_WITH_GETTEXT_AND_QUIZ_FACTS_RATES),
     (mixtures.EN_DE_WITH_GETTEXT_AND_QUIZ_FACTS_X3,
