@@ -293,3 +293,23 @@ def test_cli_refuses_a_count_below_one(capsys, command):
   assert exit_info.value.code == 2
   err = capsys.readouterr().err
   assert f"argument -n: must be a whole number of at least 1, got {command[-1]!r}" in err
+
+
+def test_quiz_reading_trial_reads_the_test_facts_it_is_never_asked():
+  """demo.quiz_reading_trial (README, the quiz): statements of every split's facts, questions of
+  the training split only."""
+  from demo import quiz_reading_trial as trial  # noqa: PLC0415
+  mix = seqio.get_mixture_or_task(trial.MIXTURE)
+  assert {t.name: mix.get_rate(t) for t in mix.tasks} == {tasks.QUIZ_QA: 1.0, trial.TASK: 4.0}
+  task = seqio.get_mixture_or_task(trial.TASK)
+  vocab = task.output_features["targets"].vocabulary
+  read = [vocab.decode(ex["targets"][:-1].tolist()) for ex in task.get_dataset(
+      {"inputs": 8, "targets": 256}, split="train", shuffle=False).as_numpy_iterator()]
+  tool = _build_tool()
+  facts = {split: [t for r in _rows(f"quiz_qa.{split}.jsonl.gz")
+                   for t in tool.quiz_rewritten(r["question"], preprocessors.pick_alias(r["answers"]))[0]]
+           for split in tasks.ALL_SPLITS}
+  assert read == facts["train"] + facts["validation"] + facts["test"]
+  assert len(facts["test"]) == 3 * 132
+  # The registered task reads the training facts only; the trial adds what `test` asks.
+  assert [r["text"] for r in _rows("quiz_facts.train.jsonl.gz")] == facts["train"]
