@@ -48,20 +48,18 @@ TRAIN_MIXTURE = "gemma_en_de_libreoffice_gettext_quiz"
 # questions), the first 300 of TriviaQA's 11,313.
 QA_EVALS = (("gemma_quiz_qa", "reworded", None), ("gemma_quiz_qa", "test", None),
             ("gemma_trivia_qa_open", "test", 300))
-# Beam-cached by the demo: the training mixture's tasks. TriviaQA-open (18,800 examples) would
-# cost minutes of a 15-minute budget for the 300 test questions the demo scores, so it is read
-# on the fly.
 
 
 def tasks_to_cache(mixture: str) -> List[str]:
-  """The tasks the demo caches: those `mixture` trains on (a task name is its own list).
+  """The tasks the demo Beam-caches: those `mixture` trains on (a task name is its own list).
+  TriviaQA-open (18,800 examples) would cost minutes of a 15-minute budget for the 300 test
+  questions the demo scores, so it is read on the fly. An unknown name raises ValueError.
 
-  >>> import gemma_tasks
   >>> tasks_to_cache("gemma_en_de_libreoffice_gettext_quiz")
   ['gemma_en_de_gettext', 'gemma_en_de_libreoffice', 'gemma_quiz_qa']
   """
-  import seqio  # pylint: disable=g-import-not-at-top
-  return [t.name for t in seqio.get_mixture_or_task(mixture).tasks]
+  from model.runner import inputs  # pylint: disable=g-import-not-at-top
+  return [t.name for t in inputs.subtasks(mixture)]
 
 # The model of the demo and of the quality recipe: a `model.config` preset, also the T5X MODEL
 # of model/runner/configs/gemma_small.gin.
@@ -280,14 +278,14 @@ def _run(opts: DemoArgs, out: str, t_start: float) -> int:
   model_dir = os.path.join(out, "model")
 
   from model.runner import evaluate, train  # pylint: disable=g-import-not-at-top
-  import gemma_tasks  # pylint: disable=g-import-not-at-top,unused-import  (registers the tasks)
-  import seqio  # pylint: disable=g-import-not-at-top
-  if opts.mixture not in {*seqio.MixtureRegistry.names(), *seqio.TaskRegistry.names()}:
+  try:
+    cached_tasks = tasks_to_cache(opts.mixture)
+  except ValueError:   # the registry's unknown-name error; the demo lists its own choices
+    import seqio  # pylint: disable=g-import-not-at-top
     ours = ", ".join(n for n in seqio.MixtureRegistry.names() if n.startswith("gemma_en_de"))
     print(f"[demo] ERROR: --mixture {opts.mixture!r} is not a registered task or mixture "
           f"(the translation mixtures: {ours})", file=sys.stderr, flush=True)
     return 2
-  cached_tasks = tasks_to_cache(opts.mixture)
 
   # 1. cache
   use_cached = opts.cache
