@@ -26,11 +26,13 @@
    the faster (OpenMP spin-waiting makes 2 threads slower than 1 on a busy machine). The tokens
    of both are compared.
 4. Beam search next to greedy on the same prompts (`--beam-config`, the recipe model by
-   default; random weights, `--beam-batch` prompts of `--beam-prompt-len`, `--beam-new-tokens`
-   each, no stop ids so every row runs the whole budget): `model.beam_search` with 4 beams
+   default; random weights, `--beam-batch` prompts of each of `--beam-prompt-lens` tokens (96 is
+   the recipe's `inputs_length`), `--beam-new-tokens` each, no stop ids so every row runs the
+   whole budget): `model.beam_search` with 4 beams
    (length penalty 0.8, the evaluation default) vs `model.generate` greedy, and greedy on the
    prompts repeated 4 times (the same number of rows as the beams: what the beams cost before
-   any search bookkeeping). Best of `--runs`, runs alternating.
+   any search bookkeeping; the beams keep each prompt's keys once, so they can cost less).
+   Best of `--runs`, runs alternating.
 """
 from __future__ import annotations
 
@@ -257,7 +259,7 @@ def main(argv=None):
   p.add_argument("--beam-config", default="recipe_gemma2",
                  help="model.config preset of the beam search comparison ('' to skip it)")
   p.add_argument("--beam-batch", type=int, default=64)
-  p.add_argument("--beam-prompt-len", type=int, default=32)
+  p.add_argument("--beam-prompt-lens", default="32,96", help="comma-separated prompt lengths")
   p.add_argument("--beam-new-tokens", type=int, default=64)
   p.add_argument("--matmul-n", type=int, default=1024)
   p.add_argument("--runs", type=int, default=3)
@@ -334,12 +336,13 @@ def main(argv=None):
           f"{hf_s / ours_s:>5.1f}x  {agree:>11.1%}  {compile_s:>9.1f} s")
 
   if args.beam_config:
-    times = bench_beams(get_config(args.beam_config), args.beam_batch, args.beam_prompt_len,
-                        args.beam_new_tokens, args.runs)
-    print(f"beam search vs greedy ({args.beam_config}, {args.beam_batch} prompts of "
-          f"{args.beam_prompt_len}, {args.beam_new_tokens} new tokens, no stops):")
-    for name, seconds in times.items():
-      print(f"  {name:<22} {seconds * 1e3:8.0f} ms  {seconds / times['greedy']:5.2f}x greedy")
+    for prompt_len in (int(n) for n in args.beam_prompt_lens.split(",")):
+      times = bench_beams(get_config(args.beam_config), args.beam_batch, prompt_len,
+                          args.beam_new_tokens, args.runs)
+      print(f"beam search vs greedy ({args.beam_config}, {args.beam_batch} prompts of "
+            f"{prompt_len}, {args.beam_new_tokens} new tokens, no stops):")
+      for name, seconds in times.items():
+        print(f"  {name:<22} {seconds * 1e3:8.0f} ms  {seconds / times['greedy']:5.2f}x greedy")
   return 0
 
 

@@ -67,15 +67,42 @@ def _gather_beams(x: jax.Array, parents: jax.Array) -> jax.Array:
   return jnp.take_along_axis(x, index, axis=1)
 
 
+# The cache entries beam search keeps once per prompt (`layers.Attention`'s beam layout).
+_PER_PROMPT = ("prompt_key", "prompt_value", "prompt_length")
+
+
+def _share_prompt_cache(cache, beams: int, width: int, new_tokens: int):
+  """The cache after prefill (B rows, each prompt in slots [0, width)) -> the beam layout: the
+  prompts' keys and values [B, width, K, H] kept once per prompt, and an empty cache of
+  `new_tokens` slots per beam [B * beams, new_tokens, K, H] for what the beams generate."""
+
+  def layer(attn):
+    key = attn["cached_key"]
+    generated = (key.shape[0] * beams, new_tokens) + key.shape[2:]
+    return {"attn": {
+        "prompt_key": key[:, :width], "prompt_value": attn["cached_value"][:, :width],
+        "prompt_length": attn["cache_index"],
+        "cached_key": jnp.zeros(generated, key.dtype),
+        "cached_value": jnp.zeros(generated, key.dtype),
+        "cache_index": jnp.zeros(generated[:1], jnp.int32)}}
+
+  return {name: layer(entry["attn"]) for name, entry in cache.items()}
+
+
 def _reorder_cache(cache, parents: jax.Array):
-  """Cache rows [B*K, ...] follow their beams' parents [B, K]."""
+  """Each beam's generated part of the cache (rows [B*K, ...]) follows its parent [B, K]; the
+  prompts' part is the same for every beam of a prompt and stays."""
   batch, beams = parents.shape
+  # Whole rows by index: XLA gathers them as copies, where `_gather_beams`' take_along_axis
+  # over K candidates becomes selects that read all K (measured: ~1.7x the time).
+  rows = (parents + beams * jnp.arange(batch)[:, None]).reshape(-1)
 
   def gather(leaf):
-    grouped = leaf.reshape((batch, beams) + leaf.shape[1:])
-    return _gather_beams(grouped, parents).reshape(leaf.shape)
+    return jnp.take(leaf, rows, axis=0, mode="clip")   # every index is in range
 
-  return jax.tree.map(gather, cache)
+  return {name: {"attn": {entry: (leaf if entry in _PER_PROMPT else gather(leaf))
+                          for entry, leaf in layer["attn"].items()}}
+          for name, layer in cache.items()}
 
 
 @functools.partial(jax.jit, static_argnames=(
@@ -86,10 +113,11 @@ def _beam_search(params, cache, tokens, lengths, *, config, beam, max_new_tokens
   batch = tokens.shape[0]
   k = beam.num_beams
   steps = max_new_tokens
-  # Prefill once per prompt, then copy the cache to the K beams of its row.
+  # Prefill once per prompt; its keys and values then serve the K beams of its row, which
+  # cache only what they generate.
   logits, cache, budget = prefill(config, params, cache, tokens, lengths, steps)
   logits = jnp.repeat(logits, k, axis=0)                                      # [B*K, V]
-  cache = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), cache)
+  cache = _share_prompt_cache(cache, k, tokens.shape[1], steps)
   stop_array = jnp.asarray(stop_ids, jnp.int32) if stop_ids else None
   forbidden = jnp.asarray(forbidden_ids, jnp.int32) if forbidden_ids else None
   vocab = logits.shape[-1]

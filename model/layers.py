@@ -230,6 +230,39 @@ def _attend_one_query(query: jax.Array, key: jax.Array, value: jax.Array, mask: 
   return jnp.sum(probs[..., None] * value.astype(f32)[:, :, :, None], axis=1)
 
 
+def _attend_shared_prompt(query: jax.Array, prompt_key: jax.Array, prompt_value: jax.Array,
+                          prompt_mask: jax.Array, key: jax.Array, value: jax.Array,
+                          mask: jax.Array, softcap: Optional[float]) -> jax.Array:
+  """`_attend_one_query` for beam search, whose R = B * beams rows share B prompts: each
+  prompt's keys are stored once, not once per beam.
+
+  query [R, K, G, H] (a prompt's beams adjacent); prompt_key / prompt_value [B, P, K, H],
+  prompt_mask bool [B, beams, P]; key / value [R, M, K, H] (the generated tokens), mask bool
+  [R, M] -> [R, K, G, H]. One softmax over the prompt's and the generated slots together, so
+  the result is attention over their concatenation. The beams then read the prompt's keys once
+  per step between them and reorder only the generated part of the cache when they change
+  parents (`model.beams`).
+  """
+  f32 = jnp.float32
+  rows, kv, groups, _ = query.shape
+  batch, prompt_slots = prompt_key.shape[:2]
+  beams = rows // batch
+  q = query.astype(f32).reshape(batch, beams, kv, groups, -1)
+  prompt_logits = jnp.sum(q[:, :, None] * prompt_key.astype(f32)[:, None, :, :, None], axis=-1)
+  prompt_logits = jnp.where(prompt_mask[..., None, None], _softcap(prompt_logits, softcap),
+                            NEG_INF)                                        # [B, beams, P, K, G]
+  logits = jnp.sum(query.astype(f32)[:, None] * key.astype(f32)[:, :, :, None], axis=-1)
+  logits = jnp.where(mask[:, :, None, None], _softcap(logits, softcap), NEG_INF)  # [R, M, K, G]
+  logits = logits.reshape((batch, beams) + logits.shape[1:])
+  probs = jax.nn.softmax(jnp.concatenate([prompt_logits, logits], axis=2), axis=2)
+  from_prompt = jnp.sum(probs[:, :, :prompt_slots, ..., None]
+                        * prompt_value.astype(f32)[:, None, :, :, None], axis=2)
+  generated = value.astype(f32).reshape((batch, beams) + value.shape[1:])
+  from_generated = jnp.sum(probs[:, :, prompt_slots:, ..., None] * generated[..., None, :],
+                           axis=2)
+  return (from_prompt + from_generated).reshape(query.shape)
+
+
 class Attention(nn.Module):
   """Multi-query / grouped-query self-attention with RoPE, optional soft-capping and a KV cache.
 
@@ -239,6 +272,12 @@ class Attention(nn.Module):
   cache, and `cache_index` advances by `advance` ([B], default T). When the cache does not exist
   yet it is created with `cache_length` slots and the call behaves as uncached (T5X initialises a
   cache that way).
+
+  Beam search's layout (`model.beams`) adds `prompt_key` / `prompt_value` [B, P, K, H] and
+  `prompt_length` [B] to the cache: the prompts, once per prompt, while `cached_key` /
+  `cached_value` [B * beams, M, K, H] hold each beam's generated tokens from slot 0 and
+  `cache_index` counts them; a token's position is its prompt's length + its slot. That
+  layout decodes one token per call.
   """
   config: GemmaConfig
   attn_type: str
@@ -276,6 +315,8 @@ class Attention(nn.Module):
     key = dense(x, wk.reshape(d, k * h), dtype).reshape(batch, length, k, h)
     value = dense(x, wv.reshape(d, k * h), dtype).reshape(batch, length, k, h)
 
+    if cached and self.has_variable("cache", "prompt_key"):
+      return self._decode_after_shared_prompt(query, key, value, wo, window)
     if cached and self.has_variable("cache", "cached_key"):
       cached_key = self.variable("cache", "cached_key", jnp.zeros, (), dtype)
       cached_value = self.variable("cache", "cached_value", jnp.zeros, (), dtype)
@@ -314,6 +355,44 @@ class Attention(nn.Module):
       probs = probs.astype(dtype)
       encoded = jnp.einsum("bkgts,bskh->btkgh", probs, value).reshape(batch, length, n, h)
     return dense(encoded.reshape(batch, length, n * h), wo.reshape(n * h, d), dtype)
+
+  def _decode_after_shared_prompt(self, query, key, value, wo, window):
+    """One new token per beam against the beam layout of the cache (see the class)."""
+    cfg = self.config
+    dtype = jnp.dtype(cfg.dtype)
+    rows, length, n, h = query.shape
+    if length != 1:
+      raise ValueError(f"the beam layout of the cache decodes one token per call, got {length}")
+    prompt_key = self.get_variable("cache", "prompt_key")
+    prompt_value = self.get_variable("cache", "prompt_value")
+    prompt_length = self.get_variable("cache", "prompt_length")                 # [B]
+    cached_key = self.variable("cache", "cached_key", jnp.zeros, (), dtype)
+    cached_value = self.variable("cache", "cached_value", jnp.zeros, (), dtype)
+    cache_index = self.variable("cache", "cache_index", jnp.zeros, (), jnp.int32)
+    batch = prompt_key.shape[0]
+    beams = rows // batch
+    index = cache_index.value                                                   # [R]
+    start = jnp.repeat(prompt_length, beams)                                    # [R]
+    positions = (start + index)[:, None]
+    query = apply_rope(query, positions, cfg.rope_base)
+    key = apply_rope(key, positions, cfg.rope_base)
+    cached_key.value = _write_at(cached_key.value, key, index)
+    cached_value.value = _write_at(cached_value.value, value, index)
+    gen_slots = jnp.arange(cached_key.value.shape[1])[None, :]
+    mask = gen_slots <= index[:, None]                                          # [R, M]
+    prompt_slots = jnp.arange(prompt_key.shape[1])[None, :]
+    prompt_mask = prompt_slots < start[:, None]                                 # [R, P]
+    if window is not None:
+      mask = mask & (index[:, None] - gen_slots < window)
+      prompt_mask = prompt_mask & (positions - prompt_slots < window)
+    cache_index.value = index + 1
+    query = query * jnp.asarray(cfg.query_pre_attn_scalar ** -0.5, dtype)
+    k = cfg.num_kv_heads
+    encoded = _attend_shared_prompt(
+        query.reshape(rows, k, n // k, h), prompt_key, prompt_value,
+        prompt_mask.reshape(batch, beams, -1), cached_key.value, cached_value.value, mask,
+        cfg.attn_logit_softcap)
+    return dense(encoded.astype(dtype).reshape(rows, 1, n * h), wo.reshape(n * h, -1), dtype)
 
 
 class Block(nn.Module):

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from model import decoding
-from model.beams import BeamSearch, beam_search
+from model.beams import BeamSearch, _share_prompt_cache, beam_search
 from model.config import tiny_gemma2
 from model.runner.t5x_model import GemmaDecoderOnlyModel
-from model.transformer import forward, init_params
+from model.transformer import forward, init_cache, init_params
 
 VOCAB = 6
 STOP = 1
@@ -150,3 +150,28 @@ def test_package_exports_do_not_shadow_the_module():
           "model.BeamSearch is beams.BeamSearch; print('ok')")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
   assert out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_the_beams_share_one_copy_of_each_prompt_in_the_cache(params):
+  # After prefill, the beam layout (prompts once, generated tokens per beam) gives the logits of
+  # the full cache copied to every beam, for tokens that differ between the beams of a prompt;
+  # sliding window 6 is crossed by the 5-token prompt + 3 new tokens.
+  tokens, lengths = decoding.pad_prompts(PROMPTS)
+  beams, steps = 2, 3
+  cache = init_cache(CONFIG, len(PROMPTS), tokens.shape[1] + steps)
+  _, cache, _ = decoding.prefill(CONFIG, params, cache, jnp.asarray(tokens), jnp.asarray(lengths),
+                                 steps)
+  full = jax.tree.map(lambda x: jnp.repeat(x, beams, axis=0), cache)
+  shared = _share_prompt_cache(cache, beams, tokens.shape[1], steps)
+  assert shared["layer_0"]["attn"]["prompt_key"].shape[0] == len(PROMPTS)
+  assert shared["layer_0"]["attn"]["cached_key"].shape[:2] == (len(PROMPTS) * beams, steps)
+  rows = len(PROMPTS) * beams
+  for step in range(steps):
+    new = jnp.asarray([[3 + (row + step) % 3] for row in range(rows)])
+    one = jnp.ones((rows,), jnp.int32)
+    expected, full = decoding.apply_with_cache(CONFIG, params, full, new, one)
+    got, shared = decoding.apply_with_cache(CONFIG, params, shared, new, one)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="one token per call"):
+    decoding.apply_with_cache(CONFIG, params, shared, jnp.ones((rows, 2), jnp.int32),
+                              jnp.full((rows,), 2, jnp.int32))
