@@ -27,7 +27,8 @@ import jax
 import jax.numpy as jnp
 
 from model.config import STOP_IDS, GemmaConfig
-from model.decoding import TRACE_COUNT, apply_with_cache, prefill, prompt_arrays, top_k
+from model.decoding import (TRACE_COUNT, apply_with_cache, drop_trailing_padding, prefill,
+                            prompt_arrays, top_k)
 from model.layers import NEG_INF
 from model.transformer import init_cache
 
@@ -73,14 +74,16 @@ _PER_PROMPT = ("prompt_key", "prompt_value", "prompt_length")
 
 def _share_prompt_cache(cache, beams: int, width: int, new_tokens: int):
   """The cache after prefill (B rows, each prompt in slots [0, width)) -> the beam layout: the
-  prompts' keys and values [B, width, K, H] kept once per prompt, and an empty cache of
+  prompts' keys [B, K, H, width] and values [B, K, width, H] kept once per prompt, laid out
+  for `layers._attend_shared_prompt`'s products, and an empty cache of
   `new_tokens` slots per beam [B * beams, new_tokens, K, H] for what the beams generate."""
 
   def layer(attn):
     key = attn["cached_key"]
     generated = (key.shape[0] * beams, new_tokens) + key.shape[2:]
     return {"attn": {
-        "prompt_key": key[:, :width], "prompt_value": attn["cached_value"][:, :width],
+        "prompt_key": key[:, :width].transpose(0, 2, 3, 1),
+        "prompt_value": attn["cached_value"][:, :width].transpose(0, 2, 1, 3),
         "prompt_length": attn["cache_index"],
         "cached_key": jnp.zeros(generated, key.dtype),
         "cached_value": jnp.zeros(generated, key.dtype),
@@ -212,6 +215,7 @@ def beam_search(
   """
   tokens, lengths = prompt_arrays(prompts, prompt_lengths, cache_length)
   cache = init_cache(config, tokens.shape[0], cache_length or tokens.shape[1] + max_new_tokens)
+  tokens = drop_trailing_padding(tokens, lengths)
   return _beam_search(
       params, cache, tokens, lengths, config=config, beam=beam,
       max_new_tokens=int(max_new_tokens), stop_ids=tuple(int(i) for i in stop_ids),

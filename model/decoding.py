@@ -273,6 +273,24 @@ def prompt_arrays(prompts, prompt_lengths=None,
   return jnp.asarray(tokens, jnp.int32), jnp.asarray(lengths, jnp.int32)
 
 
+def drop_trailing_padding(tokens: jax.Array, lengths: jax.Array, multiple: int = 16) -> jax.Array:
+  """`tokens` [B, P] cut to the longest prompt, rounded up to `multiple` (few shapes).
+
+  Rows often carry room for the answer after the prompt (T5X's PrefixLM rows, which
+  `model.runner.evaluate` decodes): the cache keeps its length, but the prefill and the beams'
+  once-per-prompt keys (`model.beams`) then skip that padding. Under `jax.jit` the lengths are
+  not known and the block stays as it is.
+
+  >>> drop_trailing_padding(jnp.zeros((2, 64), jnp.int32), jnp.array([3, 17])).shape
+  (2, 32)
+  """
+  if isinstance(lengths, jax.core.Tracer) or isinstance(tokens, jax.core.Tracer):
+    return tokens
+  longest = int(np.max(np.asarray(lengths), initial=1))
+  width = max(multiple, -(-longest // multiple) * multiple)
+  return tokens[:, :width] if width < tokens.shape[1] else tokens
+
+
 def fit_to_cache(tokens: jax.Array, lengths: jax.Array, cache: dict) -> jax.Array:
   """`tokens` [B, P] cut to the width every row's free cache slots can take.
 
@@ -338,6 +356,7 @@ def generate(
     cache = init_cache(config, tokens.shape[0], cache_length or tokens.shape[1] + max_new_tokens)
   else:
     tokens = fit_to_cache(tokens, lengths, cache)
+  tokens = drop_trailing_padding(tokens, lengths)
   if rng is None:
     rng = jax.random.PRNGKey(0)
   return _generate(

@@ -236,31 +236,36 @@ def _attend_shared_prompt(query: jax.Array, prompt_key: jax.Array, prompt_value:
   """`_attend_one_query` for beam search, whose R = B * beams rows share B prompts: each
   prompt's keys are stored once, not once per beam.
 
-  query [R, K, G, H] (a prompt's beams adjacent); prompt_key / prompt_value [B, P, K, H],
-  prompt_mask bool [B, beams, P]; key / value [R, M, K, H] (the generated tokens), mask bool
-  [R, M] -> [R, K, G, H]. One softmax over the prompt's and the generated slots together, so
-  the result is attention over their concatenation. The beams then read the prompt's keys once
-  per step between them and reorder only the generated part of the cache when they change
-  parents (`model.beams`).
+  query [R, K, G, H] (a prompt's beams adjacent); prompt_key [B, K, H, P], prompt_value
+  [B, K, P, H], prompt_mask bool [B, beams, P]; key / value [R, M, K, H] (the generated
+  tokens), mask bool [R, M] -> [R, K, G, H]. One softmax over the prompt's and the generated
+  slots together, so the result is attention over their concatenation. The beams then read the
+  prompt's keys once per step between them and reorder only the generated part of the cache
+  when they change parents (`model.beams`). A prompt's beams * G queries per key head meet its
+  keys in two matrix products of the form XLA hands to its library kernels (the left operand
+  contracted over its last axis, the right over its first: hence the transposed prompt_key).
   """
   f32 = jnp.float32
-  rows, kv, groups, _ = query.shape
-  batch, prompt_slots = prompt_key.shape[:2]
+  rows, kv, groups, head = query.shape
+  batch, prompt_slots = prompt_key.shape[0], prompt_key.shape[-1]
   beams = rows // batch
-  q = query.astype(f32).reshape(batch, beams, kv, groups, -1)
-  prompt_logits = jnp.sum(q[:, :, None] * prompt_key.astype(f32)[:, None, :, :, None], axis=-1)
-  prompt_logits = jnp.where(prompt_mask[..., None, None], _softcap(prompt_logits, softcap),
-                            NEG_INF)                                        # [B, beams, P, K, G]
+  q = query.astype(f32).reshape(batch, beams, kv, groups, head)
+  q = q.transpose(0, 2, 1, 3, 4).reshape(batch, kv, beams * groups, head)
+  prompt_logits = jnp.einsum("bkqh,bkhp->bkqp", q, prompt_key.astype(f32))
+  prompt_mask = jnp.repeat(prompt_mask, groups, axis=1)[:, None]              # [B, 1, beams*G, P]
+  prompt_logits = jnp.where(prompt_mask, _softcap(prompt_logits, softcap), NEG_INF)
   logits = jnp.sum(query.astype(f32)[:, None] * key.astype(f32)[:, :, :, None], axis=-1)
   logits = jnp.where(mask[:, :, None, None], _softcap(logits, softcap), NEG_INF)  # [R, M, K, G]
-  logits = logits.reshape((batch, beams) + logits.shape[1:])
-  probs = jax.nn.softmax(jnp.concatenate([prompt_logits, logits], axis=2), axis=2)
-  from_prompt = jnp.sum(probs[:, :, :prompt_slots, ..., None]
-                        * prompt_value.astype(f32)[:, None, :, :, None], axis=2)
-  generated = value.astype(f32).reshape((batch, beams) + value.shape[1:])
-  from_generated = jnp.sum(probs[:, :, prompt_slots:, ..., None] * generated[..., None, :],
-                           axis=2)
-  return (from_prompt + from_generated).reshape(query.shape)
+  logits = logits.reshape(batch, beams, -1, kv, groups).transpose(0, 3, 1, 4, 2)
+  logits = logits.reshape(batch, kv, beams * groups, -1)                     # [B, K, beams*G, M]
+  probs = jax.nn.softmax(jnp.concatenate([prompt_logits, logits], axis=-1), axis=-1)
+  from_prompt = jnp.einsum("bkqp,bkph->bkqh", probs[..., :prompt_slots],
+                           prompt_value.astype(f32))                          # [B, K, beams*G, H]
+  from_prompt = from_prompt.reshape(batch, kv, beams, groups, head).transpose(0, 2, 1, 3, 4)
+  generated = probs[..., prompt_slots:].reshape(batch, kv, beams, groups, -1)
+  generated = generated.transpose(0, 2, 4, 1, 3).reshape(rows, -1, kv, groups)  # [R, M, K, G]
+  from_generated = jnp.sum(generated[..., None] * value.astype(f32)[:, :, :, None], axis=1)
+  return from_prompt.reshape(query.shape) + from_generated
 
 
 class Attention(nn.Module):
@@ -273,11 +278,11 @@ class Attention(nn.Module):
   yet it is created with `cache_length` slots and the call behaves as uncached (T5X initialises a
   cache that way).
 
-  Beam search's layout (`model.beams`) adds `prompt_key` / `prompt_value` [B, P, K, H] and
-  `prompt_length` [B] to the cache: the prompts, once per prompt, while `cached_key` /
-  `cached_value` [B * beams, M, K, H] hold each beam's generated tokens from slot 0 and
-  `cache_index` counts them; a token's position is its prompt's length + its slot. That
-  layout decodes one token per call.
+  Beam search's layout (`model.beams`) adds `prompt_key` [B, K, H, P], `prompt_value`
+  [B, K, P, H] and `prompt_length` [B] to the cache: the prompts, once per prompt, while
+  `cached_key` / `cached_value` [B * beams, M, K, H] hold each beam's generated tokens from
+  slot 0 and `cache_index` counts them; a token's position is its prompt's length + its slot.
+  That layout decodes one token per call.
   """
   config: GemmaConfig
   attn_type: str
@@ -380,7 +385,7 @@ class Attention(nn.Module):
     cached_value.value = _write_at(cached_value.value, value, index)
     gen_slots = jnp.arange(cached_key.value.shape[1])[None, :]
     mask = gen_slots <= index[:, None]                                          # [R, M]
-    prompt_slots = jnp.arange(prompt_key.shape[1])[None, :]
+    prompt_slots = jnp.arange(prompt_key.shape[-1])[None, :]
     prompt_mask = prompt_slots < start[:, None]                                 # [R, P]
     if window is not None:
       mask = mask & (index[:, None] - gen_slots < window)
