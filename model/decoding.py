@@ -232,6 +232,11 @@ def _generate(params, cache, tokens, lengths, rng, *, config, strategy, max_new_
   return GenerationOutput(out, num, scores, buf if return_logits else None, cache)
 
 
+def _rounded_width(longest: int, multiple: int) -> int:
+  """The prompt block's width: `longest` rounded up to `multiple`, at least `multiple`."""
+  return max(multiple, -(-longest // multiple) * multiple)
+
+
 def pad_prompts(prompts: Sequence[Sequence[int]], multiple: int = 16, *,
                 limit: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
   """The prompt layout of every decoder here (`generate`, `model.chat`, `model.runner.evaluate`):
@@ -246,7 +251,7 @@ def pad_prompts(prompts: Sequence[Sequence[int]], multiple: int = 16, *,
   array([[2, 5, 6, 0, 0]], dtype=int32)
   """
   lengths = np.array([len(p) for p in prompts], np.int32)
-  width = max(multiple, -(-int(lengths.max()) // multiple) * multiple)
+  width = _rounded_width(int(lengths.max()), multiple)
   if limit is not None:
     if lengths.max() > limit:
       raise ValueError(f"a prompt of {lengths.max()} tokens does not fit in {limit} positions")
@@ -286,8 +291,7 @@ def drop_trailing_padding(tokens: jax.Array, lengths: jax.Array, multiple: int =
   """
   if isinstance(lengths, jax.core.Tracer) or isinstance(tokens, jax.core.Tracer):
     return tokens
-  longest = int(np.max(np.asarray(lengths), initial=1))
-  width = max(multiple, -(-longest // multiple) * multiple)
+  width = _rounded_width(int(np.max(np.asarray(lengths), initial=1)), multiple)
   return tokens[:, :width] if width < tokens.shape[1] else tokens
 
 
