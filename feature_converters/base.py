@@ -25,6 +25,7 @@ import seqio
 import tensorflow as tf
 
 from feature_converters import packing
+from feature_converters.pipeline_options import with_fused_maps
 from gemma_seqio.special_tokens import BOS_ID
 
 IN_ORDER = "in_order"
@@ -207,6 +208,8 @@ class GemmaFeatureConverter(seqio.FeatureConverter, metaclass=abc.ABCMeta):
                         ) -> tf.data.Dataset:
     # seqio's __call__ (not to be overridden) has checked that every feature has a length.
     self.check_task_feature_lengths(task_feature_lengths)
+    # seqio's trim map and the maps before it run as one stage (`pipeline_options`).
+    ds = with_fused_maps(ds)
     keys = list(self.TASK_FEATURES)
     task_feature_lengths = dict(task_feature_lengths)
     # Unpacked, one example makes one row: keep the length that `unbatch` forgets, as seqio's

@@ -82,6 +82,7 @@ import seqio
 import tensorflow as tf
 from seqio import utils as seqio_utils
 
+from feature_converters import pipeline_options
 from gemma_tasks import cache_fingerprint
 from gemma_tasks import cache_integrity
 from gemma_tasks import cache_metadata
@@ -403,8 +404,13 @@ class CheckedCacheTask(seqio.Task):
 
   Through seqio's own extension point: register with
   `seqio.TaskRegistry.add(name, ..., task_cls=CheckedCacheTask)` (`gemma_tasks.builders` does).
-  Nothing else changes: everything but the two methods below is `seqio.Task`'s.
+  Nothing else changes: everything but the three methods below is `seqio.Task`'s.
   """
+
+  def get_dataset(self, *args, **kwargs) -> tf.data.Dataset:
+    """`seqio.Task.get_dataset`, with its per-example maps (the reader's, the trim) fused."""
+    # Set at the end: an options node between two maps would keep them apart.
+    return pipeline_options.with_fused_maps(super().get_dataset(*args, **kwargs))
 
   def assert_cached(self) -> None:
     require_cache(self)

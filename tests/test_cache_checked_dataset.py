@@ -60,8 +60,9 @@ def test_checked_dataset_reads_a_plain_task_with_the_fast_reader(plain_cached):
   task = seqio.get_mixture_or_task(PLAIN)
   before = {k: id(v) for k, v in vars(task).items()}
   stats_before = dict(task._stats)  # pylint: disable=protected-access
-  ours = [ex["targets"].tolist() for ex in cached.checked_dataset(
-      PLAIN, LENGTHS, "validation", shuffle=False).as_numpy_iterator()]
+  checked = cached.checked_dataset(PLAIN, LENGTHS, "validation", shuffle=False)
+  assert checked.options().experimental_optimization.map_fusion   # and seqio's is not
+  ours = [ex["targets"].tolist() for ex in checked.as_numpy_iterator()]
   # The user's task object is what it was: same class, same attributes.
   assert type(task) is seqio.Task  # pylint: disable=unidiomatic-typecheck
   assert {k: id(v) for k, v in vars(task).items()} == before
