@@ -13,7 +13,8 @@
 | `GemmaSeq2SeqFeatureConverter`   | `gm.data.Seq2SeqTask` (`input`/`target`/`target_mask`) |
 
 Modules: `packing` (pure numpy packing), `decoder_only`, `encoder_decoder`, `seq2seq` (one per
-family: a numpy conversion function + the converter class), `base` (the TF edge).
+family: a numpy conversion function + the converter class), `base` (the TF edge),
+`pipeline_options` (the tf.data options the pipelines run with: per-example maps fused).
 """
 from feature_converters.base import BEST_FIT, IN_ORDER, GemmaFeatureConverter
 from feature_converters.decoder_only import (GemmaLMFeatureConverter,
