@@ -5,30 +5,18 @@ write (a map per example, `seqio.preprocessors.tokenize`): our tasks, which run 
 SentencePiece once per batch, must yield the same examples, in the same order, with the same
 element spec, on the embedded data.
 """
-import numpy as np
 import pytest
 import seqio
 import tensorflow as tf
 
 import gemma_tasks  # noqa: F401  (registers the tasks)
 from benchmarks import per_example_steps
+from dataset_asserts import assert_same_examples
 from gemma_tasks import batched, builders, tokenization
 
 
 SPLIT = {"gemma_en_de_gettext": "train", "gemma_en_de_libreoffice_ui": "train", "gemma_quiz_qa": "train",
          "gemma_lm_python_docs": "train"}
-
-
-def _assert_same(ours: tf.data.Dataset, ref: tf.data.Dataset):
-  assert ours.element_spec == ref.element_spec
-  n = 0
-  for a, b in zip(ours.as_numpy_iterator(), ref.as_numpy_iterator(), strict=True):
-    assert a.keys() == b.keys()
-    for k in a:
-      np.testing.assert_array_equal(a[k], b[k], err_msg=f"example {n}, feature {k}")
-      assert np.asarray(a[k]).dtype == np.asarray(b[k]).dtype
-    n += 1
-  return n
 
 
 @pytest.mark.parametrize("name", sorted(per_example_steps.PRECACHE))
@@ -41,7 +29,7 @@ def test_registered_task_equals_per_example_seqio_steps(name, temp_task_names):
   # The first 1,000 rows of the split: several batches, and a partial last batch.
   ours, ref = (t.preprocess_precache(t.source.get_dataset(split, shuffle=False).take(1000))
                for t in tasks)
-  n = _assert_same(ours, ref)
+  n = assert_same_examples(ours, ref)
   assert n > 2 * batched.BATCH_SIZE
 
 
@@ -49,7 +37,7 @@ def test_tokenize_equals_seqio_tokenize_across_batch_edges():
   rows = ["", "Hi", "Grüße 😀", "<start_of_turn>user\nx<end_of_turn>\n", "a " * 300] * 120
   ds = tf.data.Dataset.from_tensor_slices({"inputs": rows, "targets": rows[::-1], "id": range(600)})
   features = builders.output_features()
-  _assert_same(tokenization.tokenize(ds, features), seqio.preprocessors.tokenize(ds, features))
+  assert_same_examples(tokenization.tokenize(ds, features), seqio.preprocessors.tokenize(ds, features))
 
 
 def test_tokenize_falls_back_to_seqio_for_non_scalar_strings():
@@ -92,7 +80,7 @@ def test_user_task_with_seqio_preprocessors_works_beside_ours(temp_task_names):
                            feature_converter=converter)
   ours = seqio.get_dataset("gemma_en_de_libreoffice", lengths, dataset_split="test",
                            shuffle=False, feature_converter=converter)
-  assert _assert_same(ours, user) > 100
+  assert assert_same_examples(ours, user) > 100
 
 
 def test_tokenize_keeps_seqio_key_order():

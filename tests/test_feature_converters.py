@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from seqio import test_utils
 
 import feature_converters as fc
+from dataset_asserts import as_arrays, assert_same
 from feature_converters import decoder_only, encoder_decoder, packing, seq2seq
 from gemma_seqio import template
 from gemma_seqio.special_tokens import BOS_ID, END_OF_TURN_ID, START_OF_TURN_ID
@@ -30,21 +31,6 @@ def make_ds(examples, keys=("inputs", "targets")):
       yield {k: np.asarray(ex[k], dtype=np.int32) for k in keys}
   return tf.data.Dataset.from_generator(
       gen, output_signature={k: tf.TensorSpec([None], tf.int32) for k in keys})
-
-
-def as_arrays(ds):
-  """Whole dataset -> {feature: [rows, ...] array} (empty dict for an empty dataset)."""
-  out = {}
-  for ex in ds.as_numpy_iterator():
-    for k, v in ex.items():
-      out.setdefault(k, []).append(v)
-  return {k: np.stack(v) for k, v in out.items()}
-
-
-def assert_same(ours, ref):
-  assert sorted(ours) == sorted(ref)
-  for k in ref:
-    np.testing.assert_array_equal(ours[k], ref[k], err_msg=k)
 
 
 # ---- README examples (seqio's docstring tables, with Gemma's BOS 2) ---------------------------
