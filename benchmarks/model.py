@@ -16,7 +16,11 @@
    XLA's op timings from `jax.profiler`, grouped by model part (`benchmarks.xla_profile`), for
    this step and for the recipe model's (`demo.run.RECIPE_TRAIN`: bfloat16, 8 x 192, loss on
    the answers; its tokens/s is the recipe's training speed; `--recipe-batches 16,32` times it
-   at other rows per step too).
+   at other rows per step too). The recipe's step is also timed in two fresh processes, one with
+   glibc malloc's defaults and one with the settings our CLIs apply
+   (`gemma_seqio.malloc_settings`), with the minor page faults per step and the share of CPU
+   time spent in the kernel. This process applies them too, as the trainer does
+   (`GEMMA_SEQIO_MALLOC=default` to measure everything with glibc's defaults).
 3. Greedy decoding: the same random Gemma 2 weights as a `transformers` `Gemma2ForCausalLM`
    (fp32, eager attention, its own KV cache in `generate`) and, via `save_pretrained` +
    `load_hf_checkpoint`, in ours (`model.generate`, jitted while-loop over a static KV cache).
@@ -107,6 +111,42 @@ def profile_train_step(cfg, batch: int, seq: int, answer_share: float, bucket: i
                         bucket)
   step = make_train_step(m, opt, donate=False)
   return profile(step, (params, opt.init(params), features, 0, positions), runs=runs)
+
+
+def recipe_step_child(steps: int) -> dict:
+  """The recipe's train step in this (fresh) process: step time, page faults, kernel share."""
+  import resource
+  from demo.run import RECIPE_PRESET, RECIPE_TRAIN
+  from model.config import get_config
+  cfg = get_config(RECIPE_PRESET).replace(dtype=RECIPE_TRAIN["dtype"])
+  rows, seq = RECIPE_TRAIN["batch_size"], RECIPE_TRAIN["inputs_length"] + RECIPE_TRAIN["targets_length"]
+  bench_train(cfg, rows, seq, 3, 0.5, 256)   # compile and warm up
+  before, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+  step_s, _, losses = bench_train(cfg, rows, seq, steps, 0.5, 256)
+  after, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - t
+  user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+  return {"step_s": step_s, "tokens_per_s": rows * seq / step_s,
+          "faults_per_step": (after.ru_minflt - before.ru_minflt) / (steps + 1),
+          "kernel_share": system / (user + system), "cores": (user + system) / wall,
+          "last_loss": losses[-1]}
+
+
+def bench_malloc_settings(steps: int, runs: int) -> dict:
+  """{setting: best child result}: fresh processes with glibc's defaults and with ours,
+  alternating (the settings must be in place before JAX starts its threads)."""
+  import json
+  import subprocess
+  best = {}
+  for _ in range(runs):
+    for name, env in (("glibc defaults", "default"), ("ours (malloc_settings)", "")):
+      out = subprocess.run(
+          [sys.executable, "-m", "benchmarks.model", "--recipe-step-child", str(steps)],
+          env={**os.environ, "GEMMA_SEQIO_MALLOC": env}, capture_output=True, text=True,
+          check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+      result = json.loads(out.stdout.strip().splitlines()[-1])
+      if name not in best or result["step_s"] < best[name]["step_s"]:
+        best[name] = result
+  return best
 
 
 def _print_profile(rows):
@@ -263,7 +303,15 @@ def main(argv=None):
   p.add_argument("--beam-new-tokens", type=int, default=64)
   p.add_argument("--matmul-n", type=int, default=1024)
   p.add_argument("--runs", type=int, default=3)
+  p.add_argument("--recipe-step-child", type=int, default=0, help=argparse.SUPPRESS)
   args = p.parse_args(argv)
+
+  from gemma_seqio import malloc_settings
+  malloc_settings.keep_freed_memory()   # as the trainer does, before JAX starts
+  if args.recipe_step_child:
+    import json
+    print(json.dumps(recipe_step_child(args.recipe_step_child)))
+    return 0
 
   import jax
   import torch
@@ -308,6 +356,15 @@ def main(argv=None):
             f"MFU {rflops / s / peak:.1%}")
     print("  where its time goes:")
     _print_profile(profile_train_step(rcfg, rbatch, rseq, 0.5, 256, args.runs))
+    steps = max(args.train_steps, 50)
+    print(f"  in fresh processes, glibc malloc's defaults vs ours ({steps} steps, best of "
+          f"{args.runs}):")
+    results = bench_malloc_settings(steps, args.runs)
+    base = results["glibc defaults"]["step_s"]
+    for name, r in results.items():
+      print(f"    {name:<24} {r['step_s'] * 1e3:6.0f} ms/step  {r['tokens_per_s']:8,.0f} tokens/s  "
+            f"{base / r['step_s']:.2f}x  page faults/step {r['faults_per_step']:8,.0f}  "
+            f"kernel {r['kernel_share']:.0%} of CPU time  loss {r['last_loss']:.4f}")
 
   if args.prefix_lm_share:
     # The trainer's two switches on a PrefixLM-shaped batch (loss on the answers only).

@@ -265,7 +265,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 2
   out = os.path.abspath(opts.out)
   os.makedirs(out, exist_ok=True)
-  from gemma_seqio import cli_log  # pylint: disable=g-import-not-at-top
+  from gemma_seqio import cli_log, malloc_settings  # pylint: disable=g-import-not-at-top
+  malloc_settings.keep_freed_memory()   # before JAX and TensorFlow start their threads
   # Before TensorFlow loads: library output of all three steps goes to <out>/demo.log.
   with cli_log.to_log_file(out, "demo") as log:
     log.exit_code = _run(opts, out, t_start)

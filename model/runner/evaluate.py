@@ -546,7 +546,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> EvalArgs:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parse_args(argv)
-  from gemma_seqio import cli_log  # pylint: disable=g-import-not-at-top
+  from gemma_seqio import cli_log, malloc_settings  # pylint: disable=g-import-not-at-top
+  malloc_settings.keep_freed_memory()   # before JAX and TensorFlow start their threads
   # Before TensorFlow loads: library output goes to <output_dir>/evaluate.log.
   output_dir = args.output_dir or os.path.join(args.checkpoint_dir, f"eval_{args.split}")
   with cli_log.to_log_file(output_dir, "evaluate") as log:

@@ -769,7 +769,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> TrainArgs:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parse_args(argv)
-  from gemma_seqio import cli_log  # pylint: disable=g-import-not-at-top
+  from gemma_seqio import cli_log, malloc_settings  # pylint: disable=g-import-not-at-top
+  malloc_settings.keep_freed_memory()   # before JAX and TensorFlow start their threads
   # Before TensorFlow loads: library output goes to <model_dir>/train.log, ours to the terminal.
   with cli_log.to_log_file(args.model_dir, "train") as log:
     log.exit_code = _main(args)
