@@ -113,22 +113,27 @@ def profile_train_step(cfg, batch: int, seq: int, answer_share: float, bucket: i
   return profile(step, (params, opt.init(params), features, 0, positions), runs=runs)
 
 
+def recipe_step_shape():
+  """(config, rows, row length) of the recipe's step as `python -m demo.run --recipe` trains it
+  (demo.run.RECIPE_TRAIN)."""
+  from demo.run import RECIPE_PRESET, RECIPE_TRAIN
+  from model.config import get_config
+  return (get_config(RECIPE_PRESET).replace(dtype=RECIPE_TRAIN["dtype"]),
+          RECIPE_TRAIN["batch_size"], RECIPE_TRAIN["inputs_length"] + RECIPE_TRAIN["targets_length"])
+
+
 def recipe_step_child(steps: int) -> dict:
   """The recipe's train step in this (fresh) process: step time, page faults, kernel share."""
   import resource
-  from demo.run import RECIPE_PRESET, RECIPE_TRAIN
-  from model.config import get_config
-  cfg = get_config(RECIPE_PRESET).replace(dtype=RECIPE_TRAIN["dtype"])
-  rows, seq = RECIPE_TRAIN["batch_size"], RECIPE_TRAIN["inputs_length"] + RECIPE_TRAIN["targets_length"]
+  cfg, rows, seq = recipe_step_shape()
   bench_train(cfg, rows, seq, 3, 0.5, 256)   # compile and warm up
-  before, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+  before = resource.getrusage(resource.RUSAGE_SELF)
   step_s, _, losses = bench_train(cfg, rows, seq, steps, 0.5, 256)
-  after, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - t
+  after = resource.getrusage(resource.RUSAGE_SELF)
   user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
   return {"step_s": step_s, "tokens_per_s": rows * seq / step_s,
           "faults_per_step": (after.ru_minflt - before.ru_minflt) / (steps + 1),
-          "kernel_share": system / (user + system), "cores": (user + system) / wall,
-          "last_loss": losses[-1]}
+          "kernel_share": system / (user + system), "last_loss": losses[-1]}
 
 
 def bench_malloc_settings(steps: int, runs: int) -> dict:
@@ -340,11 +345,8 @@ def main(argv=None):
   _print_profile(profile_train_step(cfg, args.train_batch, args.train_seq, 1.0, 0, args.runs))
 
   if args.recipe_step:
-    # The recipe's step as `python -m demo.run --recipe` trains it (demo.run.RECIPE_TRAIN).
     from demo.run import RECIPE_PRESET, RECIPE_TRAIN
-    rcfg = get_config(RECIPE_PRESET).replace(dtype=RECIPE_TRAIN["dtype"])
-    rbatch, rseq = RECIPE_TRAIN["batch_size"], (RECIPE_TRAIN["inputs_length"]
-                                                 + RECIPE_TRAIN["targets_length"])
+    rcfg, rbatch, rseq = recipe_step_shape()
     print(f"recipe train step ({RECIPE_PRESET}, {RECIPE_TRAIN['dtype']}, rows of {rseq}, loss on "
           "the second half of each row, logits at those positions; MFU counts logits at every "
           "position):")
