@@ -26,6 +26,11 @@ budget, the others and the mixtures at the first), packed PrefixLM: ours next to
 `tokenize` and seqio's converter), and the limit row: raw SentencePiece (all CPUs) on the
 task's own formatted strings. `--only-registered` runs just these. Figures: README, "Feature
 converters".
+
+`--spread N` measures something else: N new pipelines one after the other (the registered
+`gemma_en_de_libreoffice`, train split, our packed PrefixLM converter, every budget), each
+pipeline's examples/s and CPU cores busy, with tf.data's autotuning on (the default) and off.
+It shows how far one pipeline's rate can be from the next one's in the same process.
 """
 from __future__ import annotations
 
@@ -327,6 +332,33 @@ def registered_rows(budgets, runs: int, mixture_examples: int, others=REGISTERED
   return ratios
 
 
+def spread_rows(budgets, pipelines: int):
+  """Examples/s and cores busy of `pipelines` new pipelines in a row, autotuning on and off."""
+  name = "gemma_en_de_libreoffice"
+  n = seqio.get_mixture_or_task(name).num_input_examples("train")
+  _, ours = converters("prefix_lm", True)
+  print(f"\n## {pipelines} new pipelines in a row: {name}, train split, our packed PrefixLM "
+        "converter\n")
+  print("| lengths | tf.data autotuning | examples/s of each pipeline (cores busy) | median |\n"
+        "|---|---|---|---:|")
+  for li, lt in budgets:
+    lengths = {"inputs": li, "targets": lt}
+    for autotune in (True, False):
+      options = tf.data.Options()
+      options.autotune.enabled = autotune
+      rates = []
+      for _ in range(pipelines):
+        ds = make_dataset(name, lengths, ours).with_options(options)
+        cpu, start = os.times(), time.perf_counter()
+        consume(ds, digest=False)
+        wall, cpu_end = time.perf_counter() - start, os.times()
+        busy = (cpu_end.user - cpu.user + cpu_end.system - cpu.system) / wall
+        rates.append((n / wall, busy))
+      cells = ", ".join(f"{r:,.0f} ({b:.1f})" for r, b in rates)
+      print(f"| {li}/{lt} | {'on' if autotune else 'off'} | {cells} | "
+            f"{statistics.median(r for r, _ in rates):,.0f} |", flush=True)
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--examples", type=int, default=20000, help="real en->de pairs")
@@ -342,6 +374,9 @@ def main(argv=None):
                  help="examples taken from each mixture in the registered rows")
   p.add_argument("--only-registered", action="store_true",
                  help="only the rows of the registered tasks and mixtures")
+  p.add_argument("--spread", type=int, default=0, metavar="N",
+                 help="only this: N new pipelines in a row of the registered LibreOffice task, "
+                      "each one's rate, tf.data autotuning on and off")
   p.add_argument("--skip-registered", action="store_true",
                  help="skip the headline rows on the registered JSONL task")
   args = p.parse_args(argv)
@@ -356,6 +391,12 @@ def main(argv=None):
   header = ("| case | pipeline | examples/s | non-pad tokens/s | fill | rows | s |\n"
             "|---|---|---:|---:|---:|---:|---:|")
   ratios = []
+  if args.spread:
+    try:
+      spread_rows(budgets, args.spread)
+    finally:
+      remove_tasks()
+    return
   try:
     for li, lt in [] if args.only_registered else budgets:
       lengths = {"inputs": li, "targets": lt}
