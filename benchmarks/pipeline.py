@@ -385,7 +385,9 @@ def main(argv=None):
   en, de = load_pairs(args.examples)
   register_tasks(en, de, args.synthetic, max(li for li, _ in budgets))
   print(f"# gemma-seqio pipeline benchmark: {len(en):,} real pairs, {args.synthetic:,} synthetic, "
-        f"median of {args.runs} runs after a warm-up, {os.cpu_count()} CPUs, "
+        + (f"{args.spread} new pipelines per row, " if args.spread else
+           f"median of {args.runs} runs after a warm-up, ")
+        + f"{os.cpu_count()} CPUs, "
         f"seqio {seqio.__version__ if hasattr(seqio, '__version__') else '?'}, TF {tf.__version__}")
   print(f"# command: {' '.join(['python -m benchmarks.pipeline'] + (argv or sys.argv[1:]))}")
   header = ("| case | pipeline | examples/s | non-pad tokens/s | fill | rows | s |\n"
