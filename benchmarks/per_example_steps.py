@@ -28,7 +28,7 @@ def translation(ds, *, source_key, target_key, prefix):
 
 
 def pick_alias(aliases):
-  """`gemma_tasks.preprocessors.pick_alias` written plainly: `metrics.token_f1` per pair."""
+  """`gemma_tasks.aliases.pick_alias` written plainly: `metrics.token_f1` per pair."""
   norm = [metrics.normalize_answer(a) for a in aliases]
 
   def score(i):

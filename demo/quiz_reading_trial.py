@@ -19,7 +19,7 @@ import os
 
 import seqio
 
-from gemma_tasks import builders, preprocessors, sources, tasks
+from gemma_tasks import aliases, builders, sources, tasks
 from tools.build_embedded_data import quiz_rewritten
 
 TASK = "quiz_facts_every_split"
@@ -33,7 +33,7 @@ def statements() -> list:
     with gzip.open(os.path.join(sources.DATA_DIR, f"quiz_qa.{split}.jsonl.gz"), "rt",
                    encoding="utf-8") as f:
       for row in map(json.loads, f):
-        out += quiz_rewritten(row["question"], preprocessors.pick_alias(row["answers"]))[0]
+        out += quiz_rewritten(row["question"], aliases.pick_alias(row["answers"]))[0]
   return out
 
 

@@ -19,6 +19,7 @@ would give (`tf.Tensor` of shape `[None]` for a token vector, never a RaggedTens
 """
 from __future__ import annotations
 
+import weakref
 from typing import Callable, Mapping
 
 import tensorflow as tf
@@ -32,17 +33,38 @@ Batch = Mapping[str, "tf.Tensor | tf.RaggedTensor"]
 
 def over_batches(dataset: tf.data.Dataset, fn: Callable[[Batch], Batch], *,
                  batch_size: int = BATCH_SIZE) -> tf.data.Dataset:
-  """`fn` on groups of `batch_size` examples; its output rows are the new examples, in order.
+  """`fn` on groups of up to `batch_size` examples; its output rows are the new examples, in order.
 
   `fn` gets a dict of tensors whose first dimension is the example, and returns one; it may
-  drop rows (a filter) as long as every output feature has the same number of rows.
+  drop rows (a filter) as long as every output feature has the same number of rows. It must
+  treat rows independently: which examples share a group is not part of the contract.
+
+  When `dataset` is itself what `over_batches` (or `register_batches`) returned, `fn` runs on
+  those groups directly: two steps in a row (a task's formatting, then its tokenization) cost
+  one split into examples instead of a split, a regroup and a split.
   """
-  batched = dataset.ragged_batch(batch_size)
-  mapped = batched.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  examples = mapped.unbatch()
-  if not any(isinstance(s, tf.RaggedTensorSpec) for s in tf.nest.flatten(examples.element_spec)):
-    return examples
-  # A ragged feature unbatches to a RaggedTensorSpec of ragged rank 0, whose values are plain
-  # tensors: one light map restates the spec as the TensorSpec a per-example map would give.
-  return examples.map(lambda ex: tf.nest.map_structure(tf.identity, ex),
-                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  batches = _BATCHES.get(dataset)
+  if batches is None:
+    batches = dataset.ragged_batch(batch_size)
+  mapped = batches.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return register_batches(mapped)
+
+
+def register_batches(batches: tf.data.Dataset) -> tf.data.Dataset:
+  """The examples of `batches` (dicts whose first dimension is the example), remembered as
+  coming from `batches` so that a following `over_batches` can work on them as they are."""
+  examples = batches.unbatch()
+  if any(isinstance(s, tf.RaggedTensorSpec) for s in tf.nest.flatten(examples.element_spec)):
+    # A ragged feature unbatches to a RaggedTensorSpec of ragged rank 0, whose values are plain
+    # tensors: one light map restates the spec as the TensorSpec a per-example map would give.
+    examples = examples.map(lambda ex: tf.nest.map_structure(tf.identity, ex),
+                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  _BATCHES[examples] = batches
+  return examples
+
+
+# The groups behind each dataset of examples that `register_batches` returned. Weak keys: an
+# entry goes with its dataset, and only that very object (not a shuffled or cached copy of it,
+# whose order or groups differ) is ever looked up.
+_BATCHES: "weakref.WeakKeyDictionary[tf.data.Dataset, tf.data.Dataset]" = \
+    weakref.WeakKeyDictionary()

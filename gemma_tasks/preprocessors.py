@@ -15,7 +15,6 @@ The registered tasks' preprocessors run their string ops on groups of examples
 """
 from __future__ import annotations
 
-import collections
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
@@ -23,7 +22,7 @@ import seqio
 import tensorflow as tf
 
 from gemma_seqio import template
-from gemma_tasks import batched, metrics
+from gemma_tasks import aliases, batched
 
 TRANSLATE_PREFIX = "Translate English to German: "
 _PROMPT_HEAD, _PROMPT_TAIL = template.PROMPT_TEMPLATE.split("{}")
@@ -83,48 +82,13 @@ def translate_en_de(dataset: tf.data.Dataset) -> tf.data.Dataset:
   return translation(dataset, source_key="en", target_key="de", prefix=TRANSLATE_PREFIX)
 
 
-def pick_alias(aliases: Sequence[str]) -> str:
-  """Deterministic training target from an unordered alias list: the alias most like the others.
-
-  Each alias scores the sum of its token F1 (after SQuAD normalisation) with every other alias;
-  aliases with parentheses ("BH (disambiguation)") score nothing. Highest score wins, then the
-  shorter, then the first in list order. This picks the name most aliases agree on.
-
-  >>> pick_alias(["Ff coppola", "Francis Ford Coppola", "Coppola, Francis Ford", "Ford coppola"])
-  'Francis Ford Coppola'
-  >>> pick_alias(["🚁", "Helicopters", "Helicopter", "Cargo helicopter", "Copter"])
-  'Helicopter'
-  """
-  if not aliases:
-    raise ValueError("pick_alias: no aliases")
-  # token_f1(norm[i], norm[j]) for every pair, from bags of words built once per alias and
-  # each pair scored once (F1 is symmetric): ~10x faster on TriviaQA's long alias lists.
-  norm = [metrics.normalize_answer(a) for a in aliases]
-  bags = [collections.Counter(n.split()) for n in norm]
-  n = len(aliases)
-  f1 = [[0.0] * n for _ in range(n)]
-  for i in range(n):
-    for j in range(i + 1, n):
-      f1[i][j] = f1[j][i] = metrics.bag_f1(bags[i], bags[j])
-
-  def score(i):
-    if "(" in aliases[i] or not norm[i]:
-      return 0.0
-    return sum(f1[i][j] for j in range(n) if j != i)
-
-  best = max(range(n), key=lambda i: (score(i), -len(aliases[i]), -i))
-  return aliases[best]
-
-
-def choose_aliases(aliases: tf.RaggedTensor) -> tf.Tensor:
-  """`pick_alias` of each row of a ragged tf.string matrix (one py_function per batch)."""
+def choose_aliases(answers: tf.RaggedTensor) -> tf.Tensor:
+  """`aliases.pick_alias` of each row of a ragged tf.string matrix (one py_function per batch)."""
   def pick(values, row_splits):
-    values = [v.decode("utf-8") for v in values.numpy().tolist()]
-    splits = row_splits.numpy().tolist()
+    chosen = aliases.pick_utf8(values.numpy().tolist(), row_splits.numpy().tolist())
     # A numpy array, not a list: py_function would take a list for several outputs.
-    return np.array([pick_alias(values[a:b]).encode("utf-8")
-                     for a, b in zip(splits[:-1], splits[1:])], dtype=object)
-  out = tf.py_function(pick, [aliases.flat_values, aliases.row_splits], tf.string)
+    return np.array(chosen, dtype=object)
+  out = tf.py_function(pick, [answers.flat_values, answers.row_splits], tf.string)
   out.set_shape([None])
   return out
 

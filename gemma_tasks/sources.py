@@ -45,6 +45,8 @@ from typing import Iterator, Mapping, Optional, Sequence, Union
 import seqio
 import tensorflow as tf
 
+from gemma_tasks import batched
+
 _SPECS = {
     str: tf.TensorSpec([], tf.string),
     int: tf.TensorSpec([], tf.int64),
@@ -227,14 +229,16 @@ class JsonlDataSource(seqio.DataSource):
     signature = {k: tf.TensorSpec([None] + spec.shape.as_list(), spec.dtype)
                  for k, spec in self.output_signature.items()}
     signature.update({_LENGTH + k: tf.TensorSpec([None], tf.int64) for k in lists})
-    ds = tf.data.Dataset.from_generator(generate, output_signature=signature).unbatch()
+    batches = tf.data.Dataset.from_generator(generate, output_signature=signature)
     if lists:
-      def unpad(ex):
-        out = {k: v for k, v in ex.items() if not k.startswith(_LENGTH)}
-        out.update({k: ex[k][:ex[_LENGTH + k]] for k in lists})
+      def unpad(batch):
+        out = {k: v for k, v in batch.items() if not k.startswith(_LENGTH)}
+        out.update({k: tf.RaggedTensor.from_tensor(batch[k], lengths=batch[_LENGTH + k])
+                    for k in lists})
         return out
-      ds = ds.map(unpad)
-    return ds
+      batches = batches.map(unpad)
+    # The rows; the registered tasks' batched steps work on the batches when they come next.
+    return batched.register_batches(batches)
 
   def __str__(self):
     return f"JsonlDataSource({self._split_to_filepattern})"

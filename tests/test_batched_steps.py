@@ -12,7 +12,7 @@ import tensorflow as tf
 import gemma_tasks  # noqa: F401  (registers the tasks)
 from benchmarks import per_example_steps
 from dataset_asserts import assert_same_examples
-from gemma_tasks import batched, builders, tokenization
+from gemma_tasks import aliases, batched, builders, tokenization
 
 
 SPLIT = {"gemma_en_de_gettext": "train", "gemma_en_de_libreoffice_ui": "train", "gemma_quiz_qa": "train",
@@ -92,15 +92,44 @@ def test_tokenize_keeps_seqio_key_order():
   assert list(ours) == list(ref)
 
 
+def test_second_step_works_on_the_first_steps_groups():
+  """Two batched steps in a row share their groups; a copy of the first's output (here a map)
+  is grouped again."""
+  ds = tf.data.Dataset.from_tensor_slices({"x": list(range(6))})
+
+  def drop_first(batch):   # groups of 3 come out as groups of 2
+    return {"x": batch["x"][1:]}
+
+  def group_size(batch):
+    return {"x": batch["x"], "group": tf.fill(tf.shape(batch["x"]), tf.shape(batch["x"])[0])}
+
+  first = batched.over_batches(ds, drop_first, batch_size=3)
+  expected = [{"x": 1, "group": 2}, {"x": 2, "group": 2}, {"x": 4, "group": 2}, {"x": 5, "group": 2}]
+  assert list(batched.over_batches(first, group_size).as_numpy_iterator()) == expected
+  copy = first.map(lambda ex: ex)
+  assert [ex["group"] for ex in batched.over_batches(copy, group_size).as_numpy_iterator()] == [4] * 4
+
+
+def test_pick_aliases_names_an_empty_list():
+  with pytest.raises(ValueError, match="alias list 1 is empty"):
+    aliases.pick_aliases([["a"], [], ["b"]])
+
+
 def test_pick_alias_equals_the_plain_pairwise_definition():
   import gzip, json, os  # noqa: E401,PLC0415
-  from gemma_tasks import preprocessors, sources  # noqa: PLC0415
+  from gemma_tasks import sources  # noqa: PLC0415
   lists = []
-  for name in ("quiz_qa.train", "trivia_qa_open.validation"):
+  for name in [f"{data}.{split}" for data in ("quiz_qa", "trivia_qa_open")
+               for split in ("train", "validation", "test")]:
     with gzip.open(os.path.join(sources.DATA_DIR, f"{name}.jsonl.gz"), "rt") as f:
       lists += [json.loads(line)["answers"] for line in f]
-  lists = [a for a in lists if a]
-  assert len(lists) > 2000
-  assert max(len(a) for a in lists) > 20  # long TriviaQA alias lists are in there
-  for aliases in lists + [["", ""], ["x", ""], ["(a)", "(b)"], ["The", "a", "An"]]:
-    assert preprocessors.pick_alias(aliases) == per_example_steps.pick_alias(aliases), aliases
+  lists = [a for a in lists if a] + [["", ""], ["x", ""], ["(a)", "(b)"], ["The", "a", "An"],
+                                     ["b b", "b", "b c"], ["a b", "b a", "ab"]]
+  assert len(lists) > 20_000
+  assert max(len(a) for a in lists) > 300  # long TriviaQA alias lists are in there
+  plain = [per_example_steps.pick_alias(answers) for answers in lists]
+  # All lists in one call, as the task's batches are scored (lists of equal length together) ...
+  assert aliases.pick_aliases(lists) == plain
+  # ... and one at a time.
+  for answers, expected in zip(lists, plain):
+    assert aliases.pick_alias(answers) == expected, answers

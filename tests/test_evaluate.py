@@ -242,7 +242,7 @@ def test_quiz_baseline_is_the_most_common_answer_of_each_table():
   first in sorted order), scored on the test questions of that table."""
   import collections
   import seqio
-  from gemma_tasks import metrics, preprocessors, sources
+  from gemma_tasks import aliases, metrics, sources
   from model.runner import evaluate
 
   def rows(split):
@@ -251,7 +251,7 @@ def test_quiz_baseline_is_the_most_common_answer_of_each_table():
 
   counts = collections.defaultdict(collections.Counter)
   for r in rows("train"):
-    counts[r["src"]][preprocessors.pick_alias(r["answers"])] += 1
+    counts[r["src"]][aliases.pick_alias(r["answers"])] += 1
   test = rows("test")
   preds = [min(counts[r["src"]].items(), key=lambda kv: (-kv[1], kv[0]))[0] for r in test]
   expected = metrics.exact_match([r["answers"] for r in test], preds)["exact_match"]

@@ -57,3 +57,22 @@ def test_example_without_a_scorable_alias_is_an_error():
   with pytest.raises(ValueError, match=r"example 1: no answer alias is left after normalisation "
                                        r"\(aliases \['\]', 'the'\]\)"):
     metrics.exact_match([["Paris"], ["]", "the"]], ["Paris", ""])
+
+
+def test_normalize_answer_is_the_squad_definition_on_every_embedded_alias():
+  """The one-call punctuation removal gives what SQuAD's character filter gives."""
+  import gzip, json, os, re, string  # noqa: E401,PLC0415
+  from gemma_tasks import sources  # noqa: PLC0415
+  punct = set(string.punctuation) | set("‘’´`“”«»„")
+
+  def squad(text):   # SQuAD's normalize_answer, with our extra quote marks and "_" as a space
+    text = text.lower().replace("_", " ")
+    text = "".join(ch for ch in text if ch not in punct)
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+  texts = ["  The  Beatles' \"Help!\" ", "«Ça»_va", "A.N. Other", "theatre the", "İstanbul ΣΑΣ", ""]
+  for name in ("quiz_qa.train", "quiz_qa.test", "trivia_qa_open.validation", "trivia_qa_open.train"):
+    with gzip.open(os.path.join(sources.DATA_DIR, f"{name}.jsonl.gz"), "rt") as f:
+      texts += [a for line in f for a in json.loads(line)["answers"]]
+  assert len(texts) > 50_000
+  assert [metrics.normalize_answer(t) for t in texts] == [squad(t) for t in texts]

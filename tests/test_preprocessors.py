@@ -3,7 +3,7 @@ import tensorflow as tf
 from seqio import test_utils
 
 from gemma_seqio import template
-from gemma_tasks import preprocessors
+from gemma_tasks import aliases, preprocessors
 
 
 def _ds(rows):
@@ -43,9 +43,9 @@ def test_qa_keeps_all_aliases_and_picks_one_deterministically():
 
 
 def test_pick_alias_rules():
-  assert preprocessors.pick_alias(["Bh.", "BH (disambiguation)", "BH", "Bh", "B.H."]) == "BH"
-  assert preprocessors.pick_alias(["only (one)"]) == "only (one)"
-  assert preprocessors.pick_alias(["b", "a"]) == "b"  # tie: first in list order
+  assert aliases.pick_alias(["Bh.", "BH (disambiguation)", "BH", "Bh", "B.H."]) == "BH"
+  assert aliases.pick_alias(["only (one)"]) == "only (one)"
+  assert aliases.pick_alias(["b", "a"]) == "b"  # tie: first in list order
 
 
 def test_lm_chunking_loses_no_token():

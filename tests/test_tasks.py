@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 import gemma_tasks
 from gemma_tasks import __main__ as cli
 from gemma_seqio import template
-from gemma_tasks import builders, mixtures, preprocessors, rates, sources, tasks
+from gemma_tasks import aliases, builders, mixtures, preprocessors, rates, sources, tasks
 
 LENGTHS = {"inputs": 128, "targets": 64}
 
@@ -124,7 +124,7 @@ def test_quiz_facts_and_reworded_questions_are_the_training_facts_only():
   reworded = _rows("quiz_qa.reworded.jsonl.gz")
   expected_facts, expected_questions = [], []
   for r in train:
-    statements, question = tool.quiz_rewritten(r["question"], preprocessors.pick_alias(r["answers"]))
+    statements, question = tool.quiz_rewritten(r["question"], aliases.pick_alias(r["answers"]))
     expected_facts += statements
     expected_questions.append(question)
   assert facts == expected_facts and len(facts) == 3 * len(train) == 2880
@@ -137,7 +137,7 @@ def test_quiz_facts_and_reworded_questions_are_the_training_facts_only():
   held_out = _rows("quiz_qa.test.jsonl.gz") + _rows("quiz_qa.validation.jsonl.gz")
   read = set(facts)
   for r in held_out:
-    statements, _ = tool.quiz_rewritten(r["question"], preprocessors.pick_alias(r["answers"]))
+    statements, _ = tool.quiz_rewritten(r["question"], aliases.pick_alias(r["answers"]))
     assert not set(statements) & read, r
   with pytest.raises(ValueError, match=r"matches no pattern.*'Who is it\?'"):
     tool.quiz_rewritten("Who is it?", "me")
@@ -307,7 +307,7 @@ def test_quiz_reading_trial_reads_the_test_facts_it_is_never_asked():
       {"inputs": 8, "targets": 256}, split="train", shuffle=False).as_numpy_iterator()]
   tool = _build_tool()
   facts = {split: [t for r in _rows(f"quiz_qa.{split}.jsonl.gz")
-                   for t in tool.quiz_rewritten(r["question"], preprocessors.pick_alias(r["answers"]))[0]]
+                   for t in tool.quiz_rewritten(r["question"], aliases.pick_alias(r["answers"]))[0]]
            for split in tasks.ALL_SPLITS}
   assert read == facts["train"] + facts["validation"] + facts["test"]
   assert len(facts["test"]) == 3 * 132

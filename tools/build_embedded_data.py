@@ -168,7 +168,7 @@ def main():
   # The answer in a statement is the quiz task's training target (`pick_alias`): the fact is read
   # in the words the question is answered in. TF comes with that import; this is a maintainer's
   # tool, never run by the package.
-  from gemma_tasks.preprocessors import pick_alias  # pylint: disable=g-import-not-at-top
+  from gemma_tasks.aliases import pick_alias  # pylint: disable=g-import-not-at-top
   facts, reworded = [], []
   for r in qsplit["train"]:
     statements, question = quiz_rewritten(r["question"], pick_alias(r["answers"]))
