@@ -112,7 +112,7 @@ def test_describe_follows_same_package_helpers():
   """A preprocessor's fingerprint covers the helpers and constants it uses in its package."""
   from gemma_tasks import preprocessors
   text = "\n".join(fingerprint._function_closure(preprocessors.qa))
-  assert "def as_prompt" in text and "def choose_aliases" in text and "def pick_aliases" in text
+  assert "def as_prompt" in text and "def choose_aliases" in text and "def pick_indices" in text
   assert "def normalize_answer" in text   # the alias choice depends on it
   assert fingerprint.describe(functools.partial(preprocessors.qa, question_key="q")) != \
       fingerprint.describe(functools.partial(preprocessors.qa, question_key="x"))
