@@ -74,20 +74,21 @@ _PER_PROMPT = ("prompt_key", "prompt_value", "prompt_length")
 
 def _share_prompt_cache(cache, beams: int, width: int, new_tokens: int):
   """The cache after prefill (B rows, each prompt in slots [0, width)) -> the beam layout: the
-  prompts' keys [B, K, H, width] and values [B, K, width, H] kept once per prompt, laid out
-  for `layers._attend_shared_prompt`'s products, and an empty cache of
-  `new_tokens` slots per beam [B * beams, new_tokens, K, H] for what the beams generate."""
+  prompts' keys [B, K, H, width] and values [B, K, width, H] kept once per prompt (the cache's
+  own layout, cut to the prompt block), and an empty cache of `new_tokens` slots per beam
+  (keys [B * beams, K, H, new_tokens], values [B * beams, K, new_tokens, H]) for what the
+  beams generate."""
 
   def layer(attn):
-    key = attn["cached_key"]
-    generated = (key.shape[0] * beams, new_tokens) + key.shape[2:]
+    key, value = attn["cached_key"], attn["cached_value"]
+    rows, kv, head = key.shape[0] * beams, key.shape[1], key.shape[2]
     return {"attn": {
-        "prompt_key": key[:, :width].transpose(0, 2, 3, 1),
-        "prompt_value": attn["cached_value"][:, :width].transpose(0, 2, 1, 3),
+        "prompt_key": key[..., :width],
+        "prompt_value": value[:, :, :width],
         "prompt_length": attn["cache_index"],
-        "cached_key": jnp.zeros(generated, key.dtype),
-        "cached_value": jnp.zeros(generated, key.dtype),
-        "cache_index": jnp.zeros(generated[:1], jnp.int32)}}
+        "cached_key": jnp.zeros((rows, kv, head, new_tokens), key.dtype),
+        "cached_value": jnp.zeros((rows, kv, new_tokens, head), value.dtype),
+        "cache_index": jnp.zeros((rows,), jnp.int32)}}
 
   return {name: layer(entry["attn"]) for name, entry in cache.items()}
 

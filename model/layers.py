@@ -168,12 +168,22 @@ def cached_mask(
   return mask
 
 
-def _write_at(buffer: jax.Array, update: jax.Array, index: jax.Array) -> jax.Array:
-  """Per-example `buffer[b, index[b]:index[b] + T] = update[b]` along axis 1."""
+def _write_at(buffer: jax.Array, update: jax.Array, index: jax.Array, axis: int = 1) -> jax.Array:
+  """Per-example `buffer[b, ..., index[b]:index[b] + T, ...] = update[b]` along `axis`."""
   def one(buf, upd, i):
-    starts = (i,) + (0,) * (buf.ndim - 1)
+    starts = tuple(i if d == axis - 1 else 0 for d in range(buf.ndim))
     return jax.lax.dynamic_update_slice(buf, upd.astype(buf.dtype), starts)
   return jax.vmap(one)(buffer, update, index)
+
+
+def cache_keys(key: jax.Array) -> jax.Array:
+  """New keys [B, T, K, H] in the cache's key layout [B, K, H, T] (see `_attend_one_query`)."""
+  return key.transpose(0, 2, 3, 1)
+
+
+def cache_values(value: jax.Array) -> jax.Array:
+  """New values [B, T, K, H] in the cache's value layout [B, K, T, H]."""
+  return value.transpose(0, 2, 1, 3)
 
 
 def _softcap(logits: jax.Array, cap: Optional[float]) -> jax.Array:
@@ -217,17 +227,20 @@ def _attend_one_query(query: jax.Array, key: jax.Array, value: jax.Array, mask: 
                       softcap: Optional[float]) -> jax.Array:
   """Attention of one new token per row over the cache (a decoding step), in float32.
 
-  query [B, K, G, H], key / value [B, S, K, H], mask bool [B, S] -> [B, K, G, H]. The same
-  arithmetic as the batched matmuls of the full pass, written as products and sums: XLA fuses
-  them into passes over the cache as it is laid out, where the matmuls would first copy the
-  whole cache into a transposed layout and then run B * K tiny products (measured in
-  `benchmarks/model.py`: most of a beam-search step at 64 x 4 rows).
+  query [B, K, G, H], key [B, K, H, S], value [B, K, S, H], mask bool [B, S] -> [B, K, G, H].
+  The same arithmetic as the batched matmuls of the full pass, written as products and sums
+  that XLA fuses into passes over the cache as it is laid out (matmuls would run B * K tiny
+  products). The cache's layout is chosen for these sums: both reduce over a non-minor axis
+  (H for the logits, S for the output), so each pass adds whole contiguous rows of S or H
+  values. With the full pass's layout [B, S, K, H] the logits were a sum over the minor axis,
+  one short horizontal reduction per slot: ~1.7x the attention's time at batch 1 and 8,
+  ~1.6x at beam search's 256 rows (measured in `benchmarks/model.py`'s decoding rows).
   """
   f32 = jnp.float32
-  logits = jnp.sum(query.astype(f32)[:, None] * key.astype(f32)[:, :, :, None], axis=-1)
-  logits = jnp.where(mask[:, :, None, None], _softcap(logits, softcap), NEG_INF)  # [B, S, K, G]
-  probs = jax.nn.softmax(logits, axis=1)
-  return jnp.sum(probs[..., None] * value.astype(f32)[:, :, :, None], axis=1)
+  logits = jnp.sum(query.astype(f32)[..., None] * key.astype(f32)[:, :, None], axis=3)
+  logits = jnp.where(mask[:, None, None, :], _softcap(logits, softcap), NEG_INF)  # [B, K, G, S]
+  probs = jax.nn.softmax(logits, axis=-1)
+  return jnp.sum(probs[..., None] * value.astype(f32)[:, :, None], axis=3)
 
 
 def _attend_shared_prompt(query: jax.Array, prompt_key: jax.Array, prompt_value: jax.Array,
@@ -237,8 +250,8 @@ def _attend_shared_prompt(query: jax.Array, prompt_key: jax.Array, prompt_value:
   prompt's keys are stored once, not once per beam.
 
   query [R, K, G, H] (a prompt's beams adjacent); prompt_key [B, K, H, P], prompt_value
-  [B, K, P, H], prompt_mask bool [B, beams, P]; key / value [R, M, K, H] (the generated
-  tokens), mask bool [R, M] -> [R, K, G, H]. One softmax over the prompt's and the generated
+  [B, K, P, H], prompt_mask bool [B, beams, P]; key [R, K, H, M] / value [R, K, M, H] (the
+  generated tokens, in the cache's layout), mask bool [R, M] -> [R, K, G, H]. One softmax over the prompt's and the generated
   slots together, so the result is attention over their concatenation. The beams then read the
   prompt's keys once per step between them and reorder only the generated part of the cache
   when they change parents (`model.beams`). A prompt's beams * G queries per key head meet its
@@ -254,17 +267,17 @@ def _attend_shared_prompt(query: jax.Array, prompt_key: jax.Array, prompt_value:
   prompt_logits = jnp.einsum("bkqh,bkhp->bkqp", q, prompt_key.astype(f32))
   prompt_mask = jnp.repeat(prompt_mask, groups, axis=1)[:, None]              # [B, 1, beams*G, P]
   prompt_logits = jnp.where(prompt_mask, _softcap(prompt_logits, softcap), NEG_INF)
-  logits = jnp.sum(query.astype(f32)[:, None] * key.astype(f32)[:, :, :, None], axis=-1)
-  logits = jnp.where(mask[:, :, None, None], _softcap(logits, softcap), NEG_INF)  # [R, M, K, G]
-  logits = logits.reshape(batch, beams, -1, kv, groups).transpose(0, 3, 1, 4, 2)
+  logits = jnp.sum(query.astype(f32)[..., None] * key.astype(f32)[:, :, None], axis=3)
+  logits = jnp.where(mask[:, None, None, :], _softcap(logits, softcap), NEG_INF)  # [R, K, G, M]
+  logits = logits.reshape(batch, beams, kv, groups, -1).transpose(0, 2, 1, 3, 4)
   logits = logits.reshape(batch, kv, beams * groups, -1)                     # [B, K, beams*G, M]
   probs = jax.nn.softmax(jnp.concatenate([prompt_logits, logits], axis=-1), axis=-1)
   from_prompt = jnp.einsum("bkqp,bkph->bkqh", probs[..., :prompt_slots],
                            prompt_value.astype(f32))                          # [B, K, beams*G, H]
   from_prompt = from_prompt.reshape(batch, kv, beams, groups, head).transpose(0, 2, 1, 3, 4)
   generated = probs[..., prompt_slots:].reshape(batch, kv, beams, groups, -1)
-  generated = generated.transpose(0, 2, 4, 1, 3).reshape(rows, -1, kv, groups)  # [R, M, K, G]
-  from_generated = jnp.sum(generated[..., None] * value.astype(f32)[:, :, :, None], axis=1)
+  generated = generated.transpose(0, 2, 1, 3, 4).reshape(rows, kv, groups, -1)  # [R, K, G, M]
+  from_generated = jnp.sum(generated[..., None] * value.astype(f32)[:, :, None], axis=3)
   return from_prompt.reshape(query.shape) + from_generated
 
 
@@ -273,15 +286,17 @@ class Attention(nn.Module):
 
   Without `cached`: keys are this call's tokens, `positions` and `mask` ([B, T, T]) are given.
   With `cached` (T5X's `decode` / `prefill`): the call's T tokens are written into the `cache`
-  collection at each example's `cache_index` (slot = position), the queries attend to the whole
+  collection (`cached_key` [B, K, H, S], `cached_value` [B, K, S, H]: the layout of
+  `_attend_one_query`) at each example's `cache_index` (slot = position), the queries attend to the whole
   cache, and `cache_index` advances by `advance` ([B], default T). When the cache does not exist
   yet it is created with `cache_length` slots and the call behaves as uncached (T5X initialises a
   cache that way).
 
   Beam search's layout (`model.beams`) adds `prompt_key` [B, K, H, P], `prompt_value`
   [B, K, P, H] and `prompt_length` [B] to the cache: the prompts, once per prompt, while
-  `cached_key` / `cached_value` [B * beams, M, K, H] hold each beam's generated tokens from
-  slot 0 and `cache_index` counts them; a token's position is its prompt's length + its slot.
+  `cached_key` [B * beams, K, H, M] / `cached_value` [B * beams, K, M, H] hold each beam's
+  generated tokens from slot 0 and `cache_index` counts them; a token's position is its
+  prompt's length + its slot.
   That layout decodes one token per call.
   """
   config: GemmaConfig
@@ -315,6 +330,7 @@ class Attention(nn.Module):
     window = cfg.sliding_window_size if self.attn_type == LOCAL else None
 
     batch, length = x.shape[:2]
+    from_cache = False   # keys [B, S, K, H] of this call, or the cache's layout (see above)
     # [B, T, D] x [D, heads * H]: the head axes flattened into one matrix column axis.
     query = dense(x, wq.reshape(d, n * h), dtype).reshape(batch, length, n, h)
     key = dense(x, wk.reshape(d, k * h), dtype).reshape(batch, length, k, h)
@@ -330,10 +346,11 @@ class Attention(nn.Module):
       positions = index[:, None] + jnp.arange(length)[None, :]
       query = apply_rope(query, positions, cfg.rope_base)
       key = apply_rope(key, positions, cfg.rope_base)
-      cached_key.value = _write_at(cached_key.value, key, index)
-      cached_value.value = _write_at(cached_value.value, value, index)
+      cached_key.value = _write_at(cached_key.value, cache_keys(key), index, axis=3)
+      cached_value.value = _write_at(cached_value.value, cache_values(value), index, axis=2)
       key, value = cached_key.value, cached_value.value
-      slots = key.shape[1]
+      from_cache = True
+      slots = key.shape[-1]
       bidir_keys = None
       if bidirectional is not None:
         bidir_keys = _write_at(jnp.zeros((batch, slots), bool), bidirectional.astype(bool), index)
@@ -343,22 +360,24 @@ class Attention(nn.Module):
     else:
       if cached:  # first (initialising) call: create an empty cache, compute as uncached
         slots = cache_length or length
-        self.variable("cache", "cached_key", jnp.zeros, (batch, slots, k, h), dtype)
-        self.variable("cache", "cached_value", jnp.zeros, (batch, slots, k, h), dtype)
+        self.variable("cache", "cached_key", jnp.zeros, (batch, k, h, slots), dtype)
+        self.variable("cache", "cached_value", jnp.zeros, (batch, k, slots, h), dtype)
         self.variable("cache", "cache_index", jnp.zeros, (batch,), jnp.int32)
       query = apply_rope(query, positions, cfg.rope_base)
       key = apply_rope(key, positions, cfg.rope_base)
 
     query = query * jnp.asarray(cfg.query_pre_attn_scalar ** -0.5, dtype)
     grouped = query.reshape(batch, length, k, n // k, h)   # head n = kv_head * G + g
-    if cached and length == 1:
+    if from_cache and length == 1:
       encoded = _attend_one_query(grouped[:, 0], key, value, mask[:, 0], cfg.attn_logit_softcap)
       encoded = encoded.astype(dtype).reshape(batch, 1, n, h)
     else:
-      logits = jnp.einsum("btkgh,bskh->bkgts", grouped, key, preferred_element_type=jnp.float32)
+      keys, values = ("bkhs", "bksh") if from_cache else ("bskh", "bskh")
+      logits = jnp.einsum(f"btkgh,{keys}->bkgts", grouped, key,
+                          preferred_element_type=jnp.float32)
       probs = capped_masked_softmax(logits, mask[:, None, None], cfg.attn_logit_softcap)
       probs = probs.astype(dtype)
-      encoded = jnp.einsum("bkgts,bskh->btkgh", probs, value).reshape(batch, length, n, h)
+      encoded = jnp.einsum(f"bkgts,{values}->btkgh", probs, value).reshape(batch, length, n, h)
     return dense(encoded.reshape(batch, length, n * h), wo.reshape(n * h, d), dtype)
 
   def _decode_after_shared_prompt(self, query, key, value, wo, window):
@@ -381,9 +400,9 @@ class Attention(nn.Module):
     positions = (start + index)[:, None]
     query = apply_rope(query, positions, cfg.rope_base)
     key = apply_rope(key, positions, cfg.rope_base)
-    cached_key.value = _write_at(cached_key.value, key, index)
-    cached_value.value = _write_at(cached_value.value, value, index)
-    gen_slots = jnp.arange(cached_key.value.shape[1])[None, :]
+    cached_key.value = _write_at(cached_key.value, cache_keys(key), index, axis=3)
+    cached_value.value = _write_at(cached_value.value, cache_values(value), index, axis=2)
+    gen_slots = jnp.arange(cached_key.value.shape[-1])[None, :]
     mask = gen_slots <= index[:, None]                                          # [R, M]
     prompt_slots = jnp.arange(prompt_key.shape[-1])[None, :]
     prompt_mask = prompt_slots < start[:, None]                                 # [R, P]

@@ -99,20 +99,21 @@ def init_params(config: GemmaConfig, rng: jax.Array, length: int = 1) -> dict:
 
 
 def init_cache(config: GemmaConfig, batch_size: int, cache_length: int) -> dict:
-  """An empty `cache` collection: per layer `cached_key` / `cached_value` [B, S, K, H] and
-  `cache_index` [B] (next free slot = number of cached tokens, per example).
+  """An empty `cache` collection: per layer `cached_key` [B, K, H, S], `cached_value`
+  [B, K, S, H] (the layout of `layers._attend_one_query`) and `cache_index` [B] (next free
+  slot = number of cached tokens, per example).
 
   >>> from model.config import tiny_gemma1
   >>> c = init_cache(tiny_gemma1(), 2, 8)
   >>> c['layer_0']['attn']['cached_key'].shape, c['layer_0']['attn']['cache_index'].tolist()
-  ((2, 8, 1, 16), [0, 0])
+  ((2, 1, 16, 8), [0, 0])
   """
   dtype = jnp.dtype(config.dtype)
-  shape = (batch_size, cache_length, config.num_kv_heads, config.head_dim)
+  batch, kv, head = batch_size, config.num_kv_heads, config.head_dim
   return {
       f"layer_{i}": {"attn": {
-          "cached_key": jnp.zeros(shape, dtype),
-          "cached_value": jnp.zeros(shape, dtype),
+          "cached_key": jnp.zeros((batch, kv, head, cache_length), dtype),
+          "cached_value": jnp.zeros((batch, kv, cache_length, head), dtype),
           "cache_index": jnp.zeros((batch_size,), jnp.int32),
       }} for i in range(config.num_layers)
   }

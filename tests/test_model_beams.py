@@ -164,7 +164,8 @@ def test_the_beams_share_one_copy_of_each_prompt_in_the_cache(params):
   full = jax.tree.map(lambda x: jnp.repeat(x, beams, axis=0), cache)
   shared = _share_prompt_cache(cache, beams, tokens.shape[1], steps)
   assert shared["layer_0"]["attn"]["prompt_key"].shape[0] == len(PROMPTS)
-  assert shared["layer_0"]["attn"]["cached_key"].shape[:2] == (len(PROMPTS) * beams, steps)
+  key = shared["layer_0"]["attn"]["cached_key"]
+  assert (key.shape[0], key.shape[-1]) == (len(PROMPTS) * beams, steps)   # [R, K, H, M]
   rows = len(PROMPTS) * beams
   for step in range(steps):
     new = jnp.asarray([[3 + (row + step) % 3] for row in range(rows)])
