@@ -28,7 +28,12 @@
    batch * new tokens / wall time (best of `--runs`, runs alternating between the two, compile
    excluded and reported apart). transformers runs with 1 and with all torch threads and gets
    the faster (OpenMP spin-waiting makes 2 threads slower than 1 on a busy machine). The tokens
-   of both are compared.
+   of both are compared. Every decoding step reads all the model's weights once; the
+   "weights-read floor" is batch / the time of one jitted pass that only reads them (a sum
+   over every parameter, best of 20, less an empty call), the speed a step could reach if
+   reading its weights were all it did. At batch 1 a model of tens of MB is close to it:
+   decoding there is bound by memory, not by arithmetic (for the tiny presets the sum's own
+   per-op cost is most of that pass, and the figure means little).
 4. Beam search next to greedy on the same prompts (`--beam-config`, the recipe model by
    default; random weights, `--beam-batch` prompts of each of `--beam-prompt-lens` tokens (96 is
    the recipe's `inputs_length`), `--beam-new-tokens` each, no stop ids so every row runs the
@@ -68,6 +73,19 @@ def matmul_peak(n: int, runs: int) -> float:
   mm(a, b).block_until_ready()
   seconds = _best(lambda: mm(a, b).block_until_ready(), max(runs, 5))
   return 2 * n ** 3 / seconds
+
+
+def weights_read_seconds(params, runs: int = 20) -> float:
+  """Seconds for one pass that reads every parameter once (a jitted sum), best of `runs`,
+  less a call that reads nothing (what dispatching the call costs)."""
+  import jax
+  import jax.numpy as jnp
+  read = jax.jit(lambda p: sum(jnp.sum(leaf) for leaf in jax.tree.leaves(p)))
+  nothing = jax.jit(lambda p: jax.tree.leaves(p)[0].reshape(-1)[0])
+  for fn in (read, nothing):
+    fn(params).block_until_ready()
+  return (_best(lambda: read(params).block_until_ready(), runs)
+          - _best(lambda: nothing(params).block_until_ready(), runs))
 
 
 def train_step_flops(cfg, batch: int, seq: int) -> float:
@@ -250,7 +268,8 @@ def bench_decode(cfg, batch: int, prompt_len: int, new_tokens: int, runs: int, t
       hf_times[n].append(_best(run_hf, 1))
   torch.set_num_threads(default_threads)
   best_threads = min(hf_times, key=lambda n: min(hf_times[n]))
-  return min(ours_times), min(hf_times[best_threads]), best_threads, compile_s, agree
+  return (min(ours_times), min(hf_times[best_threads]), best_threads, compile_s, agree,
+          weights_read_seconds(params))
 
 
 def bench_beams(cfg, batch: int, prompt_len: int, new_tokens: int, runs: int, num_beams: int = 4):
@@ -384,15 +403,17 @@ def main(argv=None):
 
   print(f"greedy decoding, prompt {args.prompt_len}, {args.new_tokens} new tokens per row:")
   print(f"  {'batch':>5}  {'ours tok/s':>11}  {'transformers tok/s':>18}  {'(threads)':>9}  "
-        f"{'ratio':>6}  {'same tokens':>11}  {'our compile':>11}")
+        f"{'ratio':>6}  {'same tokens':>11}  {'our compile':>11}  {'weights-read floor':>18}")
   threads = sorted({1, torch.get_num_threads()})
   for batch in (int(b) for b in args.decode_batches.split(",")):
-    ours_s, hf_s, hf_threads, compile_s, agree = bench_decode(
+    ours_s, hf_s, hf_threads, compile_s, agree, read_s = bench_decode(
         cfg, batch, args.prompt_len, args.new_tokens, args.runs, threads)
     generated = batch * args.new_tokens
+    floor = batch / read_s
     print(f"  {batch:>5}  {generated / ours_s:>11,.0f}  {generated / hf_s:>18,.0f}  "
           f"{hf_threads:>9}  "
-          f"{hf_s / ours_s:>5.1f}x  {agree:>11.1%}  {compile_s:>9.1f} s")
+          f"{hf_s / ours_s:>5.1f}x  {agree:>11.1%}  {compile_s:>9.1f} s  "
+          f"{floor:>9,.0f} tok/s (ours {generated / ours_s / floor:.0%} of it)")
 
   if args.beam_config:
     for prompt_len in (int(n) for n in args.beam_prompt_lens.split(",")):
