@@ -340,16 +340,10 @@ class Attention(nn.Module):
     if cached and self.has_variable("cache", "prompt_key"):
       return self._decode_after_shared_prompt(query, key, value, wo, window)
     if cached and self.has_variable("cache", "cached_key"):
-      cached_key = self.variable("cache", "cached_key", jnp.zeros, (), dtype)
-      cached_value = self.variable("cache", "cached_value", jnp.zeros, (), dtype)
       cache_index = self.variable("cache", "cache_index", jnp.zeros, (), jnp.int32)
       index = cache_index.value
       positions = index[:, None] + jnp.arange(length)[None, :]
-      query = apply_rope(query, positions, cfg.rope_base)
-      key = apply_rope(key, positions, cfg.rope_base)
-      cached_key.value = _write_at(cached_key.value, cache_keys(key), index, axis=3)
-      cached_value.value = _write_at(cached_value.value, cache_values(value), index, axis=2)
-      key, value = cached_key.value, cached_value.value
+      query, key, value = self._append_to_cache(query, key, value, positions, index)
       from_cache = True
       slots = key.shape[-1]
       bidir_keys = None
@@ -381,6 +375,20 @@ class Attention(nn.Module):
       encoded = jnp.einsum(f"bkgts,{values}->btkgh", probs, value).reshape(batch, length, n, h)
     return dense(encoded.reshape(batch, length, n * h), wo.reshape(n * h, d), dtype)
 
+  def _append_to_cache(self, query, key, value, positions, index):
+    """RoPE at `positions` [B, T]; the new keys / values [B, T, K, H] written into the cache
+    at each row's `index` [B] -> (rotated query, the cache's keys [B, K, H, S] and values
+    [B, K, S, H] with them)."""
+    cfg = self.config
+    dtype = jnp.dtype(cfg.dtype)
+    cached_key = self.variable("cache", "cached_key", jnp.zeros, (), dtype)
+    cached_value = self.variable("cache", "cached_value", jnp.zeros, (), dtype)
+    query = apply_rope(query, positions, cfg.rope_base)
+    key = apply_rope(key, positions, cfg.rope_base)
+    cached_key.value = _write_at(cached_key.value, cache_keys(key), index, axis=3)
+    cached_value.value = _write_at(cached_value.value, cache_values(value), index, axis=2)
+    return query, cached_key.value, cached_value.value
+
   def _decode_after_shared_prompt(self, query, key, value, wo, window):
     """One new token per beam against the beam layout of the cache (see the class)."""
     cfg = self.config
@@ -391,19 +399,14 @@ class Attention(nn.Module):
     prompt_key = self.get_variable("cache", "prompt_key")
     prompt_value = self.get_variable("cache", "prompt_value")
     prompt_length = self.get_variable("cache", "prompt_length")                 # [B]
-    cached_key = self.variable("cache", "cached_key", jnp.zeros, (), dtype)
-    cached_value = self.variable("cache", "cached_value", jnp.zeros, (), dtype)
     cache_index = self.variable("cache", "cache_index", jnp.zeros, (), jnp.int32)
     batch = prompt_key.shape[0]
     beams = rows // batch
     index = cache_index.value                                                   # [R]
     start = jnp.repeat(prompt_length, beams)                                    # [R]
     positions = (start + index)[:, None]
-    query = apply_rope(query, positions, cfg.rope_base)
-    key = apply_rope(key, positions, cfg.rope_base)
-    cached_key.value = _write_at(cached_key.value, cache_keys(key), index, axis=3)
-    cached_value.value = _write_at(cached_value.value, cache_values(value), index, axis=2)
-    gen_slots = jnp.arange(cached_key.value.shape[-1])[None, :]
+    query, key, value = self._append_to_cache(query, key, value, positions, index)
+    gen_slots = jnp.arange(key.shape[-1])[None, :]
     mask = gen_slots <= index[:, None]                                          # [R, M]
     prompt_slots = jnp.arange(prompt_key.shape[-1])[None, :]
     prompt_mask = prompt_slots < start[:, None]                                 # [R, P]
@@ -415,8 +418,7 @@ class Attention(nn.Module):
     k = cfg.num_kv_heads
     encoded = _attend_shared_prompt(
         query.reshape(rows, k, n // k, h), prompt_key, prompt_value,
-        prompt_mask.reshape(batch, beams, -1), cached_key.value, cached_value.value, mask,
-        cfg.attn_logit_softcap)
+        prompt_mask.reshape(batch, beams, -1), key, value, mask, cfg.attn_logit_softcap)
     return dense(encoded.astype(dtype).reshape(rows, 1, n * h), wo.reshape(n * h, -1), dtype)
 
 
