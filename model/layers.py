@@ -367,12 +367,19 @@ class Attention(nn.Module):
       encoded = _attend_one_query(grouped[:, 0], key, value, mask[:, 0], cfg.attn_logit_softcap)
       encoded = encoded.astype(dtype).reshape(batch, 1, n, h)
     else:
-      keys, values = ("bkhs", "bksh") if from_cache else ("bskh", "bskh")
-      logits = jnp.einsum(f"btkgh,{keys}->bkgts", grouped, key,
+      compute = dtype
+      if from_cache:
+        # A prompt block against the cache (once per prompt), in the full pass's layout and in
+        # float32: XLA:CPU folds the transposes into the products, and for bfloat16 operands
+        # one of the forms it picks runs on its generic kernel, which fails at run time.
+        key, value = key.transpose(0, 3, 1, 2), value.transpose(0, 2, 1, 3)
+        compute = jnp.float32
+      logits = jnp.einsum("btkgh,bskh->bkgts", grouped.astype(compute), key.astype(compute),
                           preferred_element_type=jnp.float32)
       probs = capped_masked_softmax(logits, mask[:, None, None], cfg.attn_logit_softcap)
-      probs = probs.astype(dtype)
-      encoded = jnp.einsum(f"bkgts,{values}->btkgh", probs, value).reshape(batch, length, n, h)
+      probs = probs.astype(compute)
+      encoded = jnp.einsum("bkgts,bskh->btkgh", probs, value.astype(compute))
+      encoded = encoded.astype(dtype).reshape(batch, length, n, h)
     return dense(encoded.reshape(batch, length, n * h), wo.reshape(n * h, d), dtype)
 
   def _append_to_cache(self, query, key, value, positions, index):

@@ -91,6 +91,19 @@ def test_one_beam_without_length_penalty_is_greedy(params):
   np.testing.assert_allclose(out.scores[:, 0], greedy.scores, rtol=1e-5)
 
 
+def test_bfloat16_model_one_beam_is_its_greedy(params):
+  # bfloat16 activations (the recipe's dtype, which the demo evaluates with 4 beams): the
+  # prompt block, the beams' shared prompt and their steps all run on XLA:CPU.
+  cfg = CONFIG.replace(dtype="bfloat16")
+  greedy = decoding.generate(cfg, params, PROMPTS, max_new_tokens=6, stop_ids=(STOP,))
+  out = beam_search(cfg, params, PROMPTS, beam=BeamSearch(num_beams=1, length_penalty=0.0),
+                    max_new_tokens=6, stop_ids=(STOP,))
+  np.testing.assert_array_equal(out.tokens[:, 0], greedy.tokens)
+  four = beam_search(cfg, params, PROMPTS, beam=BeamSearch(num_beams=4), max_new_tokens=6,
+                     stop_ids=(STOP,))
+  assert np.all(np.asarray(four.num_tokens[:, 0]) > 0)
+
+
 def test_forbidden_ids_budget_and_no_recompile(params):
   kw = dict(beam=BeamSearch(num_beams=3), max_new_tokens=6, stop_ids=())
   free = beam_search(CONFIG, params, PROMPTS, **kw)

@@ -84,6 +84,16 @@ def test_batched_greedy_equals_full_forward_for_each_prompt(params):
     np.testing.assert_allclose(out.scores[i], lp[jnp.arange(10), out.tokens[i]].sum(), rtol=1e-5)
 
 
+def test_bfloat16_model_decodes_like_its_full_forward(params):
+  # bfloat16 activations (the recipe's dtype): the prompt block's products against the cache
+  # and the one-token steps must run on XLA:CPU, and agree with the uncached pass.
+  cfg = CONFIG.replace(dtype="bfloat16")
+  out = generate(cfg, params, PROMPTS, max_new_tokens=6, stop_ids=(), return_logits=True)
+  for i, prompt in enumerate(PROMPTS):
+    full = forward(cfg, params, jnp.asarray([prompt + out.tokens[i].tolist()]))[0]
+    np.testing.assert_allclose(out.logits[i], full[len(prompt) - 1:-1], atol=0.1)
+
+
 def test_stop_ids_end_rows_and_pad_with_zeros(params):
   free = generate(CONFIG, params, PROMPTS, max_new_tokens=8, stop_ids=())
   row = free.tokens[0].tolist()
