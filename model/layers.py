@@ -252,8 +252,9 @@ def _attend_shared_prompt(query: jax.Array, prompt_key: jax.Array, prompt_value:
 
   query [R, K, G, H] (a prompt's beams adjacent); prompt_key [B, K, H, P], prompt_value
   [B, K, P, H], prompt_mask bool [B, beams, P]; key [R, K, H, M] / value [R, K, M, H] (the
-  generated tokens, in the cache's layout), mask bool [R, M] -> [R, K, G, H]. One softmax over the prompt's and the generated
-  slots together, so the result is attention over their concatenation. The beams then read the
+  generated tokens, in the cache's layout), mask bool [R, M] -> [R, K, G, H]. One softmax
+  over the prompt's and the generated slots together, so the result is attention over their
+  concatenation. The beams then read the
   prompt's keys once per step between them and reorder only the generated part of the cache
   when they change parents (`model.beams`). A prompt's beams * G queries per key head meet its
   keys in two matrix products of the form XLA hands to its library kernels (the left operand
@@ -288,8 +289,8 @@ class Attention(nn.Module):
   Without `cached`: keys are this call's tokens, `positions` and `mask` ([B, T, T]) are given.
   With `cached` (T5X's `decode` / `prefill`): the call's T tokens are written into the `cache`
   collection (`cached_key` [B, K, H, S], `cached_value` [B, K, S, H]: the layout of
-  `_attend_one_query`) at each example's `cache_index` (slot = position), the queries attend to the whole
-  cache, and `cache_index` advances by `advance` ([B], default T). When the cache does not exist
+  `_attend_one_query`) at each example's `cache_index` (slot = position), the queries attend to
+  the whole cache, and `cache_index` advances by `advance` ([B], default T). When the cache does not exist
   yet it is created with `cache_length` slots and the call behaves as uncached (T5X initialises a
   cache that way).
 
