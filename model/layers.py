@@ -290,9 +290,9 @@ class Attention(nn.Module):
   With `cached` (T5X's `decode` / `prefill`): the call's T tokens are written into the `cache`
   collection (`cached_key` [B, K, H, S], `cached_value` [B, K, S, H]: the layout of
   `_attend_one_query`) at each example's `cache_index` (slot = position), the queries attend to
-  the whole cache, and `cache_index` advances by `advance` ([B], default T). When the cache does not exist
-  yet it is created with `cache_length` slots and the call behaves as uncached (T5X initialises a
-  cache that way).
+  the whole cache, and `cache_index` advances by `advance` ([B], default T). When the cache
+  does not exist yet it is created with `cache_length` slots and the call behaves as uncached
+  (T5X initialises a cache that way).
 
   Beam search's layout (`model.beams`) adds `prompt_key` [B, K, H, P], `prompt_value`
   [B, K, P, H] and `prompt_length` [B] to the cache: the prompts, once per prompt, while
