@@ -234,8 +234,9 @@ def _attend_one_query(query: jax.Array, key: jax.Array, value: jax.Array, mask: 
   (H for the logits, S for the output), so each pass adds whole contiguous rows of S or H
   values. With the full pass's layout [B, S, K, H] the logits were a sum over the minor axis,
   one short horizontal reduction per slot: this function alone took 1.5x the time at batch 1,
-  2.5x at batch 8 and 1.6x at 256 rows (small_gemma2's heads, 144 slots), and the whole of
-  greedy decoding 1.25x / 1.12x at batch 1 / 8 (`benchmarks/model.py`, one run after the other).
+  2.5x at batch 8 and 1.6x at 256 rows (small_gemma2's heads, 144 slots). Whole greedy
+  decoding at batch 8 took 1.12-1.27x the time, at batch 1 the same within the noise
+  (`benchmarks/model.py`, three pairs of runs one after the other; README, "The model").
   """
   f32 = jnp.float32
   logits = jnp.sum(query.astype(f32)[..., None] * key.astype(f32)[:, :, None], axis=3)
