@@ -31,7 +31,7 @@ import numpy as np
 
 from model.config import PAD_ID, STOP_IDS, GemmaConfig
 from model.layers import NEG_INF
-from model.transformer import Transformer, init_cache
+from model.transformer import Transformer, cache_slots, init_cache
 
 # Incremented only while `_generate` is being traced: tests read it to prove that a second call
 # with the same shapes and statics does not recompile.
@@ -175,7 +175,7 @@ def prefill(config: GemmaConfig, params, cache, tokens, lengths, max_new_tokens:
   Each generated token but the last is written to the cache, so a row's budget is
   `max_new_tokens` capped by its free slots."""
   start = cache["layer_0"]["attn"]["cache_index"]
-  cache_length = cache["layer_0"]["attn"]["cached_key"].shape[-1]
+  cache_length = cache_slots(cache)
   logits, cache = apply_with_cache(config, params, cache, tokens, lengths)
   logits = jnp.take_along_axis(logits, jnp.maximum(lengths - 1, 0)[:, None, None], axis=1)[:, 0]
   return logits, cache, jnp.minimum(max_new_tokens, cache_length - (start + lengths))
@@ -308,15 +308,14 @@ def fit_to_cache(tokens: jax.Array, lengths: jax.Array, cache: dict) -> jax.Arra
   >>> fit_to_cache(jnp.zeros((1, 16), jnp.int32), jnp.array([3]), cache).shape   # 12 free
   (1, 12)
   """
-  attn = cache["layer_0"]["attn"]
-  free = attn["cached_key"].shape[-1] - np.asarray(attn["cache_index"]).reshape(-1)
+  free = cache_slots(cache) - np.asarray(cache["layer_0"]["attn"]["cache_index"]).reshape(-1)
   lengths = np.asarray(lengths).reshape(-1)
   too_long = np.flatnonzero(lengths > free)
   if too_long.size:
     row = int(too_long[0])
     raise ValueError(f"prompt row {row} has {int(lengths[row])} tokens but its cache has only "
                      f"{int(free[row])} free slots (cache_length="
-                     f"{attn['cached_key'].shape[-1]}); start a new cache or a larger one")
+                     f"{cache_slots(cache)}); start a new cache or a larger one")
   width = int(free.min())
   return tokens[:, :width] if tokens.shape[1] > width else tokens
 

@@ -119,6 +119,16 @@ def init_cache(config: GemmaConfig, batch_size: int, cache_length: int) -> dict:
   }
 
 
+def cache_slots(cache: dict) -> int:
+  """The slots S per row of a `cache` collection (`init_cache`'s layout: keys [B, K, H, S]).
+
+  >>> from model.config import tiny_gemma1
+  >>> cache_slots(init_cache(tiny_gemma1(), 2, 8))
+  8
+  """
+  return cache["layer_0"]["attn"]["cached_key"].shape[-1]
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def forward(config: GemmaConfig, params, tokens: jax.Array) -> jax.Array:
   """Plain causal forward pass, no cache: int [B, T] -> float32 logits [B, T, V].
