@@ -25,7 +25,7 @@ import seqio
 import tensorflow as tf
 
 from feature_converters import packing
-from feature_converters.pipeline_options import with_fused_maps
+from feature_converters.pipeline_options import inline_map, with_fused_maps
 from gemma_seqio.special_tokens import BOS_ID
 
 IN_ORDER = "in_order"
@@ -218,7 +218,7 @@ class GemmaFeatureConverter(seqio.FeatureConverter, metaclass=abc.ABCMeta):
     if not all(isinstance(s, tf.TensorSpec) for s in ds.element_spec.values()):
       # e.g. the RaggedTensorSpec (ragged_rank 0) that an `unbatch` of ragged rows leaves:
       # `padded_batch` wants plain tensors, which is what this map hands on.
-      ds = ds.map(lambda ex: dict(ex))
+      ds = inline_map(ds, lambda ex: dict(ex))
     padding_values = {}
     for key, spec in ds.element_spec.items():
       padding_values[key] = (tf.constant(packing.SENTINEL, spec.dtype) if key in keys

@@ -24,6 +24,8 @@ from typing import Callable, Mapping
 
 import tensorflow as tf
 
+from feature_converters import pipeline_options
+
 # Large enough that the per-batch overhead vanishes, small enough that a batch of long
 # documents stays a few MB.
 BATCH_SIZE = 256
@@ -45,9 +47,22 @@ def over_batches(dataset: tf.data.Dataset, fn: Callable[[Batch], Batch], *,
   """
   batches = _BATCHES.get(dataset)
   if batches is None:
-    batches = dataset.ragged_batch(batch_size)
+    batches = _group(dataset, batch_size)
   mapped = batches.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return register_batches(mapped)
+
+
+def _group(dataset: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
+  """Consecutive examples as one batch: ragged where shapes vary between examples.
+
+  `ragged_batch` first maps every example to a ragged encoding, a per-example map that costs a
+  thread hand-off (`feature_converters.pipeline_options`); when every feature has one fixed shape
+  (scalars: the text of a JSONL row) plain `batch` gives the same dense batches without it.
+  """
+  specs = tf.nest.flatten(dataset.element_spec)
+  if all(isinstance(s, tf.TensorSpec) and s.shape.is_fully_defined() for s in specs):
+    return dataset.batch(batch_size)
+  return dataset.ragged_batch(batch_size)
 
 
 def register_batches(batches: tf.data.Dataset) -> tf.data.Dataset:
@@ -56,9 +71,10 @@ def register_batches(batches: tf.data.Dataset) -> tf.data.Dataset:
   examples = batches.unbatch()
   if any(isinstance(s, tf.RaggedTensorSpec) for s in tf.nest.flatten(examples.element_spec)):
     # A ragged feature unbatches to a RaggedTensorSpec of ragged rank 0, whose values are plain
-    # tensors: one light map restates the spec as the TensorSpec a per-example map would give.
-    examples = examples.map(lambda ex: tf.nest.map_structure(tf.identity, ex),
-                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    # tensors: one light map, run in the pulling thread, restates the spec as the TensorSpec a
+    # per-example map would give.
+    examples = pipeline_options.inline_map(
+        examples, lambda ex: tf.nest.map_structure(tf.identity, ex))
   _BATCHES[examples] = batches
   return examples
 

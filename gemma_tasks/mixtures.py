@@ -4,6 +4,7 @@ import functools
 import seqio
 
 from gemma_tasks import tasks
+from gemma_tasks.mixture_class import GemmaMixture
 
 QA_MIX = "gemma_qa_mix"
 ALL = "gemma_all"
@@ -54,24 +55,29 @@ EN_DE_WITH_UI_GETTEXT_AND_QUIZ_RATES = (
     (tasks.QUIZ_QA, 1.0))
 
 
+def _add(name, tasks_and_rates):
+  # Our class: seqio's mixture with its per-task filter run inline (`mixture_class`).
+  seqio.MixtureRegistry.add(name, tasks_and_rates, mixture_cls=GemmaMixture)
+
+
 def register():
   """Adds every mixture once (after `tasks.register()`)."""
   if ALL in seqio.MixtureRegistry.names():
     return
-  seqio.MixtureRegistry.add(QA_MIX, list(QA_MIX_RATES))
-  seqio.MixtureRegistry.add(EN_DE_WITH_QUIZ, list(EN_DE_WITH_QUIZ_RATES))
-  seqio.MixtureRegistry.add(EN_DE_WITH_GETTEXT, list(EN_DE_WITH_GETTEXT_RATES))
-  seqio.MixtureRegistry.add(EN_DE_WITH_GETTEXT_AND_QUIZ, list(EN_DE_WITH_GETTEXT_AND_QUIZ_RATES))
-  seqio.MixtureRegistry.add(EN_DE_WITH_GETTEXT_AND_QUIZ_FACTS,
+  _add(QA_MIX, list(QA_MIX_RATES))
+  _add(EN_DE_WITH_QUIZ, list(EN_DE_WITH_QUIZ_RATES))
+  _add(EN_DE_WITH_GETTEXT, list(EN_DE_WITH_GETTEXT_RATES))
+  _add(EN_DE_WITH_GETTEXT_AND_QUIZ, list(EN_DE_WITH_GETTEXT_AND_QUIZ_RATES))
+  _add(EN_DE_WITH_GETTEXT_AND_QUIZ_FACTS,
                             list(EN_DE_WITH_GETTEXT_AND_QUIZ_FACTS_RATES))
-  seqio.MixtureRegistry.add(EN_DE_WITH_GETTEXT_AND_QUIZ_FACTS_X3,
+  _add(EN_DE_WITH_GETTEXT_AND_QUIZ_FACTS_X3,
                             list(EN_DE_WITH_GETTEXT_AND_QUIZ_FACTS_X3_RATES))
-  seqio.MixtureRegistry.add(EN_DE_WITH_UI_GETTEXT_AND_QUIZ,
+  _add(EN_DE_WITH_UI_GETTEXT_AND_QUIZ,
                             list(EN_DE_WITH_UI_GETTEXT_AND_QUIZ_RATES))
   by_size = functools.partial(seqio.mixing_rate_num_examples, split="train")
   qa_mix = seqio.get_mixture_or_task(QA_MIX)
   # Rates = number of training examples; a sub-mixture needs a number, so its size is used.
-  seqio.MixtureRegistry.add(ALL, [
+  _add(ALL, [
       (tasks.EN_DE_LIBREOFFICE, by_size),
       (tasks.EN_DE_GETTEXT, by_size),
       (QA_MIX, float(qa_mix.num_input_examples("train"))),

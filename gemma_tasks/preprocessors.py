@@ -21,6 +21,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from feature_converters import pipeline_options
 from gemma_seqio import template
 from gemma_tasks import aliases, batched
 
@@ -51,7 +52,7 @@ def _only(dataset: tf.data.Dataset, keys: Sequence[str]) -> tf.data.Dataset:
   """The features `keys` of each example (a no-op when there are no others)."""
   if set(dataset.element_spec) == set(keys):
     return dataset
-  return dataset.map(lambda ex: {k: ex[k] for k in keys}, num_parallel_calls=tf.data.AUTOTUNE)
+  return pipeline_options.inline_map(dataset, lambda ex: {k: ex[k] for k in keys})
 
 
 def translation(dataset: tf.data.Dataset, *, source_key: str, target_key: str,

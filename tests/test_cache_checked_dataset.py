@@ -3,6 +3,7 @@ import pytest
 import tensorflow as tf
 
 from cache_scripts import cache_tasks
+from dataset_asserts import per_example_maps_on_threads
 from gemma_tasks import cached
 
 PLAIN = "gemma_test_plain_seqio_quiz"
@@ -70,6 +71,9 @@ def test_checked_dataset_reads_a_plain_task_with_the_fast_reader(plain_cached):
   theirs = [ex["targets"].tolist() for ex in task.get_dataset(
       LENGTHS, "validation", use_cached=True, shuffle=False).as_numpy_iterator()]
   assert len(ours) == 108 and ours == theirs
+  # Our reader and trim run in the pulling thread; seqio's reader hands off each example.
+  assert per_example_maps_on_threads(checked) == []
+  assert per_example_maps_on_threads(task.get_dataset(LENGTHS, "validation", use_cached=True))
   assert isinstance(cached.cached_source(task, "validation"), cached.FastCachedDataSource)
 
 
