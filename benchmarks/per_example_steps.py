@@ -2,7 +2,9 @@
 
 This is the anchor for the batched steps in `gemma_tasks.preprocessors` and
 `gemma_tasks.tokenization`: the same filters and strings, but a `tf.data` map (and a
-SentencePiece op) per example, followed by `seqio.preprocessors.tokenize`. `benchmarks.pipeline`
+SentencePiece op) per example, followed by `seqio.preprocessors.tokenize`; after the cache
+placeholder, the LM task's `seqio.preprocessors.append_eos` and a `flat_map` per document where
+ours cut a batch of documents at once. `benchmarks.pipeline`
 measures our tasks next to these, and `tests/test_batched_steps.py` checks that both yield the
 same examples.
 """
@@ -63,6 +65,23 @@ def lm_text(ds, *, text_key="text"):
   return ds.map(lambda ex: {"inputs": "", "targets": ex[text_key]})
 
 
+def chunk_targets(ds, sequence_length):
+  """`preprocessors.chunk_targets` one document at a time: a dataset of its chunks each."""
+  length = sequence_length["targets"]
+
+  def split(ex):
+    tokens = ex["targets"]
+    n = tf.size(tokens)
+    full = n // length
+    rem = n - full * length
+    row_lengths = tf.concat([tf.fill([full], length), tf.reshape(rem, [1])[: tf.minimum(rem, 1)]], 0)
+    chunks = tf.data.Dataset.from_tensor_slices(
+        tf.RaggedTensor.from_row_lengths(tokens, row_lengths))
+    return chunks.map(lambda t: {"inputs": tf.zeros([0], tokens.dtype), "targets": t})
+
+  return ds.flat_map(split)
+
+
 translate_en_de = functools.partial(translation, source_key="en", target_key="de",
                                     prefix=preprocessors.TRANSLATE_PREFIX)
 
@@ -77,12 +96,22 @@ PRECACHE = {
 }
 
 
+# Per registered task whose steps after the cache placeholder are batched: those steps one
+# example at a time (the others' post-cache steps are seqio's own and are kept).
+POSTCACHE = {
+    "gemma_lm_python_docs": [seqio.preprocessors.append_eos, chunk_targets],
+}
+
+
 def register_like(name: str, new_name: str) -> seqio.Task:
-  """A plain `seqio.Task` with `name`'s source, features and post-cache steps, but the
-  per-example steps before the cache placeholder."""
+  """A plain `seqio.Task` with `name`'s source and features, but every step one example at a
+  time: the per-example steps before the cache placeholder, and after it the task's own steps
+  or their per-example form (`POSTCACHE`)."""
   task = seqio.get_mixture_or_task(name)
-  post = task.preprocessors[[isinstance(p, seqio.CacheDatasetPlaceholder)
-                             for p in task.preprocessors].index(True):]
+  placeholder = [isinstance(p, seqio.CacheDatasetPlaceholder)
+                 for p in task.preprocessors].index(True)
+  post = [task.preprocessors[placeholder],
+          *POSTCACHE.get(name, task.preprocessors[placeholder + 1:])]
   seqio.TaskRegistry.remove(new_name)
   return seqio.TaskRegistry.add(
       new_name, source=task.source, preprocessors=[*PRECACHE[name], *post],

@@ -20,7 +20,7 @@ would give (`tf.Tensor` of shape `[None]` for a token vector, never a RaggedTens
 from __future__ import annotations
 
 import weakref
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Optional, Sequence
 
 import tensorflow as tf
 
@@ -34,7 +34,8 @@ Batch = Mapping[str, "tf.Tensor | tf.RaggedTensor"]
 
 
 def over_batches(dataset: tf.data.Dataset, fn: Callable[[Batch], Batch], *,
-                 batch_size: int = BATCH_SIZE) -> tf.data.Dataset:
+                 batch_size: int = BATCH_SIZE,
+                 reads: Optional[Sequence[str]] = None) -> tf.data.Dataset:
   """`fn` on groups of up to `batch_size` examples; its output rows are the new examples, in order.
 
   `fn` gets a dict of tensors whose first dimension is the example, and returns one; it may
@@ -43,10 +44,13 @@ def over_batches(dataset: tf.data.Dataset, fn: Callable[[Batch], Batch], *,
 
   When `dataset` is itself what `over_batches` (or `register_batches`) returned, `fn` runs on
   those groups directly: two steps in a row (a task's formatting, then its tokenization) cost
-  one split into examples instead of a split, a regroup and a split.
+  one split into examples instead of a split, a regroup and a split. `reads` (the features `fn`
+  reads, when it drops the others) keeps a regroup from batching features nobody reads.
   """
   batches = _BATCHES.get(dataset)
   if batches is None:
+    if reads is not None and set(dataset.element_spec) != set(reads):
+      dataset = pipeline_options.inline_map(dataset, lambda ex: {k: ex[k] for k in reads})
     batches = _group(dataset, batch_size)
   mapped = batches.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return register_batches(mapped)

@@ -97,6 +97,6 @@ def add_lm_task(
       name, task_cls=cached.CheckedCacheTask, source=source,
       preprocessors=[functools.partial(preprocessors.lm_text, text_key=text_key),
                      tokenization.tokenize, seqio.CacheDatasetPlaceholder(),
-                     seqio.preprocessors.append_eos, preprocessors.chunk_targets],
+                     preprocessors.append_eos_and_chunk_targets],
       output_features=output_features(vocabulary, add_eos=add_eos, inputs_required=False),
       metric_fns=[])

@@ -84,6 +84,7 @@ import tensorflow as tf
 from seqio import utils as seqio_utils
 
 from feature_converters import pipeline_options
+from gemma_tasks import batched
 from gemma_tasks import cache_fingerprint
 from gemma_tasks import cache_integrity
 from gemma_tasks import cache_metadata
@@ -304,14 +305,11 @@ class FastCachedDataSource(seqio.FileDataSource):
         out[k] = tf.cast(v, features[k if k in features else k.replace("_pretokenized", "_plaintext")]["dtype"])
       return out
 
-    ds = records.batch(PARSE_BATCH_SIZE).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.unbatch()
-    # After unbatch, rank-1 ragged rows are RaggedTensors with ragged_rank 0; an identity map
-    # turns their spec into plain TensorSpecs, as seqio's reader produces. Run in the pulling
-    # thread: as a plain map its hand-off cost ~4x the rest of the read (`pipeline_options`).
-    return pipeline_options.inline_map(
-        ds, lambda ex: {k: (v.to_tensor() if isinstance(v, tf.RaggedTensor) else v)
-                        for k, v in ex.items()})
+    batches = records.batch(PARSE_BATCH_SIZE).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    # The examples of the parsed batches, as seqio's reader gives them (plain tensors, the
+    # specs restated in the pulling thread), remembered as those batches: a batched post-cache
+    # step (the LM tasks' chunking) works on them without regrouping.
+    return batched.register_batches(batches)
 
 
 def reader_for(cache_dir: str, split: str, file_shuffle_buffer_size: Optional[int] = None):

@@ -48,13 +48,6 @@ def _non_empty(*texts: tf.Tensor) -> tf.Tensor:
   return ok
 
 
-def _only(dataset: tf.data.Dataset, keys: Sequence[str]) -> tf.data.Dataset:
-  """The features `keys` of each example (a no-op when there are no others)."""
-  if set(dataset.element_spec) == set(keys):
-    return dataset
-  return pipeline_options.inline_map(dataset, lambda ex: {k: ex[k] for k in keys})
-
-
 def translation(dataset: tf.data.Dataset, *, source_key: str, target_key: str,
                 prefix: str) -> tf.data.Dataset:
   """{source, target} -> {inputs: prompt(prefix + source), targets: response(target)}.
@@ -75,7 +68,7 @@ def translation(dataset: tf.data.Dataset, *, source_key: str, target_key: str,
         "target": target,
     }
 
-  return batched.over_batches(_only(dataset, (source_key, target_key)), fmt)
+  return batched.over_batches(dataset, fmt, reads=(source_key, target_key))
 
 
 def translate_en_de(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -129,7 +122,7 @@ def qa(dataset: tf.data.Dataset, *, question_key: str = "question",
       out["group"] = tf.strings.regex_replace(tf.boolean_mask(batch[group_key], keep), ".*/", "")
     return out
 
-  return batched.over_batches(_only(dataset, keys), fmt)
+  return batched.over_batches(dataset, fmt, reads=keys)
 
 
 def trivia_qa_tfds(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -157,7 +150,7 @@ def lm_text(dataset: tf.data.Dataset, *, text_key: str = "text") -> tf.data.Data
     text = tf.boolean_mask(batch[text_key], _non_empty(batch[text_key]))
     return {"inputs": tf.fill(tf.shape(text), ""), "targets": text}
 
-  return batched.over_batches(_only(dataset, (text_key,)), fmt)
+  return batched.over_batches(dataset, fmt, reads=(text_key,))
 
 
 def chunk_targets(dataset: tf.data.Dataset,
@@ -165,24 +158,61 @@ def chunk_targets(dataset: tf.data.Dataset,
   """Splits each tokenized `targets` into consecutive chunks of `sequence_length['targets']`.
 
   Runs after `CacheDatasetPlaceholder` (it depends on the sequence length). No token is lost:
-  the last chunk of an example holds the remainder.
-
-  `inputs` (empty for LM tasks) is kept empty on every chunk.
+  the last chunk of an example holds the remainder; an example without tokens gives no chunk.
+  `inputs` (empty for LM tasks) is empty on every chunk, and the other features are dropped.
+  The chunks of a batch of examples are cut with one ragged op (`gemma_tasks.batched`), where a
+  `flat_map` would build a dataset per example.
 
   >>> ds = tf.data.Dataset.from_tensors({"inputs": tf.zeros([0], tf.int32), "targets": tf.range(7)})
   >>> [x["targets"].numpy().tolist() for x in chunk_targets(ds, {"targets": 3})]
   [[0, 1, 2], [3, 4, 5], [6]]
   """
-  length = sequence_length["targets"]
+  return _chunks(dataset, sequence_length["targets"], eos_id=None)
 
-  def split(ex):
-    tokens = ex["targets"]
-    n = tf.size(tokens)
-    full = n // length
-    rem = n - full * length
-    row_lengths = tf.concat([tf.fill([full], length), tf.reshape(rem, [1])[: tf.minimum(rem, 1)]], 0)
-    chunks = tf.data.Dataset.from_tensor_slices(
-        tf.RaggedTensor.from_row_lengths(tokens, row_lengths))
-    return chunks.map(lambda t: {"inputs": tf.zeros([0], tokens.dtype), "targets": t})
 
-  return dataset.flat_map(split)
+def append_eos_and_chunk_targets(dataset: tf.data.Dataset, sequence_length: Mapping[str, int],
+                                 output_features: Mapping[str, seqio.Feature]) -> tf.data.Dataset:
+  """`seqio.preprocessors.append_eos`, then `chunk_targets`, in one step over batches.
+
+  EOS (1) ends each example's `targets` when its feature has `add_eos`, so it marks the end of
+  a document before the document is cut:
+
+  >>> from gemma_tasks.builders import output_features
+  >>> ds = tf.data.Dataset.from_tensors({"inputs": tf.zeros([0], tf.int32),
+  ...                                    "targets": tf.range(10, 16)})
+  >>> chunks = append_eos_and_chunk_targets(ds, {"targets": 4}, output_features(add_eos=True))
+  >>> [x["targets"].tolist() for x in chunks.as_numpy_iterator()]
+  [[10, 11, 12, 13], [14, 15, 1]]
+  """
+  feature = output_features["targets"]
+  return _chunks(dataset, sequence_length["targets"],
+                 eos_id=feature.vocabulary.eos_id if feature.add_eos else None)
+
+
+def _chunks(dataset: tf.data.Dataset, length: int, eos_id: Optional[int]) -> tf.data.Dataset:
+  if length < 1:
+    raise ValueError(f"chunk_targets: sequence_length['targets'] must be >= 1, got {length}")
+  dtype = dataset.element_spec["targets"].dtype
+
+  def cut(batch):
+    tokens = batch["targets"]
+    if not isinstance(tokens, tf.RaggedTensor):
+      tokens = tf.RaggedTensor.from_tensor(tokens)
+    if eos_id is not None:   # seqio's append_eos on every row at once
+      eos = tf.fill([tokens.nrows(), 1], tf.constant(eos_id, dtype))
+      tokens = tf.concat([tokens, eos], axis=1)
+    n = tokens.row_lengths()
+    count = (n + length - 1) // length                      # chunks per example
+    first = tf.repeat(tf.cumsum(count, exclusive=True), count)
+    k = tf.range(tf.reduce_sum(count), dtype=count.dtype) - first   # chunk k of its example
+    left = tf.repeat(n, count) - k * length                         # tokens from chunk k on
+    chunks = tf.RaggedTensor.from_row_lengths(tokens.flat_values,
+                                              tf.minimum(left, length), validate=False)
+    return {"targets": chunks}
+
+  chunks = batched.over_batches(dataset, cut, reads=("targets",))
+  # `inputs` added per chunk, in the pulling thread: unbatching a [chunks, 0] tensor crashes
+  # TF 2.21's `unbatch` (a segmentation fault), and an empty ragged row would unbatch to shape
+  # [None] where `tf.zeros([0])` per example has shape [0].
+  return pipeline_options.inline_map(
+      chunks, lambda ex: {"inputs": tf.zeros([0], dtype), "targets": ex["targets"]})

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 import gemma_tasks  # noqa: F401  (registers the tasks)
 from benchmarks import per_example_steps
-from dataset_asserts import assert_same_examples
+from dataset_asserts import assert_same_examples, per_example_maps_on_threads
 from gemma_tasks import aliases, batched, builders, tokenization
 
 
@@ -31,6 +31,22 @@ def test_registered_task_equals_per_example_seqio_steps(name, temp_task_names):
                for t in tasks)
   n = assert_same_examples(ours, ref)
   assert n > 2 * batched.BATCH_SIZE
+
+
+@pytest.mark.parametrize("name", sorted(per_example_steps.POSTCACHE))
+@pytest.mark.parametrize("targets", [1, 7, 512])
+def test_registered_task_after_the_cache_equals_per_example_steps(name, targets, temp_task_names):
+  # The whole task (append EOS, cut into chunks, seqio's trim): the chunks of 618 documents,
+  # a document cut in one piece or hundreds, across several batches of documents.
+  temp_task_names.append(f"{name}_per_example")
+  tasks = (seqio.get_mixture_or_task(name),
+           per_example_steps.register_like(name, temp_task_names[-1]))
+  lengths = {"inputs": 0, "targets": targets}
+  ours, ref = (t.get_dataset(lengths, "validation", shuffle=False) for t in tasks)
+  n, docs = assert_same_examples(ours, ref), tasks[0].num_input_examples("validation")
+  assert n == docs if targets == 512 else n > docs   # 512: every document in one chunk
+  # The per-example reference hands each document to a thread pool; ours runs no such map.
+  assert per_example_maps_on_threads(ours) == [] and per_example_maps_on_threads(ref)
 
 
 def test_tokenize_equals_seqio_tokenize_across_batch_edges():

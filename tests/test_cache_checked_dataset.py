@@ -112,3 +112,35 @@ def test_trainer_reads_any_task_through_the_checks(tmp_path, temp_task_names, gl
   with pytest.raises(cached.CacheNotFoundError, match=str(tmp_path)):
     inputs.train_batches(PLAIN, {"inputs": 64, "targets": 32}, batch_size=2, seed=0,
                          use_cached=True, split="validation")
+
+
+def test_cached_lm_task_is_cut_on_the_readers_batches(tmp_path, temp_task_names, global_cache_dirs):
+  """An LM task read from its cache: the same chunks as on the fly, cut on the batches the
+  reader parsed (no regroup, no per-example map on a thread pool)."""
+  import seqio
+  from gemma_tasks import builders, sources
+  name = "gemma_test_cached_python_docs"
+  temp_task_names.append(name)
+  seqio.TaskRegistry.remove(name)
+  task = builders.add_lm_task(name, sources.embedded("python_docs", ("validation",),
+                                                     fields={"text": str}))
+  report = cache_tasks.cache_tasks([name], str(tmp_path), min_shards=1, spot_check_examples=0)
+  assert report.ok, report.summary()
+  seqio.add_global_cache_dirs([str(tmp_path)])
+  lengths = {"inputs": 0, "targets": 64}
+
+  def chunks(ds):   # the cache job writes documents in its own order: compare the sets
+    out = [(ex["inputs"].shape, ex["targets"].dtype, tuple(ex["targets"]))
+           for ex in ds.as_numpy_iterator()]
+    return sorted(out, key=lambda c: c[2])
+
+  on_the_fly = chunks(task.get_dataset(lengths, "validation", shuffle=False))
+  assert len(on_the_fly) > task.num_input_examples("validation")
+  assert isinstance(cached.cached_source(task, "validation"), cached.FastCachedDataSource)
+  # seqio keeps a split this small in memory (a `cache` between reader and chunking); without
+  # it the chunking works on the parsed batches themselves.
+  for in_memory in (True, False):
+    from_cache = task.get_dataset(lengths, "validation", shuffle=False, use_cached=True,
+                                  try_in_mem_cache=in_memory)
+    assert chunks(from_cache) == on_the_fly, in_memory
+  assert per_example_maps_on_threads(from_cache) == []

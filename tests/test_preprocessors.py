@@ -57,6 +57,22 @@ def test_lm_chunking_loses_no_token():
   assert all(ex["inputs"].shape == (0,) for ex in preprocessors.chunk_targets(ds, {"targets": 3}))
 
 
+def test_lm_chunks_end_each_document_with_eos():
+  from gemma_tasks.builders import output_features
+  docs = [list(range(10, 17)), [9, 9], [], [5, 6, 7]]   # 7 tokens, 2, none, exactly one chunk
+  ds = tf.data.Dataset.from_tensor_slices({"targets": tf.ragged.constant(docs, tf.int32)})
+  ds = ds.map(lambda ex: {"inputs": tf.zeros([0], tf.int32), "targets": ex["targets"],
+                          "targets_pretokenized": "dropped"})
+  expected = [{"inputs": [], "targets": t} for t in
+              ([10, 11, 12, 13], [14, 15, 16, 1], [9, 9, 1], [1], [5, 6, 7, 1])]
+  chunks = preprocessors.append_eos_and_chunk_targets(ds, {"targets": 4}, output_features(add_eos=True))
+  test_utils.assert_dataset(chunks, expected)
+  # Without add_eos it is `chunk_targets`: an empty document gives no chunk.
+  test_utils.assert_dataset(
+      preprocessors.append_eos_and_chunk_targets(ds, {"targets": 4}, output_features()),
+      [{"inputs": [], "targets": t} for t in ([10, 11, 12, 13], [14, 15, 16], [9, 9], [5, 6, 7])])
+
+
 def test_lm_text_has_empty_inputs():
   ds = preprocessors.lm_text(_ds([{"text": "Prose."}, {"text": ""}]))
   test_utils.assert_dataset(ds, [{"inputs": "", "targets": "Prose."}])
