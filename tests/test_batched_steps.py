@@ -81,6 +81,18 @@ def test_over_batches_keeps_order_shapes_and_empty_batches():
       (i, [i] * (i % 3)) for i in range(4, 10)]
 
 
+def test_over_batches_regroups_only_the_features_it_reads():
+  ds = tf.data.Dataset.from_tensor_slices(
+      {"t": ["a", "bb", "ccc"], "extra": tf.ragged.constant([[1], [], [2, 3]])})
+  length = lambda batch: {"n": tf.strings.length(batch["t"])}
+  out = batched.over_batches(ds, length, batch_size=2, reads=("t",))
+  assert [ex["n"] for ex in out.as_numpy_iterator()] == [1, 2, 3]
+  # Only `t` is grouped: a plain `batch`, where the ragged `extra` would take `ragged_batch`
+  # and its per-example encoding map on a thread pool.
+  assert per_example_maps_on_threads(out) == []
+  assert per_example_maps_on_threads(batched.over_batches(ds, length, batch_size=2))
+
+
 def test_user_task_with_seqio_preprocessors_works_beside_ours(temp_task_names):
   name = "user_en_de_with_seqio_steps"
   temp_task_names.append(name)
