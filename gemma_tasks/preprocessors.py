@@ -80,9 +80,10 @@ def choose_aliases(answers: tf.RaggedTensor) -> Tuple[tf.Tensor, tf.RaggedTensor
   """A batch's alias lists -> (keep, the kept lists' non-empty aliases, each kept list's pick).
 
   Aliases that are empty after stripping whitespace are removed; `keep[i]` says whether list
-  `i` has an alias left, and each such list gets `aliases.pick_alias`. One py_function for the
-  batch: the same masks as TF ops would be a large graph that every new pipeline traces and
-  instantiates (~0.2 s), for a few microseconds of numpy.
+  `i` has an alias left, and each such list gets `aliases.pick_alias`. The masks are computed in
+  the py_function that picks (numpy on the lengths; the strings stay in TF, gathered by index):
+  as ragged TF ops they were a graph that every new pipeline of a QA task traced first (~60 ms
+  of its start-up).
 
   >>> keep, kept, chosen = choose_aliases(tf.ragged.constant([["Ni", " "], ["", "\\t"], ["V"]]))
   >>> keep.numpy().tolist(), kept.to_list(), chosen.numpy().tolist()
