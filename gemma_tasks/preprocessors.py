@@ -15,7 +15,7 @@ The registered tasks' preprocessors run their string ops on groups of examples
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence, Tuple
+from typing import Mapping, Optional, Tuple
 
 import numpy as np
 import seqio
